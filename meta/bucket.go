@@ -51,6 +51,7 @@ type BucketStore struct {
 	b      objstore.CASBucket
 	prefix string
 	closed atomic.Bool
+	owned  objstore.Bucket // closed by Close when set (Open's bucket+ URLs)
 }
 
 // Record body format constants: part of the stored format, never change.
@@ -308,8 +309,10 @@ func (s *BucketStore) List(ctx context.Context, prefix string) ([]Record, error)
 	return out, nil
 }
 
-// Close implements Store. It does not close the bucket.
+// Close implements Store. It closes the bucket only if Open opened it.
 func (s *BucketStore) Close() error {
-	s.closed.Store(true)
-	return nil
+	if s.closed.Swap(true) || s.owned == nil {
+		return nil
+	}
+	return s.owned.Close()
 }

@@ -1,0 +1,233 @@
+package wal
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/woodpecker-wal/woodpecker/cache"
+	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/wal/codec"
+)
+
+// Client opens logs over one bucket and metadata store. It is safe for
+// concurrent use. Close it when done; it does not close the stores.
+type Client struct {
+	cfg    Config
+	frags  *cache.LRU[string, *codec.Fragment]
+	closed chan struct{}
+
+	mu struct {
+		sync.Mutex
+		logs map[string]*logState // in-process shared state per log name; guarded by mu
+		done bool
+	}
+	gc gcState
+}
+
+// logState is what every handle of one log in this process shares.
+type logState struct {
+	mu struct {
+		sync.Mutex
+		writer  *Writer             // the open writer in this process, if any
+		durable uint64              // last acknowledged index of that writer
+		notify  chan struct{}       // closed and replaced when durable advances or the log changes
+		rec     *logRecord          // last record seen; immutable once stored
+		readers map[*Reader]struct{} // open readers, whose positions GC respects
+	}
+}
+
+func (s *logState) wake() {
+	s.mu.Lock()
+	close(s.mu.notify)
+	s.mu.notify = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *logState) waitCh() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.notify
+}
+
+// Open returns a client for cfg.
+func Open(ctx context.Context, cfg Config) (*Client, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := &Client{
+		cfg:    cfg,
+		frags:  cache.New[string, *codec.Fragment](cfg.CacheBytes),
+		closed: make(chan struct{}),
+	}
+	c.mu.logs = make(map[string]*logState)
+	c.gc.init()
+	return c, ctx.Err()
+}
+
+// Close closes the client. Writers opened from it must be closed first;
+// Close does not wait for them. Close is idempotent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.mu.done {
+		c.mu.done = true
+		close(c.closed)
+	}
+	return nil
+}
+
+func (c *Client) state(name string) *logState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.mu.logs[name]
+	if !ok {
+		s = &logState{}
+		s.mu.notify = make(chan struct{})
+		s.mu.readers = make(map[*Reader]struct{})
+		c.mu.logs[name] = s
+	}
+	return s
+}
+
+func (c *Client) metaKey(name string) string { return c.cfg.Prefix + "/logs/" + name }
+
+func (c *Client) logPrefix(rec *logRecord) string {
+	return c.cfg.Prefix + "/" + rec.Name + "/" + strconv.FormatUint(rec.ID, 10)
+}
+
+func random64() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+// CreateLog creates an empty log. The first append may start at any index.
+func (c *Client) CreateLog(ctx context.Context, name string) error {
+	if err := ValidateLogName(name); err != nil {
+		return err
+	}
+	rec := &logRecord{Format: recordFormat, ID: random64() >> 1, Name: name, First: 1, Empty: true, NextSegment: 1}
+	b, err := rec.marshal()
+	if err != nil {
+		return err
+	}
+	if _, err := c.cfg.Meta.Create(ctx, c.metaKey(name), b); err != nil {
+		if errors.Is(err, meta.ErrExists) {
+			return fmt.Errorf("%w: %q", ErrLogExists, name)
+		}
+		return fmt.Errorf("wal: create log %q: %w", name, err)
+	}
+	c.cfg.Logger.Info("wal: log created", "log", name, "id", rec.ID)
+	return nil
+}
+
+// ListLogs returns the names of all logs, sorted.
+func (c *Client) ListLogs(ctx context.Context) ([]string, error) {
+	recs, err := c.cfg.Meta.List(ctx, c.cfg.Prefix+"/logs/")
+	if err != nil {
+		return nil, fmt.Errorf("wal: list logs: %w", err)
+	}
+	var names []string
+	for _, r := range recs {
+		name := strings.TrimPrefix(r.Key, c.cfg.Prefix+"/logs/")
+		if rec, err := unmarshalRecord(name, r.Value); err == nil && !rec.Deleted {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
+// DeleteLog fences any writer of the log, deletes all its fragments and
+// then its record. It is idempotent and resumes an interrupted deletion.
+func (c *Client) DeleteLog(ctx context.Context, name string) error {
+	if err := ValidateLogName(name); err != nil {
+		return err
+	}
+	rec, ver, err := c.readRecord(ctx, name)
+	if errors.Is(err, ErrLogNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !rec.Deleted {
+		rec.Deleted = true
+		rec.Epoch++
+		b, _ := rec.marshal()
+		if ver, err = c.cfg.Meta.Update(ctx, c.metaKey(name), b, ver); err != nil {
+			return fmt.Errorf("wal: delete log %q: %w", name, err)
+		}
+	}
+	if err := c.deletePrefix(ctx, c.logPrefix(rec)+"/"); err != nil {
+		return err
+	}
+	if err := c.cfg.Meta.Delete(ctx, c.metaKey(name), ver); err != nil && !errors.Is(err, meta.ErrPrecondition) {
+		return fmt.Errorf("wal: delete log %q: %w", name, err)
+	}
+	c.frags.RemoveIf(func(k string) bool { return strings.HasPrefix(k, c.logPrefix(rec)+"/") })
+	c.state(name).wake()
+	c.cfg.Logger.Info("wal: log deleted", "log", name)
+	return nil
+}
+
+// deletePrefix deletes every object under prefix, highest key first.
+func (c *Client) deletePrefix(ctx context.Context, prefix string) error {
+	var keys []string
+	if err := objstore.ListAll(ctx, c.cfg.Bucket, prefix, 0, func(o objstore.ObjectInfo) error {
+		keys = append(keys, o.Key)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("wal: list %q: %w", prefix, err)
+	}
+	for i := len(keys) - 1; i >= 0; i-- {
+		if err := c.cfg.Bucket.Delete(ctx, keys[i]); err != nil {
+			return fmt.Errorf("wal: delete %q: %w", keys[i], err)
+		}
+	}
+	return nil
+}
+
+func (c *Client) readRecord(ctx context.Context, name string) (*logRecord, meta.Version, error) {
+	r, err := c.cfg.Meta.Get(ctx, c.metaKey(name))
+	if errors.Is(err, meta.ErrNotFound) {
+		return nil, "", fmt.Errorf("%w: %q", ErrLogNotFound, name)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("wal: read log record %q: %w", name, err)
+	}
+	rec, err := unmarshalRecord(name, r.Value)
+	if err != nil {
+		return nil, "", err
+	}
+	if rec.Deleted {
+		return nil, "", fmt.Errorf("%w: %q (being deleted)", ErrLogNotFound, name)
+	}
+	return rec, r.Version, nil
+}
+
+// fragment returns the verified fragment under key, from the cache or the
+// bucket. A missing object is objstore.ErrNotFound; damage is ErrCorrupt
+// naming the key.
+func (c *Client) fragment(ctx context.Context, key string) (*codec.Fragment, error) {
+	if f, ok := c.frags.Get(key); ok {
+		return f, nil
+	}
+	data, _, err := objstore.ReadAll(ctx, c.cfg.Bucket, key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := codec.Decode(data)
+	if err != nil {
+		return nil, codec.WithObject(err, key)
+	}
+	c.frags.Add(key, f, int64(len(data))+256)
+	return f, nil
+}

@@ -1,0 +1,133 @@
+package wal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/wal/codec"
+)
+
+// gcState remembers, per log segment, when this process first saw it marked
+// deleted: the grace period runs on the local monotonic clock, never
+// comparing clocks across machines.
+type gcState struct {
+	mu   sync.Mutex
+	seen map[string]time.Time // "<log>/<id>/<segment>" -> first seen deleted
+	now  func() time.Time
+}
+
+func (g *gcState) init() {
+	g.seen = make(map[string]time.Time)
+	g.now = time.Now
+}
+
+// noteDeleted is a hint that segments of the log were just marked deleted.
+func (g *gcState) noteDeleted(string) {}
+
+// GCStats reports what one GC pass did.
+type GCStats struct {
+	Marked          int // segments newly marked deleted (phase 1)
+	SegmentsRemoved int // segments whose objects were deleted (phase 2)
+	ObjectsDeleted  int
+	Waiting         int // deleted segments still in their grace period or held by a reader
+}
+
+// GC collects the log's garbage in two phases. Phase 1 marks sealed
+// segments wholly below the first index as deleted (one compare-and-swap on
+// the log record). Phase 2 deletes the objects of segments marked deleted at
+// least Config.GCGrace ago (as seen by this client), highest key first, then
+// removes them from the record — unless a reader in this process is still
+// positioned at or before the segment's last entry. GC needs no writer, is
+// idempotent, and may run from any client.
+func (c *Client) GC(ctx context.Context, name string) (GCStats, error) {
+	var st GCStats
+	if err := ValidateLogName(name); err != nil {
+		return st, err
+	}
+	key := c.metaKey(name)
+	minReader := c.minReaderPos(name)
+	for {
+		rec, ver, err := c.readRecord(ctx, name)
+		if err != nil {
+			return st, err
+		}
+		now := c.gc.now()
+		marked, removable := 0, map[uint64]bool{}
+		next := rec.clone()
+		for i := range next.Segments {
+			s := &next.Segments[i]
+			if s.State == segSealed && (s.Last < rec.First || s.Last < s.First) {
+				s.State = segDeleted
+				marked++
+			}
+			if s.State != segDeleted {
+				continue
+			}
+			seenKey := fmt.Sprintf("%s/%d/%d", name, rec.ID, s.ID)
+			c.gc.mu.Lock()
+			t, ok := c.gc.seen[seenKey]
+			if !ok {
+				t = now
+				c.gc.seen[seenKey] = now
+			}
+			c.gc.mu.Unlock()
+			if now.Sub(t) >= c.cfg.GCGrace && (minReader == 0 || s.Last < minReader || s.Last < s.First) {
+				removable[s.ID] = true
+			} else {
+				st.Waiting++
+			}
+		}
+		prefix := c.logPrefix(rec)
+		for id := range removable {
+			if err := c.deletePrefix(ctx, codec.SegmentPrefix(prefix, id)); err != nil {
+				return st, err
+			}
+			st.SegmentsRemoved++
+		}
+		if marked == 0 && len(removable) == 0 {
+			return st, nil
+		}
+		kept := next.Segments[:0]
+		for _, s := range next.Segments {
+			if !removable[s.ID] {
+				kept = append(kept, s)
+			}
+		}
+		next.Segments = kept
+		b, err := next.marshal()
+		if err != nil {
+			return st, err
+		}
+		if _, err := c.cfg.Meta.Update(ctx, key, b, ver); err != nil {
+			if errors.Is(err, meta.ErrPrecondition) {
+				continue // a writer changed the record: redo on the new one
+			}
+			return st, fmt.Errorf("wal: gc log %q: %w", name, err)
+		}
+		st.Marked += marked
+		c.state(name).setRecord(nil)
+		if len(removable) > 0 {
+			c.cfg.Logger.Info("wal: gc removed segments", "log", name, "segments", len(removable))
+		}
+		return st, nil
+	}
+}
+
+// minReaderPos returns the lowest position of an open reader of the log in
+// this process, or 0 when there is none.
+func (c *Client) minReaderPos(name string) uint64 {
+	st := c.state(name)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var m uint64
+	for r := range st.mu.readers {
+		if m == 0 || r.pos < m {
+			m = r.pos
+		}
+	}
+	return m
+}

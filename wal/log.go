@@ -1,0 +1,242 @@
+package wal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/wal/codec"
+)
+
+// Log is a handle on one log: random reads, index bounds, readers, and the
+// log's writer. It is safe for concurrent use.
+type Log struct {
+	c    *Client
+	name string
+	st   *logState
+}
+
+// OpenLog returns a handle on an existing log.
+func (c *Client) OpenLog(ctx context.Context, name string) (*Log, error) {
+	if err := ValidateLogName(name); err != nil {
+		return nil, err
+	}
+	rec, _, err := c.readRecord(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	st := c.state(name)
+	st.setRecord(rec)
+	return &Log{c: c, name: name, st: st}, nil
+}
+
+// Name returns the log's name.
+func (l *Log) Name() string { return l.name }
+
+func (s *logState) setRecord(r *logRecord) {
+	s.mu.Lock()
+	s.mu.rec = r
+	s.mu.Unlock()
+}
+
+// record returns the log record: this process's writer's copy when it has
+// one, else the cached copy, re-read from the store when refresh is set.
+func (l *Log) record(ctx context.Context, refresh bool) (*logRecord, error) {
+	l.st.mu.Lock()
+	w, rec := l.st.mu.writer, l.st.mu.rec
+	l.st.mu.Unlock()
+	if w != nil {
+		return w.snapshotRecord(), nil
+	}
+	if rec != nil && !refresh {
+		return rec, nil
+	}
+	rec, _, err := l.c.readRecord(ctx, l.name)
+	if err != nil {
+		return nil, err
+	}
+	l.st.setRecord(rec)
+	return rec, nil
+}
+
+// bounds returns the log's first and last index (last < first when empty).
+func (l *Log) bounds(ctx context.Context, refresh bool) (first, last uint64, err error) {
+	l.st.mu.Lock()
+	w := l.st.mu.writer
+	l.st.mu.Unlock()
+	if w != nil {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.mu.empty {
+			return 1, 0, nil
+		}
+		return w.mu.first, w.mu.durable, nil
+	}
+	rec, err := l.record(ctx, refresh)
+	if err != nil {
+		return 0, 0, err
+	}
+	if rec.Empty {
+		return 1, 0, nil
+	}
+	last = rec.First - 1
+	if l, ok := rec.lastSealed(); ok {
+		last = l
+	}
+	if s := rec.openSeg(); s != nil {
+		n, err := l.c.countFragments(ctx, l.c.logPrefix(rec), s.ID)
+		if err != nil {
+			return 0, 0, err
+		}
+		last = s.First - 1
+		if n > 0 {
+			f, err := l.c.fragment(ctx, codec.FragmentKey(l.c.logPrefix(rec), s.ID, n-1))
+			if err != nil {
+				return 0, 0, err
+			}
+			last = f.Header.LastIndex()
+		}
+	}
+	return rec.First, last, nil
+}
+
+// FirstIndex returns the first index of the log, or 0 if it is empty.
+func (l *Log) FirstIndex(ctx context.Context) (uint64, error) {
+	first, last, err := l.bounds(ctx, true)
+	if err != nil || last < first {
+		return 0, err
+	}
+	return first, nil
+}
+
+// LastIndex returns the last durable index of the log, or 0 if it is empty.
+// Without a writer in this process it reads the tail of the open segment
+// from the bucket.
+func (l *Log) LastIndex(ctx context.Context) (uint64, error) {
+	first, last, err := l.bounds(ctx, true)
+	if err != nil || last < first {
+		return 0, err
+	}
+	return last, nil
+}
+
+// countFragments returns the number of valid fragments of an open segment:
+// the dense run from sequence 0 up to a gap or a fence.
+func (c *Client) countFragments(ctx context.Context, logPrefix string, seg uint64) (uint64, error) {
+	var n uint64
+	stop := errors.New("stop")
+	err := objstore.ListAll(ctx, c.cfg.Bucket, codec.SegmentPrefix(logPrefix, seg), 0, func(o objstore.ObjectInfo) error {
+		_, seq, ok := codec.ParseFragmentKey(o.Key)
+		if !ok || seq != n || o.Size == codec.FixedHeaderSize {
+			return stop
+		}
+		n++
+		return nil
+	})
+	if err != nil && err != stop {
+		return 0, fmt.Errorf("wal: list segment %d: %w", seg, err)
+	}
+	return n, nil
+}
+
+// Get returns entry i. The slice must not be modified. It returns
+// ErrTruncated below the first index (or for an entry removed by
+// TruncateBack) and ErrOutOfRange beyond the last durable index.
+func (l *Log) Get(ctx context.Context, i uint64) ([]byte, error) {
+	f, err := l.locate(ctx, i)
+	if err != nil {
+		return nil, err
+	}
+	return f.Entry(int(i - f.Header.FirstIndex)), nil
+}
+
+// locate returns the fragment holding entry i.
+func (l *Log) locate(ctx context.Context, i uint64) (*codec.Fragment, error) {
+	for refresh := false; ; refresh = true {
+		first, last, err := l.bounds(ctx, refresh)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case i < first:
+			return nil, fmt.Errorf("%w: log %q: index %d is below the first index %d", ErrTruncated, l.name, i, first)
+		case i > last:
+			if refresh {
+				return nil, fmt.Errorf("%w: log %q: index %d, last is %d", ErrOutOfRange, l.name, i, last)
+			}
+			continue
+		}
+		rec, err := l.record(ctx, refresh)
+		if err != nil {
+			return nil, err
+		}
+		s := rec.segFor(i)
+		if s == nil {
+			if refresh {
+				return nil, fmt.Errorf("%w: log %q: index %d is in no live segment", ErrTruncated, l.name, i)
+			}
+			continue
+		}
+		f, err := l.findInSegment(ctx, rec, *s, i)
+		if err == nil || refresh || !errors.Is(err, objstore.ErrNotFound) {
+			return f, err
+		}
+	}
+}
+
+// findInSegment binary-searches the segment's fragments, whose index ranges
+// are contiguous and increasing, for the one holding i.
+func (l *Log) findInSegment(ctx context.Context, rec *logRecord, s segRec, i uint64) (*codec.Fragment, error) {
+	prefix := l.c.logPrefix(rec)
+	n := s.Frags
+	if s.State == segOpen {
+		// Estimate from the writer in this process, else count.
+		var err error
+		if n, err = l.openFragCount(ctx, prefix, s); err != nil {
+			return nil, err
+		}
+	}
+	var ferr error
+	var found *codec.Fragment
+	k := sort.Search(int(n), func(k int) bool {
+		if ferr != nil {
+			return true
+		}
+		f, err := l.c.fragment(ctx, codec.FragmentKey(prefix, s.ID, uint64(k)))
+		if err != nil {
+			ferr = err
+			return true
+		}
+		if f.Header.Kind != codec.KindData {
+			return true
+		}
+		if f.Header.FirstIndex <= i && i <= f.Header.LastIndex() {
+			found = f
+		}
+		return f.Header.LastIndex() >= i
+	})
+	if ferr != nil {
+		return nil, fmt.Errorf("wal: log %q: read segment %d: %w", l.name, s.ID, ferr)
+	}
+	if found == nil || k >= int(n) {
+		return nil, fmt.Errorf("%w: log %q: index %d not found in segment %d (%d fragments)", objstore.ErrNotFound, l.name, i, s.ID, n)
+	}
+	return found, nil
+}
+
+func (l *Log) openFragCount(ctx context.Context, prefix string, s segRec) (uint64, error) {
+	l.st.mu.Lock()
+	w := l.st.mu.writer
+	l.st.mu.Unlock()
+	if w != nil {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.mu.seg == s.ID {
+			n := w.mu.nextSeq - uint64(len(w.mu.inflight))
+			return n, nil
+		}
+	}
+	return l.c.countFragments(ctx, prefix, s.ID)
+}

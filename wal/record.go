@@ -1,0 +1,116 @@
+package wal
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// logRecord is the one metadata record per log that holds all writer state
+// (DESIGN decision 1). Every writer mutation is one compare-and-swap on it
+// that also checks Epoch == the writer's epoch.
+//
+// Invariants:
+//   - Segments are in ascending ID order; IDs are never reused (NextSegment).
+//   - At most one segment is open, and it is the last one.
+//   - Within a segment, fragments hold contiguous, increasing index ranges:
+//     fragment seq k+1 starts right after fragment k ends. Anything that
+//     would break this (TruncateBack, appending at a new index into an
+//     emptied log) seals the segment and opens a new one.
+//   - Live (non-deleted) segments hold disjoint index ranges in ID order.
+//   - The log's entries are [First, Last], Last = the open segment's last
+//     durable entry, or the last live sealed segment's Last when none is
+//     open; First > Last means the log is empty and the next append goes
+//     to First... unless Empty says any index may come next.
+type logRecord struct {
+	Format int    `json:"format"`
+	ID     uint64 `json:"id"`    // random at creation; in every fragment header
+	Name   string `json:"name"`  // the log's name
+	Epoch  uint64 `json:"epoch"` // writer epoch; bumped by every new writer
+	// First is the truncation point: entries below it are removed.
+	First uint64 `json:"first"`
+	// Empty means the log holds no entries and the next append may start at
+	// any index (a log never appended to, or emptied by TruncateBack below
+	// First). Cleared by the CAS that opens a segment at the chosen index.
+	Empty       bool     `json:"empty,omitempty"`
+	Segments    []segRec `json:"segments"`
+	NextSegment uint64   `json:"next_segment"`
+	Deleted     bool     `json:"deleted,omitempty"` // DeleteLog in progress
+}
+
+type segState string
+
+const (
+	segOpen    segState = "open"
+	segSealed  segState = "sealed"
+	segDeleted segState = "deleted" // phase 1 of GC: fragments may be deleted after the grace period
+)
+
+type segRec struct {
+	ID    uint64   `json:"id"`
+	State segState `json:"state"`
+	Epoch uint64   `json:"epoch"` // the epoch whose CAS created it
+	// First is the index of the segment's first entry.
+	First uint64 `json:"first"`
+	// Last is the index of the last live entry, valid once sealed (and
+	// lowered by TruncateBack); First-1 when the segment holds none.
+	Last uint64 `json:"last"`
+	// Frags is the number of valid fragments (seq 0..Frags-1), valid once
+	// sealed. A fence, if any, sits at seq Frags.
+	Frags uint64 `json:"frags"`
+}
+
+const recordFormat = 1
+
+func (r *logRecord) marshal() ([]byte, error) { return json.Marshal(r) }
+
+func unmarshalRecord(name string, b []byte) (*logRecord, error) {
+	var r logRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%w: log %q: metadata record: %v", ErrCorrupt, name, err)
+	}
+	if r.Format != recordFormat {
+		return nil, fmt.Errorf("%w: log %q: metadata record format %d (this version reads %d)", ErrUnsupportedVersion, name, r.Format, recordFormat)
+	}
+	return &r, nil
+}
+
+func (r *logRecord) clone() *logRecord {
+	c := *r
+	c.Segments = append([]segRec(nil), r.Segments...)
+	return &c
+}
+
+// openSeg returns the open segment, or nil.
+func (r *logRecord) openSeg() *segRec {
+	if n := len(r.Segments); n > 0 && r.Segments[n-1].State == segOpen {
+		return &r.Segments[n-1]
+	}
+	return nil
+}
+
+// lastSealed returns the last live sealed segment's Last, or ok=false.
+func (r *logRecord) lastSealed() (uint64, bool) {
+	for i := len(r.Segments) - 1; i >= 0; i-- {
+		s := r.Segments[i]
+		if s.State == segSealed && s.Last+1 > s.First {
+			return s.Last, true
+		}
+	}
+	return 0, false
+}
+
+// segFor returns the live segment that holds index i according to the
+// record (for the open segment, any i >= First), or nil.
+func (r *logRecord) segFor(i uint64) *segRec {
+	for k := len(r.Segments) - 1; k >= 0; k-- {
+		s := &r.Segments[k]
+		if s.State == segDeleted || i < s.First {
+			continue
+		}
+		if s.State == segOpen || i <= s.Last {
+			return s
+		}
+		return nil
+	}
+	return nil
+}

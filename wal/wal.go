@@ -1,0 +1,223 @@
+// Package wal is woodpecker's ordered-durability write-ahead log engine: dense
+// 64-bit entry indexes, appends acknowledged strictly in index order,
+// batching into fragment objects, segment rolling, prefix and suffix
+// truncation, readers from any position, fencing of zombie writers, crash
+// recovery and garbage collection, over an objstore.Bucket and a meta.Store.
+//
+// # Guarantees
+//
+//   - An append acknowledged (Append returned nil, or its Future resolved
+//     with nil) is durable: it survives any crash of the writer and is read
+//     back, unchanged, by every later reader and writer, until the log is
+//     truncated past it.
+//   - Acknowledgements happen strictly in index order, with no hole: when
+//     entry i is acknowledged, every entry below it (since the last
+//     truncation) is too.
+//   - One writer per log: opening a writer fences the previous one, which
+//     from then on cannot make anything durable; its pending and later calls
+//     fail with ErrFenced.
+//   - Corrupted data is detected by CRC-32C checksums and reported as
+//     ErrCorrupt naming the object, never returned as data.
+//   - An append that failed may or may not be in the log after recovery.
+//
+// # Layout
+//
+// Each log has one metadata record ("<prefix>/logs/<name>" in the meta
+// store) holding the writer epoch, the truncation point and the list of
+// segments; and fragment objects "<prefix>/<name>/<id>/s/<segment>/<seq>" in
+// the bucket (see FORMAT.md). A fragment holds a batch of consecutive
+// entries; fragments of a segment hold contiguous index ranges.
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/wal/codec"
+)
+
+var (
+	// ErrFenced is returned by a writer after another writer opened the
+	// same log: nothing it writes from then on becomes part of the log.
+	ErrFenced = errors.New("wal: writer fenced by a newer writer")
+	// ErrLogNotFound is returned when the named log does not exist.
+	ErrLogNotFound = errors.New("wal: log not found")
+	// ErrLogExists is returned by CreateLog when the log already exists.
+	ErrLogExists = errors.New("wal: log already exists")
+	// ErrTruncated is returned when an index below the log's first index,
+	// or removed by TruncateBack, is read.
+	ErrTruncated = errors.New("wal: entry truncated")
+	// ErrOutOfRange is returned when an index above the log's last index
+	// is read with Get.
+	ErrOutOfRange = errors.New("wal: index beyond the end of the log")
+	// ErrBadIndex is returned by Append when the first index would leave a
+	// gap or go backwards, and by truncations given an invalid index.
+	ErrBadIndex = errors.New("wal: bad index")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("wal: closed")
+	// ErrCorrupt is returned when stored data fails its checksums or does
+	// not decode; the error names the object.
+	ErrCorrupt = codec.ErrCorrupt
+	// ErrUnsupportedVersion is returned for data written in a format this
+	// version does not know.
+	ErrUnsupportedVersion = codec.ErrUnsupportedVersion
+	// ErrBroken is returned by a writer after a write failed in a way it
+	// could not resolve (retries exhausted): what landed is decided by the
+	// next writer's recovery. Open a new writer.
+	ErrBroken = errors.New("wal: writer broken by an unresolved write; reopen it")
+)
+
+// Config configures a Client. Zero values mean the documented defaults. The
+// policy names follow the seed's woodpecker.yaml.
+type Config struct {
+	// Bucket holds the fragments. Required.
+	Bucket objstore.Bucket
+	// Meta holds one record per log. Required.
+	Meta meta.Store
+	// Prefix namespaces this deployment's keys in both stores. Default "wal".
+	Prefix string
+
+	// MaxInterval is how long an asynchronous append may wait for more
+	// appends to share its fragment. Synchronous appends never wait for it.
+	// Default 2ms.
+	MaxInterval time.Duration
+	// MaxEntries flushes a fragment once this many entries are pending.
+	// Default 100000.
+	MaxEntries int
+	// MaxBytes flushes a fragment once this many payload bytes are pending.
+	// Default 4 MiB.
+	MaxBytes int
+	// MaxFlushSize caps one fragment's payload. Default 8 MiB; at most 15 MiB
+	// (fragments must stay single-part PUTs).
+	MaxFlushSize int
+	// MaxFlushThreads is how many fragments may be in flight at once.
+	// Default 4.
+	MaxFlushThreads int
+	// MaxFlushRetries is how many times a fragment PUT failing with a
+	// transient error is retried before the writer gives up (ErrBroken).
+	// Default 5.
+	MaxFlushRetries int
+	// RetryInterval is the first retry's backoff; it doubles each time.
+	// Default 50ms.
+	RetryInterval time.Duration
+
+	// SegmentMaxFragments rolls a segment after this many fragments, so
+	// recovery's LIST stays short. Default 10000.
+	SegmentMaxFragments int
+	// SegmentMaxBytes rolls a segment after this many payload bytes.
+	// Default 2 GB.
+	SegmentMaxBytes int64
+	// SegmentMaxAge rolls a segment this long after it opened (checked on
+	// flush). Default 10 minutes.
+	SegmentMaxAge time.Duration
+
+	// Compression of fragment payloads. Default none.
+	Compression codec.Compression
+
+	// CacheBytes bounds the cache of decoded fragments and recent entries.
+	// Default 64 MiB.
+	CacheBytes int64
+
+	// GCGrace is how long a segment marked deleted keeps its objects, so
+	// readers positioned in it can finish. Measured on this process's
+	// monotonic clock from when it saw the mark. Default 10 minutes.
+	GCGrace time.Duration
+	// PollInterval is the longest a tailing reader waits between polls of
+	// the bucket when no in-process writer wakes it. Default 200ms.
+	PollInterval time.Duration
+
+	// Logger receives lifecycle (Info) and retry (Warn) records. nil
+	// discards.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defDur := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	if c.Prefix == "" {
+		c.Prefix = "wal"
+	}
+	defDur(&c.MaxInterval, 2*time.Millisecond)
+	def(&c.MaxEntries, 100000)
+	def(&c.MaxBytes, 4<<20)
+	def(&c.MaxFlushSize, 8<<20)
+	def(&c.MaxFlushThreads, 4)
+	def(&c.MaxFlushRetries, 5)
+	defDur(&c.RetryInterval, 50*time.Millisecond)
+	def(&c.SegmentMaxFragments, 10000)
+	if c.SegmentMaxBytes == 0 {
+		c.SegmentMaxBytes = 2_000_000_000
+	}
+	defDur(&c.SegmentMaxAge, 10*time.Minute)
+	if c.CacheBytes == 0 {
+		c.CacheBytes = 64 << 20
+	}
+	defDur(&c.GCGrace, 10*time.Minute)
+	defDur(&c.PollInterval, 200*time.Millisecond)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	bad := func(field string, v any, why string) error {
+		return fmt.Errorf("wal: Config.%s = %v: %s", field, v, why)
+	}
+	switch {
+	case c.Bucket == nil:
+		return errors.New("wal: Config.Bucket is required")
+	case c.Meta == nil:
+		return errors.New("wal: Config.Meta is required")
+	case codec.ValidateLogPrefix(c.Prefix) != nil:
+		return bad("Prefix", fmt.Sprintf("%q", c.Prefix), "want components of [0-9a-z_] separated by '/'")
+	case c.MaxInterval < 0:
+		return bad("MaxInterval", c.MaxInterval, "must not be negative")
+	case c.MaxEntries < 1 || c.MaxEntries > codec.MaxEntries:
+		return bad("MaxEntries", c.MaxEntries, fmt.Sprintf("want 1..%d", codec.MaxEntries))
+	case c.MaxFlushSize < 1 || c.MaxFlushSize > 15<<20:
+		return bad("MaxFlushSize", c.MaxFlushSize, "want 1..15 MiB (fragments are single-part PUTs)")
+	case c.MaxBytes < 1:
+		return bad("MaxBytes", c.MaxBytes, "must be positive")
+	case c.MaxFlushThreads < 1 || c.MaxFlushThreads > 64:
+		return bad("MaxFlushThreads", c.MaxFlushThreads, "want 1..64")
+	case c.MaxFlushRetries < 0:
+		return bad("MaxFlushRetries", c.MaxFlushRetries, "must not be negative")
+	case c.SegmentMaxFragments < 1:
+		return bad("SegmentMaxFragments", c.SegmentMaxFragments, "must be positive")
+	case c.SegmentMaxBytes < 1:
+		return bad("SegmentMaxBytes", c.SegmentMaxBytes, "must be positive")
+	case c.Compression > codec.CompressionS2:
+		return bad("Compression", c.Compression, "unknown codec")
+	case c.CacheBytes < 0:
+		return bad("CacheBytes", c.CacheBytes, "must not be negative")
+	}
+	return nil
+}
+
+// ValidateLogName reports whether name can name a log: 1 to 64 bytes of
+// [0-9a-z_].
+func ValidateLogName(name string) error {
+	if name == "" || len(name) > 64 {
+		return fmt.Errorf("wal: log name %q: want 1 to 64 bytes of [0-9a-z_]", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c == '_') {
+			return fmt.Errorf("wal: log name %q: byte %q at %d is not in [0-9a-z_]", name, c, i)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,241 @@
+package wal_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/wal"
+)
+
+func newClient(t testing.TB, b objstore.Bucket, m meta.Store, mod func(*wal.Config)) *wal.Client {
+	t.Helper()
+	cfg := wal.Config{Bucket: b, Meta: m, RetryInterval: time.Millisecond}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := wal.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func entries(first uint64, n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = []byte(fmt.Sprintf("entry-%d", first+uint64(i)))
+	}
+	return out
+}
+
+func mustGet(t *testing.T, l *wal.Log, i uint64) string {
+	t.Helper()
+	b, err := l.Get(context.Background(), i)
+	if err != nil {
+		t.Fatalf("Get(%d): %v", i, err)
+	}
+	return string(b)
+}
+
+func TestBasicAppendReadReopen(t *testing.T) {
+	ctx := context.Background()
+	b, m := objstore.NewMem(), meta.NewMem()
+	c := newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 3 })
+	if err := c.CreateLog(ctx, "l1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateLog(ctx, "l1"); !errors.Is(err, wal.ErrLogExists) {
+		t.Fatalf("second CreateLog = %v", err)
+	}
+	l, err := c.OpenLog(ctx, "l1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := l.OpenWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Append(ctx, 5, entries(5, 3)); err != nil {
+		t.Fatal(err)
+	}
+	var futs []*wal.Future
+	for i := uint64(8); i < 40; i += 2 {
+		futs = append(futs, w.AppendAsync(i, entries(i, 2)))
+	}
+	for _, f := range futs {
+		if err := f.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Append(ctx, 39, entries(39, 1)); !errors.Is(err, wal.ErrBadIndex) {
+		t.Fatalf("backwards append = %v", err)
+	}
+	if err := w.Append(ctx, 41, entries(41, 1)); !errors.Is(err, wal.ErrBadIndex) {
+		t.Fatalf("gap append = %v", err)
+	}
+	for i := uint64(5); i < 40; i++ {
+		if got := mustGet(t, l, i); got != fmt.Sprintf("entry-%d", i) {
+			t.Fatalf("Get(%d) = %q", i, got)
+		}
+	}
+	if _, err := l.Get(ctx, 4); !errors.Is(err, wal.ErrTruncated) {
+		t.Fatalf("Get(4) = %v", err)
+	}
+	if _, err := l.Get(ctx, 40); !errors.Is(err, wal.ErrOutOfRange) {
+		t.Fatalf("Get(40) = %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second client (another process) recovers the log.
+	c2 := newClient(t, b, m, nil)
+	l2, err := c2.OpenLog(ctx, "l1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last, err := l2.LastIndex(ctx); err != nil || last != 39 {
+		t.Fatalf("LastIndex from another client = %d, %v", last, err)
+	}
+	w2, err := l2.OpenWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w2.LastIndex(); got != 39 {
+		t.Fatalf("recovered LastIndex = %d", got)
+	}
+	if err := w2.Append(ctx, 40, entries(40, 5)); err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(5); i < 45; i++ {
+		if got := mustGet(t, l2, i); got != fmt.Sprintf("entry-%d", i) {
+			t.Fatalf("after reopen Get(%d) = %q", i, got)
+		}
+	}
+	// Truncations.
+	if err := w2.TruncateBack(ctx, 30); err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.Append(ctx, 31, [][]byte{[]byte("new-31")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, l2, 31); got != "new-31" {
+		t.Fatalf("Get(31) after rewrite = %q", got)
+	}
+	if _, err := l2.Get(ctx, 32); !errors.Is(err, wal.ErrOutOfRange) {
+		t.Fatalf("Get(32) after truncate = %v", err)
+	}
+	if err := w2.TruncateFront(ctx, 20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l2.Get(ctx, 19); !errors.Is(err, wal.ErrTruncated) {
+		t.Fatalf("Get(19) = %v", err)
+	}
+	if got := mustGet(t, l2, 20); got != "entry-20" {
+		t.Fatalf("Get(20) = %q", got)
+	}
+	if err := w2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Recovery sees the truncations.
+	w3, err := l2.OpenWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w3.Close()
+	if w3.FirstIndex() != 20 || w3.LastIndex() != 31 {
+		t.Fatalf("recovered bounds [%d, %d], want [20, 31]", w3.FirstIndex(), w3.LastIndex())
+	}
+}
+
+func TestFencing(t *testing.T) {
+	ctx := context.Background()
+	b, m := objstore.NewMem(), meta.NewMem()
+	c1 := newClient(t, b, m, nil)
+	c2 := newClient(t, b, m, nil)
+	if err := c1.CreateLog(ctx, "f"); err != nil {
+		t.Fatal(err)
+	}
+	l1, _ := c1.OpenLog(ctx, "f")
+	l2, _ := c2.OpenLog(ctx, "f")
+	w1, err := l1.OpenWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.Append(ctx, 1, entries(1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	w2, err := l2.OpenWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	if err := w1.Append(ctx, 11, entries(11, 1)); !errors.Is(err, wal.ErrFenced) {
+		t.Fatalf("zombie append = %v, want ErrFenced", err)
+	}
+	if err := w2.Append(ctx, 11, [][]byte{[]byte("w2")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, l2, 11); got != "w2" {
+		t.Fatalf("Get(11) = %q", got)
+	}
+	if err := w1.TruncateFront(ctx, 5); !errors.Is(err, wal.ErrFenced) {
+		t.Fatalf("zombie truncate = %v", err)
+	}
+	w1.Close()
+}
+
+func TestReaderTails(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, m := objstore.NewMem(), meta.NewMem()
+	c := newClient(t, b, m, func(c *wal.Config) { c.PollInterval = 5 * time.Millisecond })
+	c.CreateLog(ctx, "r")
+	l, _ := c.OpenLog(ctx, "r")
+	w, err := l.OpenWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Append(ctx, 1, entries(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := l.NewReader(ctx, wal.Earliest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// A reader in another client polls.
+	c2 := newClient(t, b, m, func(c *wal.Config) { c.PollInterval = 5 * time.Millisecond })
+	l2, _ := c2.OpenLog(ctx, "r")
+	r2, err := l2.NewReader(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for i := uint64(6); i <= 50; i++ {
+			if err := w.Append(ctx, i, entries(i, 1)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for want := uint64(1); want <= 50; want++ {
+		i, e, err := r.Next(ctx)
+		if err != nil || i != want || string(e) != fmt.Sprintf("entry-%d", i) {
+			t.Fatalf("Next = %d %q %v, want %d", i, e, err, want)
+		}
+	}
+	for want := uint64(3); want <= 50; want++ {
+		i, e, err := r2.Next(ctx)
+		if err != nil || i != want || string(e) != fmt.Sprintf("entry-%d", i) {
+			t.Fatalf("remote Next = %d %q %v, want %d", i, e, err, want)
+		}
+	}
+}

@@ -1,0 +1,415 @@
+package wal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/wal/codec"
+)
+
+// Future is the pending result of an asynchronous append or truncation.
+type Future struct {
+	last uint64 // for appends: the last index of the batch
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+func newFuture(last uint64) *Future { return &Future{last: last, done: make(chan struct{})} }
+
+func (f *Future) resolve(err error) {
+	f.err = err
+	close(f.done)
+}
+
+func failedFuture(err error) *Future {
+	f := newFuture(0)
+	f.resolve(err)
+	return f
+}
+
+// Done is closed when the result is known.
+func (f *Future) Done() <-chan struct{} { return f.done }
+
+// Err returns the result; call it after Done is closed.
+func (f *Future) Err() error {
+	<-f.done
+	return f.err
+}
+
+// Wait waits for the result or for ctx. A ctx error does not cancel the
+// operation.
+func (f *Future) Wait(ctx context.Context) error {
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type opKind uint8
+
+const (
+	opEntries opKind = iota
+	opTruncateBack
+	opTruncateFront
+	opReset
+)
+
+// item is one queued writer operation: a batch of entries or a control op.
+// Control ops run only when every earlier item is durable.
+type item struct {
+	op      opKind
+	first   uint64   // opEntries: index of entries[0]
+	entries [][]byte // opEntries
+	off     int      // entries[:off] are already in fragments
+	arg     uint64   // ops: the index argument
+	fut     *Future
+}
+
+// flight is one fragment being written.
+type flight struct {
+	seq, first, last uint64
+	key              string
+	done             bool
+	err              error
+}
+
+// Writer appends to one log. It is the log's only writer: opening it fenced
+// every earlier one. Methods are safe for concurrent use; appends are
+// ordered by the order of the calls.
+type Writer struct {
+	c      *Client
+	name   string
+	st     *logState
+	prefix string // bucket key prefix of the log's fragments
+	logID  uint64
+	epoch  uint64
+	nonce  uint64
+
+	// casMu serializes record updates. Lock order: casMu, then mu.
+	casMu sync.Mutex
+	rec   *logRecord   // guarded by casMu
+	ver   meta.Version // guarded by casMu
+
+	kick     chan struct{}
+	done     chan struct{} // closed when the flusher exits
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+
+	mu struct {
+		sync.Mutex
+		// Logical state: what the log is once every queued item is applied.
+		first uint64 // first index
+		next  uint64 // next index to append
+		empty bool   // no entries; the next append may use any index
+
+		// Physical state, owned by the flusher.
+		seg       uint64 // open segment id; 0 when none
+		nextSeq   uint64
+		segBytes  int64
+		segOpened time.Time
+		durable   uint64 // last acknowledged index
+
+		queue      []*item
+		queueBytes int // payload bytes of uncut entries
+		queueSince time.Time
+		flushNow   bool
+		waiting    []*Future // append futures not yet resolved, in index order
+		inflight   []*flight // in seq order
+		err        error     // sticky failure
+		closing    bool
+		closed     bool
+	}
+}
+
+// OpenWriter opens the log's exclusive writer: it takes a new epoch, fences
+// the previous writer's open segment with a fence fragment at its lowest
+// missing sequence number, seals it at its last durable entry and opens a
+// new segment. Whatever the previous writer had acknowledged is kept; its
+// later writes are void. Only one Writer per log may be open in a process.
+func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
+	c := l.c
+	l.st.mu.Lock()
+	if l.st.mu.writer != nil {
+		l.st.mu.Unlock()
+		return nil, fmt.Errorf("wal: log %q already has an open writer in this process", l.name)
+	}
+	l.st.mu.Unlock()
+
+	// Take a new epoch: from now on every CAS of an older writer fails.
+	var rec *logRecord
+	var ver meta.Version
+	for {
+		r, v, err := c.readRecord(ctx, l.name)
+		if err != nil {
+			return nil, err
+		}
+		r.Epoch++
+		b, _ := r.marshal()
+		v, err = c.cfg.Meta.Update(ctx, c.metaKey(l.name), b, v)
+		if errors.Is(err, meta.ErrPrecondition) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("wal: open writer %q: take epoch: %w", l.name, err)
+		}
+		rec, ver = r, v
+		break
+	}
+	w := &Writer{
+		c: c, name: l.name, st: l.st, prefix: c.logPrefix(rec), logID: rec.ID,
+		epoch: rec.Epoch, nonce: random64(), rec: rec, ver: ver,
+		kick: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	w.bgCtx, w.bgCancel = context.WithCancel(context.Background())
+	start := time.Now()
+
+	// Fence and seal the previous writer's open segment.
+	last := rec.First - 1
+	if l, ok := rec.lastSealed(); ok {
+		last = l
+	}
+	if s := rec.openSeg(); s != nil {
+		g, segLast, err := w.fenceSegment(ctx, *s)
+		if err != nil {
+			w.bgCancel()
+			return nil, err
+		}
+		last = segLast
+		id := s.ID
+		if err := w.mutate(ctx, func(r *logRecord) error {
+			for i := range r.Segments {
+				if r.Segments[i].ID == id && r.Segments[i].State == segOpen {
+					r.Segments[i].State, r.Segments[i].Last, r.Segments[i].Frags = segSealed, segLast, g
+				}
+			}
+			return nil
+		}); err != nil {
+			w.bgCancel()
+			return nil, err
+		}
+	}
+	w.casMu.Lock()
+	rec = w.rec.clone()
+	w.casMu.Unlock()
+	w.mu.first, w.mu.empty = rec.First, rec.Empty
+	if rec.Empty || last+1 < rec.First {
+		w.mu.empty = true
+		last = rec.First - 1
+	}
+	w.mu.next, w.mu.durable = last+1, last
+	if !w.mu.empty {
+		if err := w.openSegment(ctx, last+1); err != nil {
+			w.bgCancel()
+			return nil, err
+		}
+	}
+	l.st.mu.Lock()
+	if l.st.mu.writer != nil {
+		l.st.mu.Unlock()
+		w.bgCancel()
+		return nil, fmt.Errorf("wal: log %q already has an open writer in this process", l.name)
+	}
+	l.st.mu.writer, l.st.mu.durable = w, last
+	l.st.mu.Unlock()
+	l.st.setRecord(w.snapshotRecord())
+	l.st.wake()
+	go w.flushLoop()
+	c.cfg.Logger.Info("wal: writer opened", "log", l.name, "epoch", w.epoch,
+		"first", w.mu.first, "last", last, "empty", w.mu.empty, "took", time.Since(start))
+	return w, nil
+}
+
+func (w *Writer) snapshotRecord() *logRecord {
+	w.casMu.Lock()
+	defer w.casMu.Unlock()
+	return w.rec.clone()
+}
+
+// fenceSegment ends segment s of an earlier writer: it finds the lowest
+// missing fragment sequence number g, writes a fence fragment there, and
+// returns g and the index of the last entry below it.
+func (w *Writer) fenceSegment(ctx context.Context, s segRec) (g, last uint64, err error) {
+	c := w.c
+	prefix := codec.SegmentPrefix(w.prefix, s.ID)
+	g = 0
+	fenced := false
+	err = objstore.ListAll(ctx, c.cfg.Bucket, prefix, 0, func(o objstore.ObjectInfo) error {
+		if fenced {
+			return nil
+		}
+		_, seq, ok := codec.ParseFragmentKey(o.Key)
+		if !ok || seq != g {
+			fenced = true // a gap: g is the lowest missing
+			return nil
+		}
+		if o.Size == codec.FixedHeaderSize { // an earlier fence or seal: the segment ends here
+			fenced = true
+			return nil
+		}
+		g++
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("wal: fence log %q segment %d: list: %w", w.name, s.ID, err)
+	}
+	fence, err := codec.AppendFragment(nil, codec.Header{
+		Kind: codec.KindFence, LogID: w.logID, Segment: s.ID, Epoch: w.epoch, Nonce: w.nonce,
+	}, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	for attempt := 0; ; {
+		key := codec.FragmentKey(w.prefix, s.ID, g)
+		_, perr := c.cfg.Bucket.PutIfAbsent(ctx, key, withSeq(fence, g))
+		if perr == nil {
+			break
+		}
+		if errors.Is(perr, objstore.ErrExists) {
+			f, ferr := c.fragment(ctx, key)
+			if ferr == nil {
+				if f.Header.Kind == codec.KindData {
+					g++ // an in-flight write of the old writer landed first: it counts
+					continue
+				}
+				break // a fence or seal (ours, retried, or an earlier one): the segment ends at g
+			}
+			perr = ferr
+		}
+		if attempt++; attempt > c.cfg.MaxFlushRetries || ctx.Err() != nil {
+			return 0, 0, fmt.Errorf("wal: fence log %q segment %d at %d: %w", w.name, s.ID, g, perr)
+		}
+		c.cfg.Logger.Warn("wal: fence write failed; retrying", "log", w.name, "segment", s.ID, "seq", g, "err", perr)
+		if err := sleepCtx(ctx, backoff(c.cfg.RetryInterval, attempt)); err != nil {
+			return 0, 0, err
+		}
+	}
+	last = s.First - 1
+	if g > 0 {
+		key := codec.FragmentKey(w.prefix, s.ID, g-1)
+		f, err := c.fragment(ctx, key)
+		if err != nil {
+			return 0, 0, fmt.Errorf("wal: recover log %q: read tail fragment: %w", w.name, err)
+		}
+		last = f.Header.LastIndex()
+	}
+	c.cfg.Logger.Info("wal: fenced segment", "log", w.name, "segment", s.ID, "fence_seq", g, "last", last)
+	return g, last, nil
+}
+
+// withSeq returns a copy of a fence fragment for sequence seq. The fence
+// header is re-encoded because Seq is part of it.
+func withSeq(fence []byte, seq uint64) []byte {
+	h, _, err := codec.DecodeHeader(fence)
+	if err != nil {
+		panic("wal: fence fragment does not decode: " + err.Error())
+	}
+	h.Seq = seq
+	b, err := codec.AppendFragment(nil, h, nil)
+	if err != nil {
+		panic("wal: fence fragment does not encode: " + err.Error())
+	}
+	return b
+}
+
+func backoff(base time.Duration, attempt int) time.Duration {
+	d := base << min(attempt-1, 6)
+	return d/2 + time.Duration(random64()%uint64(d/2+1))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// mutate applies fn to the log record and stores it with a compare-and-swap
+// that also checks the epoch is still ours. A conflict alone is not proof of
+// being fenced: the record is re-read and fn re-applied unless the epoch
+// moved, which is ErrFenced.
+func (w *Writer) mutate(ctx context.Context, fn func(*logRecord) error) error {
+	w.casMu.Lock()
+	defer w.casMu.Unlock()
+	c := w.c
+	for attempt := 0; ; {
+		r := w.rec.clone()
+		if err := fn(r); err != nil {
+			return err
+		}
+		b, err := r.marshal()
+		if err != nil {
+			return err
+		}
+		v, err := c.cfg.Meta.Update(ctx, c.metaKey(w.name), b, w.ver)
+		if err == nil {
+			w.rec, w.ver = r, v
+			w.st.setRecord(r.clone())
+			return nil
+		}
+		if !errors.Is(err, meta.ErrPrecondition) {
+			// Ambiguous: the update may have landed. Re-read and retry; if it
+			// landed, the retry conflicts and the re-read shows our change,
+			// which fn re-applies idempotently.
+			if attempt++; attempt > c.cfg.MaxFlushRetries {
+				return fmt.Errorf("%w: log %q: update record: %v", ErrBroken, w.name, err)
+			}
+			c.cfg.Logger.Warn("wal: record update failed; retrying", "log", w.name, "err", err)
+			if err := sleepCtx(ctx, backoff(c.cfg.RetryInterval, attempt)); err != nil {
+				return err
+			}
+		}
+		fresh, fv, rerr := c.readRecord(ctx, w.name)
+		if errors.Is(rerr, ErrLogNotFound) {
+			return fmt.Errorf("%w: log %q was deleted", ErrFenced, w.name)
+		}
+		if rerr != nil {
+			if attempt++; attempt > c.cfg.MaxFlushRetries {
+				return fmt.Errorf("%w: log %q: re-read record: %v", ErrBroken, w.name, rerr)
+			}
+			continue
+		}
+		if fresh.Epoch != w.epoch {
+			return fmt.Errorf("%w: log %q: epoch %d, ours %d", ErrFenced, w.name, fresh.Epoch, w.epoch)
+		}
+		w.rec, w.ver = fresh, fv
+	}
+}
+
+// openSegment seals the open segment (if any) at the current durable index
+// and opens a new one whose first entry is first. REQUIRES: nothing in
+// flight; called by the flusher or before it starts.
+func (w *Writer) openSegment(ctx context.Context, first uint64) error {
+	w.mu.Lock()
+	cur, frags, durable := w.mu.seg, w.mu.nextSeq, w.mu.durable
+	w.mu.Unlock()
+	var id uint64
+	err := w.mutate(ctx, func(r *logRecord) error {
+		for i := range r.Segments {
+			if s := &r.Segments[i]; s.ID == cur && s.State == segOpen {
+				s.State, s.Frags, s.Last = segSealed, frags, durable
+			}
+		}
+		id = r.NextSegment
+		r.NextSegment++
+		r.Segments = append(r.Segments, segRec{ID: id, State: segOpen, Epoch: w.epoch, First: first, Last: first - 1})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.mu.seg, w.mu.nextSeq, w.mu.segBytes, w.mu.segOpened = id, 0, 0, time.Now()
+	w.mu.Unlock()
+	return nil
+}

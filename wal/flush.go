@@ -293,7 +293,7 @@ func (w *Writer) flushLoop() {
 		case w.needRollLocked():
 			if len(w.mu.inflight) == 0 {
 				first := head.first + uint64(head.off)
-				run = func() error { return w.openSegment(w.bgCtx, first) }
+				run = func() error { return w.openSegment(w.bgCtx, first, nil) }
 			}
 		default:
 			age := time.Since(w.mu.queueSince)
@@ -496,13 +496,7 @@ func (w *Writer) runOp(it *item) error {
 	var err error
 	switch it.op {
 	case opReset:
-		err = w.openSegment(ctx, it.arg)
-		if err == nil {
-			err = w.mutate(ctx, func(r *logRecord) error {
-				r.Empty, r.First = false, it.arg
-				return nil
-			})
-		}
+		err = w.openSegment(ctx, it.arg, func(r *logRecord) { r.Empty, r.First = false, it.arg })
 		if err == nil {
 			w.setDurable(it.arg - 1)
 		}

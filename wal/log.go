@@ -145,43 +145,52 @@ func (c *Client) countFragments(ctx context.Context, logPrefix string, seg uint6
 // ErrTruncated below the first index (or for an entry removed by
 // TruncateBack) and ErrOutOfRange beyond the last durable index.
 func (l *Log) Get(ctx context.Context, i uint64) ([]byte, error) {
-	f, err := l.locate(ctx, i)
+	f, _, err := l.locate(ctx, i)
 	if err != nil {
 		return nil, err
 	}
 	return f.Entry(int(i - f.Header.FirstIndex)), nil
 }
 
-// locate returns the fragment holding entry i.
-func (l *Log) locate(ctx context.Context, i uint64) (*codec.Fragment, error) {
+// locate returns the fragment holding entry i, and the last index of the
+// fragment that is still live (a TruncateBack may have cut the segment
+// inside the fragment).
+func (l *Log) locate(ctx context.Context, i uint64) (*codec.Fragment, uint64, error) {
 	for refresh := false; ; refresh = true {
 		first, last, err := l.bounds(ctx, refresh)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		switch {
 		case i < first:
-			return nil, fmt.Errorf("%w: log %q: index %d is below the first index %d", ErrTruncated, l.name, i, first)
+			return nil, 0, fmt.Errorf("%w: log %q: index %d is below the first index %d", ErrTruncated, l.name, i, first)
 		case i > last:
 			if refresh {
-				return nil, fmt.Errorf("%w: log %q: index %d, last is %d", ErrOutOfRange, l.name, i, last)
+				return nil, 0, fmt.Errorf("%w: log %q: index %d, last is %d", ErrOutOfRange, l.name, i, last)
 			}
 			continue
 		}
 		rec, err := l.record(ctx, refresh)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		s := rec.segFor(i)
 		if s == nil {
 			if refresh {
-				return nil, fmt.Errorf("%w: log %q: index %d is in no live segment", ErrTruncated, l.name, i)
+				return nil, 0, fmt.Errorf("%w: log %q: index %d is in no live segment", ErrTruncated, l.name, i)
 			}
 			continue
 		}
 		f, err := l.findInSegment(ctx, rec, *s, i)
-		if err == nil || refresh || !errors.Is(err, objstore.ErrNotFound) {
-			return f, err
+		if err == nil {
+			limit := min(f.Header.LastIndex(), last)
+			if s.State == segSealed {
+				limit = min(limit, s.Last)
+			}
+			return f, limit, nil
+		}
+		if refresh || !errors.Is(err, objstore.ErrNotFound) {
+			return nil, 0, err
 		}
 	}
 }

@@ -28,6 +28,7 @@ type Reader struct {
 	l    *Log
 	next uint64
 	frag *codec.Fragment // fragment of the last entry returned
+	lim  uint64          // last index of frag that is still live
 	pos  uint64          // lowest index this reader may still read; GC keeps it
 }
 
@@ -66,19 +67,19 @@ func (r *Reader) Close() error {
 // valid position with a new reader); the slice must not be modified.
 func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
 	for {
-		if f := r.frag; f != nil && r.next >= f.Header.FirstIndex && r.next <= f.Header.LastIndex() {
+		if f := r.frag; f != nil && r.next >= f.Header.FirstIndex && r.next <= r.lim {
 			i := r.next
 			r.next++
 			r.setPos(i)
 			return i, f.Entry(int(i - f.Header.FirstIndex)), nil
 		}
 		wake := r.l.st.waitCh()
-		f, err := r.l.locate(ctx, r.next)
+		f, lim, err := r.l.locate(ctx, r.next)
 		if err == nil {
 			if err := r.checkContinuity(ctx, f); err != nil {
 				return 0, nil, err
 			}
-			r.frag = f
+			r.frag, r.lim = f, lim
 			continue
 		}
 		if !errors.Is(err, ErrOutOfRange) {

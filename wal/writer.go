@@ -205,7 +205,7 @@ func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
 	}
 	w.mu.next, w.mu.durable = last+1, last
 	if !w.mu.empty {
-		if err := w.openSegment(ctx, last+1); err != nil {
+		if err := w.openSegment(ctx, last+1, nil); err != nil {
 			w.bgCancel()
 			return nil, err
 		}
@@ -387,9 +387,10 @@ func (w *Writer) mutate(ctx context.Context, fn func(*logRecord) error) error {
 }
 
 // openSegment seals the open segment (if any) at the current durable index
-// and opens a new one whose first entry is first. REQUIRES: nothing in
-// flight; called by the flusher or before it starts.
-func (w *Writer) openSegment(ctx context.Context, first uint64) error {
+// and opens a new one whose first entry is first, applying extra (if not
+// nil) in the same compare-and-swap. REQUIRES: nothing in flight; called by
+// the flusher or before it starts.
+func (w *Writer) openSegment(ctx context.Context, first uint64, extra func(*logRecord)) error {
 	w.mu.Lock()
 	cur, frags, durable := w.mu.seg, w.mu.nextSeq, w.mu.durable
 	w.mu.Unlock()
@@ -403,6 +404,9 @@ func (w *Writer) openSegment(ctx context.Context, first uint64) error {
 		id = r.NextSegment
 		r.NextSegment++
 		r.Segments = append(r.Segments, segRec{ID: id, State: segOpen, Epoch: w.epoch, First: first, Last: first - 1})
+		if extra != nil {
+			extra(r)
+		}
 		return nil
 	})
 	if err != nil {

@@ -87,7 +87,8 @@ type rule struct {
 // Bucket is a fault-injecting objstore.Bucket (and CASBucket when the wrapped
 // bucket is one).
 type Bucket struct {
-	inner objstore.Bucket
+	inner   objstore.Bucket
+	copyErr error // copying the initial contents failed; CrashView reports it
 
 	mu struct {
 		sync.Mutex
@@ -114,15 +115,36 @@ type pendingWrite struct {
 var _ objstore.CASBucket = (*Bucket)(nil)
 
 // Wrap returns a fault-injecting wrapper around b whose random choices come
-// from seed. The crash view starts from b's current contents only if b is
-// empty; tests wrap a fresh bucket.
+// from seed. The crash view starts from b's current contents, which Wrap
+// copies into memory (cheaply when b is an *objstore.MemBucket).
 func Wrap(b objstore.Bucket, seed uint64) *Bucket {
 	f := &Bucket{inner: b}
 	f.mu.rng = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	f.mu.calls = make(map[Op]int)
-	f.mu.landed = objstore.NewMem()
 	f.mu.maybe = make(map[uint64]pendingWrite)
+	if m, ok := b.(*objstore.MemBucket); ok {
+		f.mu.landed = m.Clone()
+	} else {
+		f.mu.landed, f.copyErr = copyToMem(b)
+	}
 	return f
+}
+
+func copyToMem(b objstore.Bucket) (*objstore.MemBucket, error) {
+	ctx := context.Background()
+	m := objstore.NewMem()
+	err := objstore.ListAll(ctx, b, "", 0, func(o objstore.ObjectInfo) error {
+		data, _, err := objstore.ReadAll(ctx, b, o.Key)
+		if err != nil {
+			return err
+		}
+		_, err = m.Put(ctx, o.Key, bytes.NewReader(data), int64(len(data)))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fault: copying the wrapped bucket's contents: %w", err)
+	}
+	return m, nil
 }
 
 // Inner returns the wrapped bucket.
@@ -326,7 +348,10 @@ func (f *Bucket) applyLocked(m *objstore.MemBucket, w pendingWrite, acked bool) 
 //
 // Completion order stands in for the order the store applied writes; tests
 // that race unconditional writes to one key should not rely on the view.
-func (f *Bucket) CrashView() *objstore.MemBucket {
+func (f *Bucket) CrashView() (*objstore.MemBucket, error) {
+	if f.copyErr != nil {
+		return nil, f.copyErr
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	view := f.mu.landed.Clone()
@@ -340,7 +365,7 @@ func (f *Bucket) CrashView() *objstore.MemBucket {
 			f.applyLocked(view, w, false)
 		}
 	}
-	return view
+	return view, nil
 }
 
 func sortBySeq(ws []pendingWrite) {

@@ -40,7 +40,7 @@ func TestFailNthDoesNotLand(t *testing.T) {
 	if exists(t, inner, "k2") || !exists(t, inner, "k1") || !exists(t, inner, "k3") {
 		t.Fatalf("the failed call landed or a passing one did not")
 	}
-	if exists(t, f.CrashView(), "k2") {
+	if exists(t, crashView(t, f), "k2") {
 		t.Fatalf("a failed write is in the crash view")
 	}
 	if got := f.Calls(fault.OpPutIfAbsent); got != 3 {
@@ -64,7 +64,7 @@ func TestAmbiguousLands(t *testing.T) {
 	if _, err := f.PutIfAbsent(ctx, "k", []byte("x")); !errors.Is(err, objstore.ErrExists) {
 		t.Fatalf("retry = %v, want ErrExists", err)
 	}
-	if !exists(t, f.CrashView(), "k") {
+	if !exists(t, crashView(t, f), "k") {
 		t.Fatalf("a landed ambiguous write is missing from the crash view")
 	}
 }
@@ -80,7 +80,7 @@ func TestCrashViewKeepsAcknowledgedAndIsIndependent(t *testing.T) {
 	if err := f.Delete(ctx, "k/3"); err != nil {
 		t.Fatal(err)
 	}
-	view := f.CrashView()
+	view := crashView(t, f)
 	objs, err := view.List(ctx, objstore.ListOptions{})
 	if err != nil || len(objs) != 19 || exists(t, view, "k/3") {
 		t.Fatalf("crash view holds %d objects (%v), want the 19 acknowledged", len(objs), err)
@@ -122,7 +122,7 @@ func TestCrashViewInFlightIsSeeded(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 		time.Sleep(10 * time.Millisecond) // let every call register as in flight
-		v := f.CrashView()
+		v, _ := f.CrashView()
 		close(inner.release)
 		for i := 0; i < 8; i++ {
 			<-done
@@ -171,4 +171,36 @@ func TestLatency(t *testing.T) {
 	if _, err := f.Head(context.Background(), "k"); !errors.Is(err, objstore.ErrNotFound) {
 		t.Fatalf("Head after Heal = %v", err)
 	}
+}
+
+func crashView(t *testing.T, f *fault.Bucket) *objstore.MemBucket {
+	t.Helper()
+	v, err := f.CrashView()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// The crash view includes what the bucket held before it was wrapped.
+func TestCrashViewKeepsEarlierContents(t *testing.T) {
+	ctx := context.Background()
+	for name, inner := range map[string]objstore.Bucket{"mem": objstore.NewMem(), "file": newFileBucket(t)} {
+		if _, err := inner.PutIfAbsent(ctx, "before", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		f := fault.Wrap(inner, 1)
+		if !exists(t, crashView(t, f), "before") {
+			t.Fatalf("%s: the crash view lost an object written before wrapping", name)
+		}
+	}
+}
+
+func newFileBucket(t *testing.T) objstore.Bucket {
+	b, err := objstore.NewFile(t.TempDir(), objstore.FileOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
 }

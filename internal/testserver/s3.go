@@ -1,0 +1,381 @@
+package testserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/woodpecker-wal/woodpecker/objstore"
+)
+
+// Kinds of S3Server.
+const (
+	KindVersitygw = "versitygw"
+	KindGofakes3  = "gofakes3"
+)
+
+// VersitygwVersion is the versitygw release the tests run against.
+const VersitygwVersion = "v1.8.0"
+
+// S3Server is an S3-compatible server running for one test (or benchmark).
+type S3Server struct {
+	// Endpoint is host:port of the plain-HTTP S3 API on 127.0.0.1.
+	Endpoint string
+	// AccessKey and SecretKey are the root credentials. gofakes3 checks no
+	// credentials at all.
+	AccessKey, SecretKey string
+	// Dir is versitygw's posix root (empty for gofakes3).
+	Dir string
+	// Kind is KindVersitygw or KindGofakes3.
+	Kind string
+	// Pid is the versitygw process id (0 for gofakes3).
+	Pid int
+
+	stderr *s3SyncBuffer // versitygw's output, for failure messages
+}
+
+// Output returns what versitygw printed so far (empty for gofakes3).
+func (s *S3Server) Output() string {
+	if s.stderr == nil {
+		return ""
+	}
+	return s.stderr.String()
+}
+
+// NewBucket creates a fresh, randomly named bucket and returns its name.
+func (s *S3Server) NewBucket(t testing.TB) string {
+	t.Helper()
+	name := "wp-" + s3RandHex(8)
+	c, err := minio.New(s.Endpoint, &minio.Options{
+		Creds:        credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
+		BucketLookup: minio.BucketLookupPath,
+		Region:       "us-east-1",
+	})
+	if err != nil {
+		t.Fatalf("testserver: %s: minio client: %v", s.Kind, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.MakeBucket(ctx, name, minio.MakeBucketOptions{Region: "us-east-1"}); err != nil {
+		t.Fatalf("testserver: %s: make bucket %s: %v%s", s.Kind, name, err, s.outputSuffix())
+	}
+	return name
+}
+
+// Config returns an objstore configuration for bucket (and key prefix) on
+// this server. For gofakes3 it sets DisableContentSha256: gofakes3 v1.2.0
+// stores the aws-chunked framing of streaming-signed (STREAMING-AWS4-
+// HMAC-SHA256-PAYLOAD) uploads as part of multipart objects, corrupting them.
+func (s *S3Server) Config(bucket, prefix string) objstore.S3Config {
+	return objstore.S3Config{
+		Endpoint:             s.Endpoint,
+		Bucket:               bucket,
+		Prefix:               prefix,
+		Region:               "us-east-1",
+		AccessKey:            s.AccessKey,
+		SecretKey:            s.SecretKey,
+		Lookup:               "path",
+		DisableContentSha256: s.Kind == KindGofakes3,
+		RequestTimeout:       30 * time.Second,
+	}
+}
+
+// URL returns an s3:// URL that objstore.S3ConfigFromURL turns into Config(bucket, prefix).
+func (s *S3Server) URL(bucket, prefix string) string {
+	q := url.Values{}
+	q.Set("endpoint", s.Endpoint)
+	q.Set("region", "us-east-1")
+	q.Set("secure", "false")
+	q.Set("lookup", "path")
+	q.Set("access_key", s.AccessKey)
+	q.Set("secret_key", s.SecretKey)
+	q.Set("timeout", "30s")
+	if s.Kind == KindGofakes3 {
+		q.Set("disable_sha256", "true")
+	}
+	u := url.URL{Scheme: "s3", Host: bucket, Path: "/" + prefix, RawQuery: q.Encode()}
+	return u.String()
+}
+
+func (s *S3Server) outputSuffix() string {
+	if out := s.Output(); out != "" {
+		return "\nversitygw output:\n" + out
+	}
+	return ""
+}
+
+// FakeS3 starts gofakes3 (in memory, in process) on 127.0.0.1 for the test.
+// It is fast but checks no credentials, ignores conditional GETs, and needs
+// DisableContentSha256 for multipart uploads (Config sets it).
+func FakeS3(t testing.TB) *S3Server {
+	t.Helper()
+	ts := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+	t.Cleanup(ts.Close)
+	return &S3Server{
+		Endpoint:  strings.TrimPrefix(ts.URL, "http://"),
+		AccessKey: "fakeaccess",
+		SecretKey: "fakesecret" + s3RandHex(8),
+		Kind:      KindGofakes3,
+	}
+}
+
+// Versitygw starts a versitygw posix gateway as a child process on a free
+// 127.0.0.1 port, rooted in a fresh t.TempDir(), and stops it (SIGKILL to its
+// process group) in t.Cleanup. The child also dies with the test binary
+// (Pdeathsig). The binary is $WOODPECKER_VERSITYGW, else
+// <module root>/.cache/bin/versitygw, built there with `go install` under a
+// file lock if missing. It fails the test (never skips) when it cannot start.
+func Versitygw(t testing.TB) *S3Server {
+	t.Helper()
+	bin := VersitygwBinary(t)
+	dir := t.TempDir()
+	s := &S3Server{
+		AccessKey: "wpaccess" + s3RandHex(4),
+		SecretKey: "wpsecret" + s3RandHex(12),
+		Dir:       dir,
+		Kind:      KindVersitygw,
+	}
+	var lastErr error
+	for range 5 {
+		err := s.startVersitygw(t, bin)
+		if err == nil {
+			return s
+		}
+		lastErr = err
+		if !errors.Is(err, errS3PortClash) {
+			break
+		}
+	}
+	t.Fatalf("testserver: versitygw: %v", lastErr)
+	return nil
+}
+
+var errS3PortClash = errors.New("port already in use")
+
+func (s *S3Server) startVersitygw(t testing.TB, bin string) error {
+	port, err := s3FreePort()
+	if err != nil {
+		return err
+	}
+	addr := net.JoinHostPort("127.0.0.1", port)
+	out := &s3SyncBuffer{}
+	// Without --keep-alive (versitygw closes each connection after one
+	// request): with it, v1.8.0 leaves the unread body of a PUT it refused
+	// (412) on the connection and answers it as the next request
+	// ("400 BadRequest ... parsing the HTTP request").
+	cmd := exec.Command(bin,
+		"--port", addr, "--access", s.AccessKey, "--secret", s.SecretKey, "--quiet",
+		"posix", s.Dir)
+	cmd.Stdout = out
+	cmd.Stderr = out
+	cmd.Env = s3ChildEnv()
+	// Own process group, so cleanup kills everything it may spawn; SIGKILL
+	// when the thread that started it dies (the Go runtime does not retire
+	// threads of goroutines that do not lock them, so in practice: when the
+	// test binary exits).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", bin, err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	kill := func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}
+
+	// Ready when an unauthenticated GET / answers (403).
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		select {
+		case <-exited:
+			msg := out.String()
+			if strings.Contains(msg, "address already in use") {
+				return fmt.Errorf("%w: %s", errS3PortClash, addr)
+			}
+			return fmt.Errorf("exited before it was ready (%v)\noutput:\n%s", waitErr, msg)
+		default:
+		}
+		resp, err := client.Get("http://" + addr + "/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusForbidden {
+				break
+			}
+			kill()
+			return fmt.Errorf("GET / on %s answered %d, want 403 (another server on the port?)\noutput:\n%s",
+				addr, resp.StatusCode, out.String())
+		}
+		if time.Now().After(deadline) {
+			kill()
+			return fmt.Errorf("not ready on %s after 15s: %v\noutput:\n%s", addr, err, out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.Endpoint = addr
+	s.Pid = cmd.Process.Pid
+	s.stderr = out
+	t.Cleanup(func() {
+		kill()
+		if t.Failed() && out.Len() > 0 {
+			t.Logf("versitygw output:\n%s", out.String())
+		}
+	})
+	return nil
+}
+
+// s3ChildEnv is the environment without versitygw's own configuration
+// variables, so the host's settings cannot change the test server.
+func s3ChildEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "VGW_") || strings.HasPrefix(name, "ROOT_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// VersitygwBinary returns the path of the versitygw binary, building it if
+// needed (see Versitygw). It fails the test when the binary cannot be had.
+func VersitygwBinary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("WOODPECKER_VERSITYGW"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("testserver: WOODPECKER_VERSITYGW=%s: %v", p, err)
+		}
+		return p
+	}
+	root, err := s3ModuleRoot()
+	if err != nil {
+		t.Fatalf("testserver: versitygw: %v", err)
+	}
+	binDir := filepath.Join(root, ".cache", "bin")
+	bin := filepath.Join(binDir, "versitygw")
+	if s3Executable(bin) {
+		return bin
+	}
+
+	// Build it once, while holding a lock: test packages run in parallel.
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		t.Fatalf("testserver: versitygw: %v", err)
+	}
+	lockPath := filepath.Join(root, ".cache", "versitygw.lock")
+	lock, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatalf("testserver: versitygw: lock: %v", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatalf("testserver: versitygw: flock %s: %v", lockPath, err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
+	if s3Executable(bin) {
+		return bin // another package built it while we waited
+	}
+	t.Logf("testserver: building versitygw %s into %s (about a minute)", VersitygwVersion, binDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "install",
+		"github.com/versity/versitygw/cmd/versitygw@"+VersitygwVersion)
+	cmd.Env = append(os.Environ(), "GOBIN="+binDir)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil || !s3Executable(bin) {
+		t.Fatalf("testserver: cannot build versitygw %s into %s (set WOODPECKER_VERSITYGW to a binary, "+
+			"or run `GOBIN=%s go install github.com/versity/versitygw/cmd/versitygw@%s`): %v\n%s",
+			VersitygwVersion, binDir, binDir, VersitygwVersion, err, out)
+	}
+	return bin
+}
+
+func s3Executable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// s3ModuleRoot walks up from the working directory to the directory holding go.mod.
+func s3ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// s3FreePort returns a port that was free a moment ago.
+func s3FreePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	_, port, err := net.SplitHostPort(l.Addr().String())
+	return port, err
+}
+
+func s3RandHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// s3SyncBuffer is a bytes.Buffer safe for a writing child process and a
+// reading test.
+type s3SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *s3SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *s3SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *s3SyncBuffer) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Len()
+}

@@ -1,0 +1,192 @@
+package objstore_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/objstore"
+)
+
+// The raw limits of each backend, which the WAL's throughput and latency are
+// later compared with (like for like: same object sizes, same parallelism,
+// same signing mode, same run). Sub-benchmarks are named
+// backend/size/mode, e.g. Put/s3-versitygw/8MiB/par4:
+//
+//   - backends: mem, file (fsync on every write), s3-versitygw (child
+//     process, posix backend without fsync), s3-gofakes3 (in process, in
+//     memory, DisableContentSha256; the versitygw config signs payloads).
+//   - sizes: 4KiB, 64KiB, 1MiB, 8MiB.
+//   - modes: seq (one operation at a time) and par4 (exactly 4 in flight,
+//     like maxFlushThreads=4; independent of GOMAXPROCS, unlike
+//     b.SetParallelism).
+//
+// Besides ns/op and MB/s they report the p50 and p99 latency of single
+// operations in µs. Run with: go test -run '^$' -bench . ./objstore/
+
+var s3BenchSizes = []struct {
+	name string
+	size int
+}{
+	{"4KiB", 4 << 10}, {"64KiB", 64 << 10}, {"1MiB", 1 << 20}, {"8MiB", 8 << 20},
+}
+
+// s3BenchKeys is the number of keys each worker cycles through, bounding the
+// memory and disk a long run uses.
+const s3BenchKeys = 16
+
+type s3BenchBackend struct {
+	name string
+	open func(b *testing.B) objstore.Bucket
+}
+
+// s3BenchBackends lists the backends; the S3 servers start on first use and
+// live as long as top (one server per top-level benchmark).
+func s3BenchBackends(top *testing.B) []s3BenchBackend {
+	var vgw, fake *testserver.S3Server
+	openS3 := func(b *testing.B, s *testserver.S3Server) objstore.Bucket {
+		bk, err := objstore.NewS3(context.Background(), s.Config(s.NewBucket(b), "bench"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return bk
+	}
+	return []s3BenchBackend{
+		{"mem", func(*testing.B) objstore.Bucket { return objstore.NewMem() }},
+		{"file", func(b *testing.B) objstore.Bucket {
+			fb, err := objstore.NewFile(b.TempDir(), objstore.FileOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return fb
+		}},
+		{"s3-versitygw", func(b *testing.B) objstore.Bucket {
+			if vgw == nil {
+				vgw = testserver.Versitygw(top)
+			}
+			return openS3(b, vgw)
+		}},
+		{"s3-gofakes3", func(b *testing.B) objstore.Bucket {
+			if fake == nil {
+				fake = testserver.FakeS3(top)
+			}
+			return openS3(b, fake)
+		}},
+	}
+}
+
+func BenchmarkPut(b *testing.B) {
+	s3BenchEach(b, func(b *testing.B, bk objstore.Bucket, data []byte, workers int) {
+		ctx := context.Background()
+		s3BenchRun(b, workers, len(data), func(w, i int) error {
+			key := fmt.Sprintf("put/w%d/%020d", w, i%s3BenchKeys)
+			_, err := bk.Put(ctx, key, bytes.NewReader(data), int64(len(data)))
+			return err
+		})
+	})
+}
+
+func BenchmarkGet(b *testing.B) {
+	s3BenchEach(b, func(b *testing.B, bk objstore.Bucket, data []byte, workers int) {
+		ctx := context.Background()
+		prefix := fmt.Sprintf("get/%d", len(data))
+		for i := range s3BenchKeys {
+			key := fmt.Sprintf("%s/%020d", prefix, i)
+			if _, err := bk.Put(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
+				b.Fatal(err)
+			}
+		}
+		s3BenchRun(b, workers, len(data), func(w, i int) error {
+			key := fmt.Sprintf("%s/%020d", prefix, (w+i)%s3BenchKeys)
+			rc, _, err := bk.Get(ctx, key, 0, -1)
+			if err != nil {
+				return err
+			}
+			n, err := io.Copy(io.Discard, rc)
+			rc.Close()
+			if err == nil && n != int64(len(data)) {
+				err = fmt.Errorf("read %d bytes, want %d", n, len(data))
+			}
+			return err
+		})
+	})
+}
+
+// s3BenchEach runs fn for every backend, size and mode, one bucket per
+// backend.
+func s3BenchEach(b *testing.B, fn func(b *testing.B, bk objstore.Bucket, data []byte, workers int)) {
+	for _, be := range s3BenchBackends(b) {
+		b.Run(be.name, func(b *testing.B) {
+			bk := be.open(b)
+			defer bk.Close()
+			for _, sz := range s3BenchSizes {
+				data := make([]byte, sz.size)
+				rand.NewChaCha8([32]byte{byte(sz.size)}).Read(data)
+				b.Run(sz.name, func(b *testing.B) {
+					b.Run("seq", func(b *testing.B) { fn(b, bk, data, 1) })
+					b.Run("par4", func(b *testing.B) { fn(b, bk, data, 4) })
+				})
+			}
+		})
+	}
+}
+
+// s3BenchRun runs b.N calls of op(worker, i) on workers goroutines, and
+// reports throughput, allocations and per-operation latency percentiles.
+func s3BenchRun(b *testing.B, workers, size int, op func(worker, i int) error) {
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	var (
+		next    atomic.Int64
+		mu      sync.Mutex
+		all     = make([]time.Duration, 0, b.N)
+		failed  atomic.Bool
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		firstEr error
+	)
+	b.ResetTimer()
+	for w := range workers {
+		wg.Go(func() {
+			lat := make([]time.Duration, 0, b.N/workers+1)
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) || failed.Load() {
+					break
+				}
+				start := time.Now()
+				if err := op(w, int(i)); err != nil {
+					errOnce.Do(func() { firstEr = err })
+					failed.Store(true)
+					break
+				}
+				lat = append(lat, time.Since(start))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if firstEr != nil {
+		b.Fatal(firstEr)
+	}
+	slices.Sort(all)
+	pct := func(p float64) float64 {
+		if len(all) == 0 {
+			return 0
+		}
+		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Nanoseconds()) / 1e3
+	}
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+}

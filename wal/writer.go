@@ -199,7 +199,7 @@ func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
 	rec = w.rec.clone()
 	w.casMu.Unlock()
 	w.mu.first, w.mu.empty = rec.First, rec.Empty
-	if rec.Empty || last+1 < rec.First {
+	if rec.Empty || last < rec.First { // no entries: the next append may use any index
 		w.mu.empty = true
 		last = rec.First - 1
 	}

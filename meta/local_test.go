@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 )
@@ -123,4 +124,16 @@ func (b *landedButFailed) PutIfMatch(ctx context.Context, key string, data []byt
 		return objstore.ObjectInfo{}, err
 	}
 	return objstore.ObjectInfo{}, objstore.ErrPrecondition
+}
+
+func TestBucketStoreOnVersitygwConformance(t *testing.T) {
+	srv := testserver.Versitygw(t)
+	conformance.TestMetaStore(t, func(t testing.TB) meta.Store {
+		b, err := objstore.NewS3(context.Background(), srv.Config(srv.NewBucket(t), "deploy"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return newBucketStore(t, b, "meta")
+	}, conformance.Options{Checks: 10})
 }

@@ -28,7 +28,9 @@ type Client struct {
 		logs map[string]*logState // in-process shared state per log name; guarded by mu
 		done bool
 	}
-	gc gcState
+	gc      gcState
+	metrics *metrics
+	stats   statCounters
 }
 
 // logState is what every handle of one log in this process shares.
@@ -69,6 +71,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c.mu.logs = make(map[string]*logState)
 	c.gc.init()
+	c.metrics = newMetrics(cfg.Registerer, c)
 	return c, ctx.Err()
 }
 
@@ -166,7 +169,7 @@ func (c *Client) DeleteLog(ctx context.Context, name string) error {
 			return fmt.Errorf("wal: delete log %q: %w", name, err)
 		}
 	}
-	if err := c.deletePrefix(ctx, c.logPrefix(rec)+"/"); err != nil {
+	if _, err := c.deletePrefix(ctx, c.logPrefix(rec)+"/"); err != nil {
 		return err
 	}
 	if err := c.cfg.Meta.Delete(ctx, c.metaKey(name), ver); err != nil && !errors.Is(err, meta.ErrPrecondition) {
@@ -178,21 +181,27 @@ func (c *Client) DeleteLog(ctx context.Context, name string) error {
 	return nil
 }
 
-// deletePrefix deletes every object under prefix, highest key first.
-func (c *Client) deletePrefix(ctx context.Context, prefix string) error {
+// deletePrefix deletes every object under prefix, highest key first, so
+// what remains of a segment at any moment is a dense prefix of it: a reader
+// walking up from below never finds a hole followed by data. It returns how
+// many objects it deleted.
+func (c *Client) deletePrefix(ctx context.Context, prefix string) (int, error) {
 	var keys []string
 	if err := objstore.ListAll(ctx, c.cfg.Bucket, prefix, 0, func(o objstore.ObjectInfo) error {
 		keys = append(keys, o.Key)
 		return nil
 	}); err != nil {
-		return fmt.Errorf("wal: list %q: %w", prefix, err)
+		return 0, fmt.Errorf("wal: list %q: %w", prefix, err)
 	}
 	for i := len(keys) - 1; i >= 0; i-- {
 		if err := c.cfg.Bucket.Delete(ctx, keys[i]); err != nil {
-			return fmt.Errorf("wal: delete %q: %w", keys[i], err)
+			return len(keys) - 1 - i, fmt.Errorf("wal: delete %q: %w", keys[i], err)
 		}
+		c.frags.Remove(keys[i])
 	}
-	return nil
+	c.metrics.gcObjects.Add(float64(len(keys)))
+	c.stats.gcObjects.Add(uint64(len(keys)))
+	return len(keys), nil
 }
 
 func (c *Client) readRecord(ctx context.Context, name string) (*logRecord, meta.Version, error) {

@@ -57,7 +57,11 @@ func (w *Writer) AppendAsync(first uint64, entries [][]byte) *Future {
 func (w *Writer) Append(ctx context.Context, first uint64, entries [][]byte) error {
 	fut := w.AppendAsync(first, entries)
 	w.Flush()
-	return fut.Wait(ctx)
+	err := fut.Wait(ctx)
+	if err == nil {
+		w.c.metrics.syncLatency.Observe(time.Since(fut.start).Seconds())
+	}
+	return err
 }
 
 // Flush asks for every queued entry to be written now, without waiting for
@@ -259,6 +263,8 @@ func (w *Writer) failLocked(err error) {
 	}
 	w.mu.queue, w.mu.queueBytes = nil, 0
 	if errors.Is(err, ErrFenced) {
+		w.c.metrics.fenced.Inc()
+		w.c.stats.fenced.Add(1)
 		w.c.cfg.Logger.Info("wal: writer fenced", "log", w.name, "epoch", w.epoch, "err", err)
 	} else {
 		w.c.cfg.Logger.Warn("wal: writer failed", "log", w.name, "epoch", w.epoch, "err", err)
@@ -412,9 +418,19 @@ func (w *Writer) upload(fl *flight, hdr codec.Header, entries [][]byte) {
 		err = w.put(fl.key, data)
 	}
 	if err == nil {
+		m := w.c.metrics
+		m.fragments.Inc()
+		m.fragmentBytes.Observe(float64(len(data)))
+		m.flushedEnts.Add(float64(len(entries)))
+		w.c.stats.puts.Add(1)
 		if f, derr := codec.Decode(data); derr == nil {
 			w.c.frags.Add(fl.key, f, int64(len(data))+256)
 		}
+		var n int
+		for _, e := range entries {
+			n += len(e)
+		}
+		m.flushedBytes.Add(float64(n))
 	}
 	w.complete(fl, err)
 }
@@ -448,6 +464,7 @@ func (w *Writer) put(key string, data []byte) error {
 		if attempt++; attempt > c.cfg.MaxFlushRetries {
 			return fmt.Errorf("%w: log %q: write %s: %v", ErrBroken, w.name, key, err)
 		}
+		c.metrics.putRetries.Inc()
 		c.cfg.Logger.Warn("wal: fragment write failed; retrying", "log", w.name, "key", key, "attempt", attempt, "err", err)
 		if serr := sleepCtx(ctx, backoff(c.cfg.RetryInterval, attempt)); serr != nil {
 			return fmt.Errorf("%w: log %q: write %s: %v", ErrBroken, w.name, key, err)
@@ -476,6 +493,7 @@ func (w *Writer) complete(fl *flight, err error) {
 	}
 	durable := w.mu.durable
 	for len(w.mu.waiting) > 0 && w.mu.waiting[0].last <= durable && w.mu.err == nil {
+		w.c.metrics.appendLatency.Observe(time.Since(w.mu.waiting[0].start).Seconds())
 		w.mu.waiting[0].resolve(nil)
 		w.mu.waiting = w.mu.waiting[1:]
 	}

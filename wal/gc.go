@@ -83,10 +83,13 @@ func (c *Client) GC(ctx context.Context, name string) (GCStats, error) {
 		}
 		prefix := c.logPrefix(rec)
 		for id := range removable {
-			if err := c.deletePrefix(ctx, codec.SegmentPrefix(prefix, id)); err != nil {
+			n, err := c.deletePrefix(ctx, codec.SegmentPrefix(prefix, id))
+			st.ObjectsDeleted += n
+			if err != nil {
 				return st, err
 			}
 			st.SegmentsRemoved++
+			c.metrics.gcSegments.Inc()
 		}
 		if marked == 0 && len(removable) == 0 {
 			return st, nil

@@ -35,6 +35,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
@@ -133,6 +135,9 @@ type Config struct {
 	// Logger receives lifecycle (Info) and retry (Warn) records. nil
 	// discards.
 	Logger *slog.Logger
+	// Registerer receives the engine's Prometheus metrics (names prefixed
+	// woodpecker_wal_). nil registers nothing; Client.Stats works anyway.
+	Registerer prometheus.Registerer
 }
 
 func (c Config) withDefaults() Config {

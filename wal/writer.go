@@ -14,12 +14,15 @@ import (
 
 // Future is the pending result of an asynchronous append or truncation.
 type Future struct {
-	last uint64 // for appends: the last index of the batch
-	done chan struct{}
-	err  error // set before done is closed
+	last  uint64 // for appends: the last index of the batch
+	done  chan struct{}
+	err   error     // set before done is closed
+	start time.Time // when the append was queued
 }
 
-func newFuture(last uint64) *Future { return &Future{last: last, done: make(chan struct{})} }
+func newFuture(last uint64) *Future {
+	return &Future{last: last, done: make(chan struct{}), start: time.Now()}
+}
 
 func (f *Future) resolve(err error) {
 	f.err = err
@@ -285,6 +288,7 @@ func (w *Writer) fenceSegment(ctx context.Context, s segRec) (g, last uint64, er
 		if attempt++; attempt > c.cfg.MaxFlushRetries || ctx.Err() != nil {
 			return 0, 0, fmt.Errorf("wal: fence log %q segment %d at %d: %w", w.name, s.ID, g, perr)
 		}
+		c.metrics.putRetries.Inc()
 		c.cfg.Logger.Warn("wal: fence write failed; retrying", "log", w.name, "segment", s.ID, "seq", g, "err", perr)
 		if err := sleepCtx(ctx, backoff(c.cfg.RetryInterval, attempt)); err != nil {
 			return 0, 0, err
@@ -299,6 +303,8 @@ func (w *Writer) fenceSegment(ctx context.Context, s segRec) (g, last uint64, er
 		}
 		last = f.Header.LastIndex()
 	}
+	c.metrics.recoveries.Inc()
+	c.stats.segFenced.Add(1)
 	c.cfg.Logger.Info("wal: fenced segment", "log", w.name, "segment", s.ID, "fence_seq", g, "last", last)
 	return g, last, nil
 }

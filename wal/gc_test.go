@@ -1,0 +1,167 @@
+package wal_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/wal"
+)
+
+func countObjects(t *testing.T, b objstore.Bucket, prefix string) int {
+	t.Helper()
+	n := 0
+	if err := objstore.ListAll(context.Background(), b, prefix, 0, func(objstore.ObjectInfo) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestGC: segments wholly below the first index are deleted after the grace
+// period by a client without a writer, a reader's position holds them back,
+// and reads below the truncation point are ErrTruncated, never end-of-log.
+func TestGC(t *testing.T) {
+	ctx := context.Background()
+	b, m := objstore.NewMem(), meta.NewMem()
+	cfg := func(c *wal.Config) { c.SegmentMaxFragments = 2; c.MaxEntries = 5; c.GCGrace = 50 * time.Millisecond }
+	c := newClient(t, b, m, cfg)
+	c.CreateLog(ctx, "gc")
+	l, _ := c.OpenLog(ctx, "gc")
+	w, err := l.OpenWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(1); i <= 100; i += 5 {
+		if err := w.Append(ctx, i, entries(i, 5)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := countObjects(t, b, "wal/gc/")
+	if err := w.TruncateFront(ctx, 61); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	// A janitor in another process, with a reader of its own at 30.
+	j := newClient(t, b, m, cfg)
+	jl, _ := j.OpenLog(ctx, "gc")
+	if _, err := jl.Get(ctx, 60); !errors.Is(err, wal.ErrTruncated) {
+		t.Fatalf("Get below the first index = %v, want ErrTruncated", err)
+	}
+	st, err := j.GC(ctx, "gc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.SegmentsRemoved != 0 || st.Waiting == 0 {
+		t.Fatalf("first GC pass = %+v: must only start the grace period", st)
+	}
+	time.Sleep(60 * time.Millisecond)
+	st, err = j.GC(ctx, "gc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.SegmentsRemoved == 0 || st.ObjectsDeleted == 0 {
+		t.Fatalf("GC after the grace period = %+v: removed nothing", st)
+	}
+	after := countObjects(t, b, "wal/gc/")
+	if after >= before {
+		t.Fatalf("objects: %d before, %d after GC", before, after)
+	}
+	// Idempotent, and the live entries are intact.
+	if st, err := j.GC(ctx, "gc"); err != nil || st.ObjectsDeleted != 0 {
+		t.Fatalf("second GC = %+v, %v", st, err)
+	}
+	for i := uint64(61); i <= 100; i++ {
+		if _, err := jl.Get(ctx, i); err != nil {
+			t.Fatalf("Get(%d) after GC: %v", i, err)
+		}
+	}
+	if _, err := jl.Get(ctx, 10); !errors.Is(err, wal.ErrTruncated) {
+		t.Fatalf("Get of a collected entry = %v, want ErrTruncated", err)
+	}
+}
+
+// TestGCRespectsReaders: a reader in this process holds back the deletion of
+// segments at or after its position; entries below the first index read as
+// ErrTruncated all the same.
+func TestGCRespectsReaders(t *testing.T) {
+	ctx := context.Background()
+	b, m := objstore.NewMem(), meta.NewMem()
+	c := newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 1; c.GCGrace = time.Nanosecond })
+	c.CreateLog(ctx, "gcr")
+	l, _ := c.OpenLog(ctx, "gcr")
+	w, _ := l.OpenWriter(ctx)
+	defer w.Close()
+	for i := uint64(1); i <= 20; i += 2 { // one segment per two entries: [1,2], [3,4], ...
+		if err := w.Append(ctx, i, entries(i, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := l.NewReader(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.TruncateFront(ctx, 15); err != nil {
+		t.Fatal(err)
+	}
+	c.GC(ctx, "gcr") // starts the grace period
+	time.Sleep(time.Millisecond)
+	st, err := c.GC(ctx, "gcr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.SegmentsRemoved != 1 || st.Waiting != 6 {
+		t.Fatalf("GC with a reader at 3 = %+v; want only [1,2] removed and 6 segments held", st)
+	}
+	if _, _, err := r.Next(ctx); !errors.Is(err, wal.ErrTruncated) {
+		t.Fatalf("reader below the first index: Next = %v, want ErrTruncated", err)
+	}
+	r.Close()
+	st, err = c.GC(ctx, "gcr")
+	if err != nil || st.SegmentsRemoved != 6 {
+		t.Fatalf("GC after the reader closed = %+v, %v; want the 6 held segments removed", st, err)
+	}
+}
+
+func TestMetricsAndStats(t *testing.T) {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	c := newClient(t, objstore.NewMem(), meta.NewMem(), func(c *wal.Config) { c.Registerer = reg })
+	c.CreateLog(ctx, "m")
+	l, _ := c.OpenLog(ctx, "m")
+	w, _ := l.OpenWriter(ctx)
+	defer w.Close()
+	for i := uint64(1); i <= 10; i++ {
+		if err := w.Append(ctx, i, entries(i, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := testutil.GatherAndCount(reg); err != nil || n < 10 {
+		t.Fatalf("registered %d metrics (%v)", n, err)
+	}
+	mfs, _ := reg.Gather()
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			if mt.GetCounter() != nil {
+				got[mf.GetName()] = mt.GetCounter().GetValue()
+			}
+			if mt.GetHistogram() != nil {
+				got[mf.GetName()] = float64(mt.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	if got["woodpecker_wal_flushed_entries_total"] != 10 || got["woodpecker_wal_fragment_puts_total"] != 10 ||
+		got["woodpecker_wal_sync_append_latency_seconds"] != 10 {
+		t.Fatalf("metrics = %v", got)
+	}
+	if st := c.Stats(); st.FragmentPuts != 10 {
+		t.Fatalf("Stats = %+v", st)
+	}
+}

@@ -144,6 +144,50 @@ func (w *Writer) TruncateFront(ctx context.Context, i uint64) error {
 	return fut.Wait(ctx)
 }
 
+// MaxMetaSize bounds the total size of a log's meta values, which live in
+// its metadata record.
+const MaxMetaSize = 256 << 10
+
+// SetMeta durably sets keys of the log's small key/value state (a nil value
+// deletes the key), after every operation queued before it is durable, in
+// one compare-and-swap under the writer's epoch: a fenced writer cannot
+// change it, and an entry appended before SetMeta is durable before the
+// values are. The state is meant for a few small values (a Raft term and
+// vote, a HardState); the total is limited to MaxMetaSize.
+func (w *Writer) SetMeta(ctx context.Context, kv map[string][]byte) error {
+	if len(kv) == 0 {
+		return nil
+	}
+	cp := make(map[string][]byte, len(kv))
+	for k, v := range kv {
+		if v != nil {
+			v = append([]byte{}, v...)
+		}
+		cp[k] = v
+	}
+	w.mu.Lock()
+	if err := w.checkLocked(); err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	fut := newFuture(0)
+	w.enqueueLocked(&item{op: opSetMeta, kv: cp, fut: fut})
+	w.mu.Unlock()
+	w.poke()
+	return fut.Wait(ctx)
+}
+
+// Meta returns the log's key/value state as of the last durable SetMeta.
+// The returned map is the caller's; its values must not be modified.
+func (w *Writer) Meta() map[string][]byte {
+	r := w.snapshotRecord()
+	out := make(map[string][]byte, len(r.Meta))
+	for k, v := range r.Meta {
+		out[k] = v
+	}
+	return out
+}
+
 // FirstIndex returns the first index, counting queued operations; it is 0
 // for an empty log.
 func (w *Writer) FirstIndex() uint64 {
@@ -522,6 +566,33 @@ func (w *Writer) runOp(it *item) error {
 		err = w.truncateBack(ctx, it.arg)
 	case opTruncateFront:
 		err = w.truncateFront(ctx, it.arg)
+	case opSetMeta:
+		err = w.mutate(ctx, func(r *logRecord) error {
+			size := 0
+			next := make(map[string][]byte, len(r.Meta)+len(it.kv))
+			for k, v := range r.Meta {
+				next[k] = v
+			}
+			for k, v := range it.kv {
+				if v == nil {
+					delete(next, k)
+				} else {
+					next[k] = v
+				}
+			}
+			for k, v := range next {
+				size += len(k) + len(v)
+			}
+			if size > MaxMetaSize {
+				return fmt.Errorf("wal: log %q: meta would hold %d bytes, limit %d", w.name, size, MaxMetaSize)
+			}
+			r.Meta = next
+			return nil
+		})
+		if err != nil && !errors.Is(err, ErrFenced) && !errors.Is(err, ErrBroken) {
+			it.fut.resolve(err) // a rejected value is the caller's error, not the writer's
+			return nil
+		}
 	}
 	it.fut.resolve(err)
 	return err

@@ -249,3 +249,17 @@ func (l *Log) openFragCount(ctx context.Context, prefix string, s segRec) (uint6
 	}
 	return l.c.countFragments(ctx, prefix, s.ID)
 }
+
+// Meta returns the log's key/value state (see Writer.SetMeta), read from
+// the metadata store unless this process has the log's writer.
+func (l *Log) Meta(ctx context.Context) (map[string][]byte, error) {
+	rec, err := l.record(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]byte, len(rec.Meta))
+	for k, v := range rec.Meta {
+		out[k] = v
+	}
+	return out, nil
+}

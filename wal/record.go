@@ -35,6 +35,10 @@ type logRecord struct {
 	Segments    []segRec `json:"segments"`
 	NextSegment uint64   `json:"next_segment"`
 	Deleted     bool     `json:"deleted,omitempty"` // DeleteLog in progress
+	// Meta is the log's small key/value state (Writer.SetMeta): what a Raft
+	// adapter must change under the writer's epoch, such as its term and
+	// vote or the HardState.
+	Meta map[string][]byte `json:"meta,omitempty"`
 }
 
 type segState string
@@ -77,6 +81,12 @@ func unmarshalRecord(name string, b []byte) (*logRecord, error) {
 func (r *logRecord) clone() *logRecord {
 	c := *r
 	c.Segments = append([]segRec(nil), r.Segments...)
+	if r.Meta != nil {
+		c.Meta = make(map[string][]byte, len(r.Meta))
+		for k, v := range r.Meta {
+			c.Meta[k] = v // values are never mutated in place
+		}
+	}
 	return &c
 }
 

@@ -239,3 +239,53 @@ func TestReaderTails(t *testing.T) {
 		}
 	}
 }
+
+// TestMeta: SetMeta values are durable, survive a new writer, are ordered
+// after earlier appends, and a fenced writer cannot change them.
+func TestMeta(t *testing.T) {
+	ctx := context.Background()
+	b, m := objstore.NewMem(), meta.NewMem()
+	c := newClient(t, b, m, nil)
+	c.CreateLog(ctx, "meta")
+	l, _ := c.OpenLog(ctx, "meta")
+	w, err := l.OpenWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fut := w.AppendAsync(1, entries(1, 3))
+	if err := w.SetMeta(ctx, map[string][]byte{"term": []byte("7"), "vote": []byte("n1")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-fut.Done():
+	default:
+		t.Fatalf("SetMeta returned before the append queued before it was durable")
+	}
+	if err := w.SetMeta(ctx, map[string][]byte{"vote": nil}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SetMeta(ctx, map[string][]byte{"big": make([]byte, wal.MaxMetaSize+1)}); err == nil {
+		t.Fatalf("oversized meta accepted")
+	}
+	if err := w.Append(ctx, 4, entries(4, 1)); err != nil {
+		t.Fatalf("writer unusable after a rejected SetMeta: %v", err)
+	}
+	c2 := newClient(t, b, m, nil)
+	l2, _ := c2.OpenLog(ctx, "meta")
+	w2, err := l2.OpenWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	got := w2.Meta()
+	if string(got["term"]) != "7" || got["vote"] != nil || len(got) != 1 {
+		t.Fatalf("meta after reopen = %q", got)
+	}
+	if err := w.SetMeta(ctx, map[string][]byte{"term": []byte("1")}); !errors.Is(err, wal.ErrFenced) {
+		t.Fatalf("fenced SetMeta = %v, want ErrFenced", err)
+	}
+	w.Close()
+	if mv, err := l2.Meta(ctx); err != nil || string(mv["term"]) != "7" {
+		t.Fatalf("Log.Meta = %q, %v", mv, err)
+	}
+}

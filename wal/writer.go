@@ -62,16 +62,18 @@ const (
 	opTruncateBack
 	opTruncateFront
 	opReset
+	opSetMeta
 )
 
 // item is one queued writer operation: a batch of entries or a control op.
 // Control ops run only when every earlier item is durable.
 type item struct {
 	op      opKind
-	first   uint64   // opEntries: index of entries[0]
-	entries [][]byte // opEntries
-	off     int      // entries[:off] are already in fragments
-	arg     uint64   // ops: the index argument
+	first   uint64            // opEntries: index of entries[0]
+	entries [][]byte          // opEntries
+	off     int               // entries[:off] are already in fragments
+	arg     uint64            // ops: the index argument
+	kv      map[string][]byte // opSetMeta
 	fut     *Future
 }
 

@@ -31,6 +31,7 @@ type Client struct {
 	gc      gcState
 	metrics *metrics
 	stats   statCounters
+	owned   []interface{ Close() error } // stores opened by OpenURL, closed by Close
 }
 
 // logState is what every handle of one log in this process shares.
@@ -75,16 +76,24 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	return c, ctx.Err()
 }
 
-// Close closes the client. Writers opened from it must be closed first;
-// Close does not wait for them. Close is idempotent.
+// Close closes the client, and the stores if OpenURL opened them. Writers
+// opened from it must be closed first; Close does not wait for them. Close
+// is idempotent.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.mu.done {
-		c.mu.done = true
-		close(c.closed)
+	if c.mu.done {
+		return nil
 	}
-	return nil
+	c.mu.done = true
+	close(c.closed)
+	var first error
+	for _, s := range c.owned {
+		if err := s.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func (c *Client) state(name string) *logState {

@@ -289,3 +289,43 @@ func TestMeta(t *testing.T) {
 		t.Fatalf("Log.Meta = %q, %v", mv, err)
 	}
 }
+
+func TestOpenURL(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	for round := 0; round < 2; round++ {
+		c, err := wal.OpenURL(ctx, "file://"+dir, "", wal.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if round == 0 {
+			if err := c.CreateLog(ctx, "u"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err := c.OpenLog(ctx, "u")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := l.OpenWriter(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Append(ctx, uint64(round+1), entries(uint64(round+1), 1)); err != nil {
+			t.Fatal(err)
+		}
+		if w.LastIndex() != uint64(round+1) {
+			t.Fatalf("round %d: LastIndex %d", round, w.LastIndex())
+		}
+		w.Close()
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := wal.OpenURL(ctx, "file://"+dir, "", wal.Config{Bucket: objstore.NewMem()}); err == nil {
+		t.Fatalf("OpenURL with Config.Bucket set succeeded")
+	}
+	if _, err := wal.OpenURL(ctx, "nope://x", "", wal.Config{}); err == nil {
+		t.Fatalf("OpenURL with a bad URL succeeded")
+	}
+}

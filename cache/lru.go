@@ -53,6 +53,18 @@ func (c *LRU[K, V]) Get(k K) (V, bool) {
 	return zero, false
 }
 
+// Peek reports whether k is cached, without marking it used or counting a
+// hit or miss.
+func (c *LRU[K, V]) Peek(k K) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.mu.items[k]; ok {
+		return el.Value.(*lruEntry[K, V]).val, true
+	}
+	var zero V
+	return zero, false
+}
+
 // Add caches v under k, accounting size bytes, and evicts the least recently
 // used values until the cache is within capacity. A value larger than the
 // capacity is not cached.

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/woodpecker-wal/woodpecker/cache"
 	"github.com/woodpecker-wal/woodpecker/meta"
@@ -32,6 +33,12 @@ type Client struct {
 	metrics *metrics
 	stats   statCounters
 	owned   []interface{ Close() error } // stores opened by OpenURL, closed by Close
+	pf      struct {
+		sync.Mutex
+		inflight map[string]bool       // prefetches queued or running; guarded by pf
+		calls    map[string]*fetchCall // GETs in flight; guarded by pf
+		sem      chan struct{}
+	}
 }
 
 // logState is what every handle of one log in this process shares.
@@ -73,6 +80,9 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	c.mu.logs = make(map[string]*logState)
 	c.gc.init()
 	c.metrics = newMetrics(cfg.Registerer, c)
+	c.pf.inflight = make(map[string]bool)
+	c.pf.calls = make(map[string]*fetchCall)
+	c.pf.sem = make(chan struct{}, max(cfg.Prefetch, 1))
 	return c, ctx.Err()
 }
 
@@ -232,12 +242,42 @@ func (c *Client) readRecord(ctx context.Context, name string) (*logRecord, meta.
 }
 
 // fragment returns the verified fragment under key, from the cache or the
-// bucket. A missing object is objstore.ErrNotFound; damage is ErrCorrupt
-// naming the key.
+// bucket; concurrent calls for one key share one GET. A missing object is
+// objstore.ErrNotFound; damage is ErrCorrupt naming the key.
 func (c *Client) fragment(ctx context.Context, key string) (*codec.Fragment, error) {
 	if f, ok := c.frags.Get(key); ok {
 		return f, nil
 	}
+	c.pf.Lock()
+	call, ok := c.pf.calls[key]
+	if !ok {
+		call = &fetchCall{done: make(chan struct{})}
+		c.pf.calls[key] = call
+	}
+	c.pf.Unlock()
+	if ok {
+		select {
+		case <-call.done:
+			return call.f, call.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	call.f, call.err = c.fetch(ctx, key)
+	c.pf.Lock()
+	delete(c.pf.calls, key)
+	c.pf.Unlock()
+	close(call.done)
+	return call.f, call.err
+}
+
+type fetchCall struct {
+	done chan struct{}
+	f    *codec.Fragment
+	err  error
+}
+
+func (c *Client) fetch(ctx context.Context, key string) (*codec.Fragment, error) {
 	data, _, err := objstore.ReadAll(ctx, c.cfg.Bucket, key)
 	if err != nil {
 		return nil, err
@@ -248,4 +288,47 @@ func (c *Client) fragment(ctx context.Context, key string) (*codec.Fragment, err
 	}
 	c.frags.Add(key, f, int64(len(data))+256)
 	return f, nil
+}
+
+// prefetch loads fragments seq.. of a sealed segment (below frags) into the
+// cache in the background, Config.Prefetch of them ahead of a sequential
+// reader, at most Config.Prefetch GETs at a time per client. Failures are
+// ignored: the reader fetches for itself.
+func (c *Client) prefetch(logPrefix string, seg, seq, frags uint64) {
+	for k := uint64(0); k < uint64(c.cfg.Prefetch) && seq+k < frags; k++ {
+		key := codec.FragmentKey(logPrefix, seg, seq+k)
+		if _, ok := c.frags.Peek(key); ok {
+			continue
+		}
+		c.pf.Lock()
+		if c.pf.inflight[key] {
+			c.pf.Unlock()
+			continue
+		}
+		c.pf.inflight[key] = true
+		c.pf.Unlock()
+		go func() {
+			defer func() {
+				c.pf.Lock()
+				delete(c.pf.inflight, key)
+				c.pf.Unlock()
+			}()
+			select {
+			case c.pf.sem <- struct{}{}:
+			case <-c.closed:
+				return
+			}
+			defer func() { <-c.pf.sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			go func() {
+				select {
+				case <-c.closed:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			_, _ = c.fragment(ctx, key)
+		}()
+	}
 }

@@ -3,6 +3,8 @@ package wal_test
 import (
 	"context"
 	"errors"
+	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,4 +166,66 @@ func TestMetricsAndStats(t *testing.T) {
 	if st := c.Stats(); st.FragmentPuts != 10 {
 		t.Fatalf("Stats = %+v", st)
 	}
+}
+
+// TestReplayPrefetches: a sequential reader of a sealed log from a cold
+// client costs about one GET per fragment, most of them issued ahead of it.
+func TestReplayPrefetches(t *testing.T) {
+	ctx := context.Background()
+	b, m := objstore.NewMem(), meta.NewMem()
+	c := newClient(t, b, m, func(c *wal.Config) { c.MaxEntries = 10; c.SegmentMaxFragments = 50 })
+	c.CreateLog(ctx, "pf")
+	l, _ := c.OpenLog(ctx, "pf")
+	w, _ := l.OpenWriter(ctx)
+	for i := uint64(1); i <= 1000; i += 10 {
+		if err := w.Append(ctx, i, entries(i, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	counting := &getCountingBucket{Bucket: b}
+	c2 := newClient(t, counting, m, nil)
+	l2, _ := c2.OpenLog(ctx, "pf")
+	r, err := l2.NewReader(ctx, wal.Earliest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for want := uint64(1); want <= 1000; want++ {
+		i, e, err := r.Next(ctx)
+		if err != nil || i != want || string(e) != string(entries(i, 1)[0]) {
+			t.Fatalf("Next = %d %q %v", i, e, err)
+		}
+	}
+	gets := counting.gets.Load()
+	st := c2.Stats()
+	t.Logf("100 fragments replayed with %d GETs (at most %d at once), cache hits %d misses %d",
+		gets, counting.maxInflight.Load(), st.CacheHits, st.CacheMisses)
+	if gets > 110 {
+		t.Fatalf("replay of 100 fragments took %d GETs: not one per fragment", gets)
+	}
+	if counting.maxInflight.Load() < 2 {
+		t.Fatalf("GETs never overlapped: nothing was fetched ahead of the reader")
+	}
+}
+
+// getCountingBucket counts GETs and the most in flight at once; each GET
+// takes a millisecond, like a nearby server.
+type getCountingBucket struct {
+	objstore.Bucket
+	gets, inflight, maxInflight atomic.Int64
+}
+
+func (b *getCountingBucket) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, objstore.ObjectInfo, error) {
+	b.gets.Add(1)
+	cur := b.inflight.Add(1)
+	defer b.inflight.Add(-1)
+	for {
+		m := b.maxInflight.Load()
+		if cur <= m || b.maxInflight.CompareAndSwap(m, cur) {
+			break
+		}
+	}
+	time.Sleep(time.Millisecond)
+	return b.Bucket.Get(ctx, key, off, n)
 }

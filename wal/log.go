@@ -145,7 +145,7 @@ func (c *Client) countFragments(ctx context.Context, logPrefix string, seg uint6
 // ErrTruncated below the first index (or for an entry removed by
 // TruncateBack) and ErrOutOfRange beyond the last durable index.
 func (l *Log) Get(ctx context.Context, i uint64) ([]byte, error) {
-	f, _, err := l.locate(ctx, i)
+	f, _, err := l.locate(ctx, i, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +155,10 @@ func (l *Log) Get(ctx context.Context, i uint64) ([]byte, error) {
 // locate returns the fragment holding entry i, and the last index of the
 // fragment that is still live (a TruncateBack may have cut the segment
 // inside the fragment).
-func (l *Log) locate(ctx context.Context, i uint64) (*codec.Fragment, uint64, error) {
+//
+// hint, when not nil, is the fragment a sequential reader read last: the
+// next one (same segment, next sequence number) is tried before searching.
+func (l *Log) locate(ctx context.Context, i uint64, hint *codec.Fragment) (*codec.Fragment, uint64, error) {
 	for refresh := false; ; refresh = true {
 		first, last, err := l.bounds(ctx, refresh)
 		if err != nil {
@@ -181,11 +184,12 @@ func (l *Log) locate(ctx context.Context, i uint64) (*codec.Fragment, uint64, er
 			}
 			continue
 		}
-		f, err := l.findInSegment(ctx, rec, *s, i)
+		f, err := l.findInSegment(ctx, rec, *s, i, hint)
 		if err == nil {
 			limit := min(f.Header.LastIndex(), last)
 			if s.State == segSealed {
 				limit = min(limit, s.Last)
+				l.c.prefetch(l.c.logPrefix(rec), s.ID, f.Header.Seq+1, s.Frags)
 			}
 			return f, limit, nil
 		}
@@ -197,8 +201,14 @@ func (l *Log) locate(ctx context.Context, i uint64) (*codec.Fragment, uint64, er
 
 // findInSegment binary-searches the segment's fragments, whose index ranges
 // are contiguous and increasing, for the one holding i.
-func (l *Log) findInSegment(ctx context.Context, rec *logRecord, s segRec, i uint64) (*codec.Fragment, error) {
+func (l *Log) findInSegment(ctx context.Context, rec *logRecord, s segRec, i uint64, hint *codec.Fragment) (*codec.Fragment, error) {
 	prefix := l.c.logPrefix(rec)
+	if hint != nil && hint.Header.Segment == s.ID && hint.Header.LastIndex()+1 == i {
+		f, err := l.c.fragment(ctx, codec.FragmentKey(prefix, s.ID, hint.Header.Seq+1))
+		if err == nil && f.Header.Kind == codec.KindData && f.Header.FirstIndex == i {
+			return f, nil
+		}
+	}
 	n := s.Frags
 	if s.State == segOpen {
 		// Estimate from the writer in this process, else count.

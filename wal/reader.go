@@ -74,7 +74,7 @@ func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
 			return i, f.Entry(int(i - f.Header.FirstIndex)), nil
 		}
 		wake := r.l.st.waitCh()
-		f, lim, err := r.l.locate(ctx, r.next)
+		f, lim, err := r.l.locate(ctx, r.next, r.frag)
 		if err == nil {
 			if err := r.checkContinuity(ctx, f); err != nil {
 				return 0, nil, err

@@ -124,6 +124,11 @@ type Config struct {
 	// Default 64 MiB.
 	CacheBytes int64
 
+	// Prefetch is how many fragments ahead of a sequential reader are
+	// fetched in the background (and how many such GETs a client runs at
+	// once). Default 4; negative disables.
+	Prefetch int
+
 	// GCGrace is how long a segment marked deleted keeps its objects, so
 	// readers positioned in it can finish. Measured on this process's
 	// monotonic clock from when it saw the mark. Default 10 minutes.
@@ -168,6 +173,10 @@ func (c Config) withDefaults() Config {
 	defDur(&c.SegmentMaxAge, 10*time.Minute)
 	if c.CacheBytes == 0 {
 		c.CacheBytes = 64 << 20
+	}
+	def(&c.Prefetch, 4)
+	if c.Prefetch < 0 {
+		c.Prefetch = 0
 	}
 	defDur(&c.GCGrace, 10*time.Minute)
 	defDur(&c.PollInterval, 200*time.Millisecond)

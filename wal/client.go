@@ -29,11 +29,12 @@ type Client struct {
 		logs map[string]*logState // in-process shared state per log name; guarded by mu
 		done bool
 	}
-	gc      gcState
-	metrics *metrics
-	stats   statCounters
-	owned   []interface{ Close() error } // stores opened by OpenURL, closed by Close
-	pf      struct {
+	gc          gcState
+	metrics     *metrics
+	stats       statCounters
+	owned       []interface{ Close() error } // stores opened by OpenURL, closed by Close
+	janitorDone chan struct{}                // closed when the janitor exits; nil without one
+	pf          struct {
 		sync.Mutex
 		inflight map[string]bool       // prefetches queued or running; guarded by pf
 		calls    map[string]*fetchCall // GETs in flight; guarded by pf
@@ -83,12 +84,16 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	c.pf.inflight = make(map[string]bool)
 	c.pf.calls = make(map[string]*fetchCall)
 	c.pf.sem = make(chan struct{}, max(cfg.Prefetch, 1))
+	if cfg.GCInterval > 0 {
+		c.janitorDone = make(chan struct{})
+		go c.janitor(cfg.GCInterval)
+	}
 	return c, ctx.Err()
 }
 
 // Close closes the client, and the stores if OpenURL opened them. Writers
-// opened from it must be closed first; Close does not wait for them. Close
-// is idempotent.
+// opened from it must be closed first; Close does not wait for them, but
+// waits for the janitor. Close is idempotent.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -97,6 +102,9 @@ func (c *Client) Close() error {
 	}
 	c.mu.done = true
 	close(c.closed)
+	if c.janitorDone != nil {
+		<-c.janitorDone
+	}
 	var first error
 	for _, s := range c.owned {
 		if err := s.Close(); err != nil && first == nil {

@@ -134,3 +134,37 @@ func (c *Client) minReaderPos(name string) uint64 {
 	}
 	return m
 }
+
+// janitor runs GC on every log each interval until the client closes.
+func (c *Client) janitor(interval time.Duration) {
+	defer close(c.janitorDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), interval*4+time.Minute)
+		go func() {
+			select {
+			case <-c.closed:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		names, err := c.ListLogs(ctx)
+		if err != nil {
+			c.cfg.Logger.Warn("wal: janitor: list logs", "err", err)
+		}
+		for _, name := range names {
+			if st, err := c.GC(ctx, name); err != nil {
+				c.cfg.Logger.Warn("wal: janitor: gc", "log", name, "err", err)
+			} else if st.SegmentsRemoved > 0 {
+				c.cfg.Logger.Debug("wal: janitor: gc", "log", name, "stats", st)
+			}
+		}
+		cancel()
+	}
+}

@@ -229,3 +229,38 @@ func (b *getCountingBucket) Get(ctx context.Context, key string, off, n int64) (
 	time.Sleep(time.Millisecond)
 	return b.Bucket.Get(ctx, key, off, n)
 }
+
+// TestJanitor: a client with GCInterval collects a log's garbage with no
+// writer open and stops when closed.
+func TestJanitor(t *testing.T) {
+	ctx := context.Background()
+	b, m := objstore.NewMem(), meta.NewMem()
+	c := newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 1 })
+	c.CreateLog(ctx, "jan")
+	l, _ := c.OpenLog(ctx, "jan")
+	w, _ := l.OpenWriter(ctx)
+	for i := uint64(1); i <= 10; i++ {
+		if err := w.Append(ctx, i, entries(i, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.TruncateFront(ctx, 9); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	before := countObjects(t, b, "wal/jan/")
+	j, err := wal.Open(ctx, wal.Config{Bucket: b, Meta: m, GCInterval: 5 * time.Millisecond, GCGrace: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for countObjects(t, b, "wal/jan/") > before-8 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := countObjects(t, b, "wal/jan/"); after > before-8 {
+		t.Fatalf("janitor left %d of %d objects; 8 segments were below the first index", after, before)
+	}
+}

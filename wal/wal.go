@@ -133,6 +133,10 @@ type Config struct {
 	// readers positioned in it can finish. Measured on this process's
 	// monotonic clock from when it saw the mark. Default 10 minutes.
 	GCGrace time.Duration
+	// GCInterval, when positive, runs a janitor in the client that
+	// collects garbage of every log (Client.GC) this often, whether or not
+	// a writer is open anywhere. Default 0: off; call GC yourself.
+	GCInterval time.Duration
 	// PollInterval is the longest a tailing reader waits between polls of
 	// the bucket when no in-process writer wakes it. Default 200ms.
 	PollInterval time.Duration

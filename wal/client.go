@@ -175,13 +175,15 @@ func (c *Client) ListLogs(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-// DeleteLog fences any writer of the log, deletes all its fragments and
-// then its record. It is idempotent and resumes an interrupted deletion.
+// DeleteLog fences any writer of the log, deletes all its fragments (but
+// the fence) and then its record. It is idempotent and resumes an
+// interrupted deletion. A log created again under the same name gets a new
+// id, so nothing of the old one is visible.
 func (c *Client) DeleteLog(ctx context.Context, name string) error {
 	if err := ValidateLogName(name); err != nil {
 		return err
 	}
-	rec, ver, err := c.readRecord(ctx, name)
+	rec, ver, err := c.readRecordAny(ctx, name)
 	if errors.Is(err, ErrLogNotFound) {
 		return nil
 	}
@@ -196,7 +198,19 @@ func (c *Client) DeleteLog(ctx context.Context, name string) error {
 			return fmt.Errorf("wal: delete log %q: %w", name, err)
 		}
 	}
-	if _, err := c.deletePrefix(ctx, c.logPrefix(rec)+"/"); err != nil {
+	// Fence the open segment like a new writer would, so a zombie writer's
+	// next PUT fails instead of landing in a deleted log; the fence object
+	// (80 bytes) is left in place for that reason.
+	keep := ""
+	if s := rec.openSeg(); s != nil {
+		fw := &Writer{c: c, name: name, prefix: c.logPrefix(rec), logID: rec.ID, epoch: rec.Epoch, nonce: random64()}
+		g, _, err := fw.fenceSegment(ctx, *s)
+		if err != nil {
+			return err
+		}
+		keep = codec.FragmentKey(c.logPrefix(rec), s.ID, g)
+	}
+	if _, err := c.deletePrefix(ctx, c.logPrefix(rec)+"/", keep); err != nil {
 		return err
 	}
 	if err := c.cfg.Meta.Delete(ctx, c.metaKey(name), ver); err != nil && !errors.Is(err, meta.ErrPrecondition) {
@@ -212,10 +226,12 @@ func (c *Client) DeleteLog(ctx context.Context, name string) error {
 // what remains of a segment at any moment is a dense prefix of it: a reader
 // walking up from below never finds a hole followed by data. It returns how
 // many objects it deleted.
-func (c *Client) deletePrefix(ctx context.Context, prefix string) (int, error) {
+func (c *Client) deletePrefix(ctx context.Context, prefix, keep string) (int, error) {
 	var keys []string
 	if err := objstore.ListAll(ctx, c.cfg.Bucket, prefix, 0, func(o objstore.ObjectInfo) error {
-		keys = append(keys, o.Key)
+		if o.Key != keep {
+			keys = append(keys, o.Key)
+		}
 		return nil
 	}); err != nil {
 		return 0, fmt.Errorf("wal: list %q: %w", prefix, err)
@@ -232,6 +248,15 @@ func (c *Client) deletePrefix(ctx context.Context, prefix string) (int, error) {
 }
 
 func (c *Client) readRecord(ctx context.Context, name string) (*logRecord, meta.Version, error) {
+	rec, ver, err := c.readRecordAny(ctx, name)
+	if err == nil && rec.Deleted {
+		return nil, "", fmt.Errorf("%w: %q (being deleted)", ErrLogNotFound, name)
+	}
+	return rec, ver, err
+}
+
+// readRecordAny reads the log record, also one marked deleted.
+func (c *Client) readRecordAny(ctx context.Context, name string) (*logRecord, meta.Version, error) {
 	r, err := c.cfg.Meta.Get(ctx, c.metaKey(name))
 	if errors.Is(err, meta.ErrNotFound) {
 		return nil, "", fmt.Errorf("%w: %q", ErrLogNotFound, name)
@@ -242,9 +267,6 @@ func (c *Client) readRecord(ctx context.Context, name string) (*logRecord, meta.
 	rec, err := unmarshalRecord(name, r.Value)
 	if err != nil {
 		return nil, "", err
-	}
-	if rec.Deleted {
-		return nil, "", fmt.Errorf("%w: %q (being deleted)", ErrLogNotFound, name)
 	}
 	return rec, r.Version, nil
 }

@@ -83,7 +83,7 @@ func (c *Client) GC(ctx context.Context, name string) (GCStats, error) {
 		}
 		prefix := c.logPrefix(rec)
 		for id := range removable {
-			n, err := c.deletePrefix(ctx, codec.SegmentPrefix(prefix, id))
+			n, err := c.deletePrefix(ctx, codec.SegmentPrefix(prefix, id), "")
 			st.ObjectsDeleted += n
 			if err != nil {
 				return st, err

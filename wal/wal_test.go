@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/fault"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -327,5 +329,105 @@ func TestOpenURL(t *testing.T) {
 	}
 	if _, err := wal.OpenURL(ctx, "nope://x", "", wal.Config{}); err == nil {
 		t.Fatalf("OpenURL with a bad URL succeeded")
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	b, m := objstore.NewMem(), meta.NewMem()
+	cases := []struct {
+		mod  func(*wal.Config)
+		want string
+	}{
+		{func(c *wal.Config) { c.Bucket = nil }, "Bucket is required"},
+		{func(c *wal.Config) { c.Meta = nil }, "Meta is required"},
+		{func(c *wal.Config) { c.Prefix = "Bad/Prefix" }, "Config.Prefix"},
+		{func(c *wal.Config) { c.MaxFlushSize = 32 << 20 }, "MaxFlushSize"},
+		{func(c *wal.Config) { c.MaxFlushThreads = 1000 }, "MaxFlushThreads"},
+		{func(c *wal.Config) { c.MaxEntries = -1 }, "MaxEntries"},
+		{func(c *wal.Config) { c.Compression = 9 }, "Compression"},
+	}
+	for _, tc := range cases {
+		cfg := wal.Config{Bucket: b, Meta: m}
+		tc.mod(&cfg)
+		_, err := wal.Open(context.Background(), cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Open with bad config = %v, want an error naming %q", err, tc.want)
+		}
+	}
+	c := newClient(t, b, m, nil)
+	for _, name := range []string{"", "UPPER", "a/b", "dash-ed", strings.Repeat("x", 65)} {
+		if err := c.CreateLog(context.Background(), name); err == nil {
+			t.Errorf("CreateLog(%q) succeeded", name)
+		}
+	}
+}
+
+func TestListAndDeleteLogs(t *testing.T) {
+	ctx := context.Background()
+	b, m := objstore.NewMem(), meta.NewMem()
+	c := newClient(t, b, m, nil)
+	for _, n := range []string{"b", "a", "c"} {
+		if err := c.CreateLog(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, _ := c.OpenLog(ctx, "b")
+	w, _ := l.OpenWriter(ctx)
+	if err := w.Append(ctx, 1, entries(1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteLog(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Append(ctx, 11, entries(11, 1)); !errors.Is(err, wal.ErrFenced) {
+		t.Fatalf("append to a deleted log = %v, want ErrFenced", err)
+	}
+	w.Close()
+	names, err := c.ListLogs(ctx)
+	if err != nil || strings.Join(names, ",") != "a,c" {
+		t.Fatalf("ListLogs = %v, %v", names, err)
+	}
+	if n := countObjects(t, b, "wal/b/"); n != 1 {
+		t.Fatalf("DeleteLog left %d objects, want only the fence", n)
+	}
+	if _, err := c.OpenLog(ctx, "b"); !errors.Is(err, wal.ErrLogNotFound) {
+		t.Fatalf("OpenLog of a deleted log = %v", err)
+	}
+	if err := c.DeleteLog(ctx, "b"); err != nil {
+		t.Fatalf("DeleteLog is not idempotent: %v", err)
+	}
+	if err := c.CreateLog(ctx, "b"); err != nil {
+		t.Fatalf("re-create after delete: %v", err)
+	}
+}
+
+// An interrupted DeleteLog is finished by the next call.
+func TestDeleteLogResumes(t *testing.T) {
+	ctx := context.Background()
+	b, m := objstore.NewMem(), meta.NewMem()
+	fb := fault.Wrap(b, 1)
+	c := newClient(t, fb, m, func(c *wal.Config) { c.MaxEntries = 1 })
+	c.CreateLog(ctx, "d")
+	l, _ := c.OpenLog(ctx, "d")
+	w, _ := l.OpenWriter(ctx)
+	if err := w.Append(ctx, 1, entries(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	fb.FailNth(fault.OpDelete, 2)
+	if err := c.DeleteLog(ctx, "d"); err == nil {
+		t.Fatalf("DeleteLog with a failing DELETE succeeded")
+	}
+	if names, _ := c.ListLogs(ctx); len(names) != 0 {
+		t.Fatalf("a log being deleted is listed: %v", names)
+	}
+	if err := c.DeleteLog(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
+	if n := countObjects(t, b, "wal/d/"); n > 1 {
+		t.Fatalf("resumed DeleteLog left %d objects", n)
+	}
+	if _, err := m.Get(ctx, "wal/logs/d"); !errors.Is(err, meta.ErrNotFound) {
+		t.Fatalf("record left behind: %v", err)
 	}
 }

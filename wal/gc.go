@@ -2,6 +2,7 @@ package wal
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -15,14 +16,55 @@ import (
 // deleted: the grace period runs on the local monotonic clock, never
 // comparing clocks across machines.
 type gcState struct {
-	mu   sync.Mutex
-	seen map[string]time.Time // "<log>/<id>/<segment>" -> first seen deleted
-	now  func() time.Time
+	mu     sync.Mutex
+	seen   map[string]time.Time // "<log>/<id>/<segment>" -> first seen deleted
+	leases map[string]leaseSeen // lease key -> the version last seen and when it changed
+	now    func() time.Time
+}
+
+type leaseSeen struct {
+	ver   meta.Version
+	since time.Time
 }
 
 func (g *gcState) init() {
 	g.seen = make(map[string]time.Time)
+	g.leases = make(map[string]leaseSeen)
 	g.now = time.Now
+}
+
+// leasePos returns the lowest position held by a live lease on the log, or
+// 0. A lease is live unless this process has seen the same version of it
+// for longer than its TTL; a lease first seen now counts as live. Expired
+// leases are deleted.
+func (c *Client) leasePos(ctx context.Context, name string) (uint64, error) {
+	recs, err := c.cfg.Meta.List(ctx, c.cfg.Prefix+"/leases/"+name+"/")
+	if err != nil {
+		return 0, fmt.Errorf("wal: gc log %q: list leases: %w", name, err)
+	}
+	now := c.gc.now()
+	var lowest uint64
+	for _, r := range recs {
+		var v leaseValue
+		if json.Unmarshal(r.Value, &v) != nil {
+			continue
+		}
+		c.gc.mu.Lock()
+		s, ok := c.gc.leases[r.Key]
+		if !ok || s.ver != r.Version {
+			s = leaseSeen{ver: r.Version, since: now}
+			c.gc.leases[r.Key] = s
+		}
+		c.gc.mu.Unlock()
+		if now.Sub(s.since) > time.Duration(v.TTL)*time.Millisecond {
+			_ = c.cfg.Meta.Delete(ctx, r.Key, r.Version) // expired; a racing renewal wins
+			continue
+		}
+		if lowest == 0 || v.Pos < lowest {
+			lowest = v.Pos
+		}
+	}
+	return lowest, nil
 }
 
 // noteDeleted is a hint that segments of the log were just marked deleted.
@@ -40,8 +82,9 @@ type GCStats struct {
 // segments wholly below the first index as deleted (one compare-and-swap on
 // the log record). Phase 2 deletes the objects of segments marked deleted at
 // least Config.GCGrace ago (as seen by this client), highest key first, then
-// removes them from the record — unless a reader in this process is still
-// positioned at or before the segment's last entry. GC needs no writer, is
+// removes them from the record — unless a reader in this process, or a live
+// reader lease (Config.ReaderLease) from any process, is still positioned at
+// or before the segment's last entry. GC needs no writer, is
 // idempotent, and may run from any client.
 func (c *Client) GC(ctx context.Context, name string) (GCStats, error) {
 	var st GCStats
@@ -50,6 +93,13 @@ func (c *Client) GC(ctx context.Context, name string) (GCStats, error) {
 	}
 	key := c.metaKey(name)
 	minReader := c.minReaderPos(name)
+	lp, err := c.leasePos(ctx, name)
+	if err != nil {
+		return st, err
+	}
+	if lp != 0 && (minReader == 0 || lp < minReader) {
+		minReader = lp
+	}
 	for {
 		rec, ver, err := c.readRecord(ctx, name)
 		if err != nil {

@@ -264,3 +264,48 @@ func TestJanitor(t *testing.T) {
 		t.Fatalf("janitor left %d of %d objects; 8 segments were below the first index", after, before)
 	}
 }
+
+// TestGCRespectsLeases: a reader in another process holds segments through
+// its lease while it is renewed; a lapsed lease stops holding them.
+func TestGCRespectsLeases(t *testing.T) {
+	ctx := context.Background()
+	b, m := objstore.NewMem(), meta.NewMem()
+	const ttl = 300 * time.Millisecond
+	writer := newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 1 })
+	writer.CreateLog(ctx, "lease")
+	l, _ := writer.OpenLog(ctx, "lease")
+	w, _ := l.OpenWriter(ctx)
+	defer w.Close()
+	for i := uint64(1); i <= 20; i += 2 {
+		if err := w.Append(ctx, i, entries(i, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readerProc := newClient(t, b, m, func(c *wal.Config) { c.ReaderLease = ttl })
+	rl, _ := readerProc.OpenLog(ctx, "lease")
+	r, err := rl.NewReader(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.TruncateFront(ctx, 15); err != nil {
+		t.Fatal(err)
+	}
+	janitor := newClient(t, b, m, func(c *wal.Config) { c.GCGrace = time.Nanosecond })
+	janitor.GC(ctx, "lease")
+	time.Sleep(time.Millisecond)
+	st, err := janitor.GC(ctx, "lease")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.SegmentsRemoved != 1 || st.Waiting != 6 {
+		t.Fatalf("GC with a leased reader at 3 = %+v; want [1,2] removed and 6 held", st)
+	}
+	time.Sleep(ttl + 50*time.Millisecond) // the reader renews nothing: its lease lapses
+	st, err = janitor.GC(ctx, "lease")
+	if err != nil || st.SegmentsRemoved != 6 {
+		t.Fatalf("GC after the lease lapsed = %+v, %v; want the 6 held segments removed", st, err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("Close of a reader whose lease was collected: %v", err)
+	}
+}

@@ -2,11 +2,13 @@ package wal
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"time"
 
+	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
 
@@ -21,15 +23,30 @@ const (
 
 // Reader reads a log sequentially from a position, blocking at the tail
 // until new entries are durable. Readers in the writer's process are woken
-// by it; others poll the bucket every Config.PollInterval at most. A Reader
-// is not safe for concurrent use; open one per goroutine. Close it so
-// garbage collection stops holding its position.
+// by it; others poll the bucket with backoff, from 1ms up to
+// Config.PollInterval. A Reader is not safe for concurrent use; open one per
+// goroutine. Close it so garbage collection stops holding its position.
+//
+// Garbage collection in this process keeps the segments at and after an
+// open reader's position. With Config.ReaderLease set, the reader also keeps
+// a lease record with its position in the metadata store, renewed as it
+// reads (and while it waits at the tail), which GC in any process respects
+// until it stops being renewed for a lease period.
 type Reader struct {
 	l    *Log
 	next uint64
 	frag *codec.Fragment // fragment of the last entry returned
 	lim  uint64          // last index of frag that is still live
-	pos  uint64          // lowest index this reader may still read; GC keeps it
+	pos  uint64          // lowest index this reader may still read; GC keeps it; guarded by l.st.mu
+
+	leaseKey     string       // "" without a lease
+	leaseVer     meta.Version // version of our lease record
+	leaseRenewed time.Time
+}
+
+type leaseValue struct {
+	Pos uint64 `json:"pos"`
+	TTL int64  `json:"ttl_ms"`
 }
 
 // NewReader returns a reader whose first Next returns entry from, or the
@@ -47,18 +64,56 @@ func (l *Log) NewReader(ctx context.Context, from uint64) (*Reader, error) {
 		from = last + 1
 	}
 	r := &Reader{l: l, next: from, pos: from}
+	if l.c.cfg.ReaderLease > 0 {
+		r.leaseKey = fmt.Sprintf("%s/leases/%s/%016x", l.c.cfg.Prefix, l.name, random64())
+		b, _ := json.Marshal(leaseValue{Pos: from, TTL: l.c.cfg.ReaderLease.Milliseconds()})
+		v, err := l.c.cfg.Meta.Create(ctx, r.leaseKey, b)
+		if err != nil {
+			return nil, fmt.Errorf("wal: reader lease for log %q: %w", l.name, err)
+		}
+		r.leaseVer, r.leaseRenewed = v, time.Now()
+	}
 	l.st.mu.Lock()
 	l.st.mu.readers[r] = struct{}{}
 	l.st.mu.Unlock()
 	return r, nil
 }
 
-// Close releases the reader.
+// Close releases the reader and deletes its lease.
 func (r *Reader) Close() error {
 	r.l.st.mu.Lock()
 	delete(r.l.st.mu.readers, r)
 	r.l.st.mu.Unlock()
+	if r.leaseKey != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.l.c.cfg.Meta.Delete(ctx, r.leaseKey, r.leaseVer); err != nil && !errors.Is(err, meta.ErrPrecondition) {
+			return fmt.Errorf("wal: release reader lease: %w", err)
+		}
+		r.leaseKey = ""
+	}
 	return nil
+}
+
+// renewLease rewrites the lease with the current position once a third of
+// the lease period has passed. Failures are retried on the next call; the
+// lease may lapse, after which GC may remove what the reader has not read
+// (it then gets ErrTruncated).
+func (r *Reader) renewLease(ctx context.Context) {
+	ttl := r.l.c.cfg.ReaderLease
+	if r.leaseKey == "" || time.Since(r.leaseRenewed) < ttl/3 {
+		return
+	}
+	r.l.st.mu.Lock()
+	pos := r.pos
+	r.l.st.mu.Unlock()
+	b, _ := json.Marshal(leaseValue{Pos: pos, TTL: ttl.Milliseconds()})
+	v, err := r.l.c.cfg.Meta.Update(ctx, r.leaseKey, b, r.leaseVer)
+	if err != nil {
+		r.l.c.cfg.Logger.Warn("wal: reader lease renewal failed", "log", r.l.name, "err", err)
+		return
+	}
+	r.leaseVer, r.leaseRenewed = v, time.Now()
 }
 
 // Next returns the next entry and its index, waiting for it if the reader is
@@ -66,11 +121,13 @@ func (r *Reader) Close() error {
 // or if entries it already returned were removed by TruncateBack (seek to a
 // valid position with a new reader); the slice must not be modified.
 func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
+	poll := time.Millisecond
 	for {
 		if f := r.frag; f != nil && r.next >= f.Header.FirstIndex && r.next <= r.lim {
 			i := r.next
 			r.next++
 			r.setPos(i)
+			r.renewLease(ctx)
 			return i, f.Entry(int(i - f.Header.FirstIndex)), nil
 		}
 		wake := r.l.st.waitCh()
@@ -85,7 +142,9 @@ func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
 		if !errors.Is(err, ErrOutOfRange) {
 			return 0, nil, err
 		}
-		t := time.NewTimer(r.l.c.cfg.PollInterval)
+		r.renewLease(ctx)
+		t := time.NewTimer(poll)
+		poll = min(2*poll, r.l.c.cfg.PollInterval)
 		select {
 		case <-wake:
 		case <-t.C:

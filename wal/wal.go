@@ -133,6 +133,13 @@ type Config struct {
 	// readers positioned in it can finish. Measured on this process's
 	// monotonic clock from when it saw the mark. Default 10 minutes.
 	GCGrace time.Duration
+	// ReaderLease, when positive, makes every Reader keep a lease record
+	// with its position in the metadata store, renewed every third of this
+	// period while it reads or waits; GC in any process keeps the segments
+	// at and after the position of every lease renewed within the period
+	// (as observed on the collecting process's own clock). Default 0: only
+	// readers in the collecting process are respected.
+	ReaderLease time.Duration
 	// GCInterval, when positive, runs a janitor in the client that
 	// collects garbage of every log (Client.GC) this often, whether or not
 	// a writer is open anywhere. Default 0: off; call GC yourself.

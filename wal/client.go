@@ -47,6 +47,7 @@ type logState struct {
 	mu struct {
 		sync.Mutex
 		writer  *Writer              // the open writer in this process, if any
+		opening bool                 // an OpenWriter is in progress
 		durable uint64               // last acknowledged index of that writer
 		notify  chan struct{}        // closed and replaced when durable advances or the log changes
 		rec     *logRecord           // last record seen; immutable once stored
@@ -288,6 +289,10 @@ func (c *Client) fragment(ctx context.Context, key string) (*codec.Fragment, err
 	if ok {
 		select {
 		case <-call.done:
+			if call.err != nil && ctx.Err() == nil &&
+				(errors.Is(call.err, context.Canceled) || errors.Is(call.err, context.DeadlineExceeded)) {
+				return c.fragment(ctx, key) // the other caller gave up; we have not
+			}
 			return call.f, call.err
 		case <-ctx.Done():
 			return nil, ctx.Err()

@@ -486,20 +486,25 @@ func (w *Writer) put(key string, data []byte) error {
 	c := w.c
 	ctx := w.bgCtx
 	for attempt := 0; ; {
-		_, err := c.cfg.Bucket.PutIfAbsent(ctx, key, data)
+		actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		_, err := c.cfg.Bucket.PutIfAbsent(actx, key, data)
+		cancel()
 		if err == nil {
 			return nil
 		}
 		if errors.Is(err, objstore.ErrExists) {
 			c.frags.Remove(key)
-			f, ferr := c.fragment(ctx, key)
+			actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+			f, ferr := c.fragment(actx, key)
+			cancel()
 			switch {
 			case ferr == nil && f.Header.Kind == codec.KindData && f.Header.Epoch == w.epoch && f.Header.Nonce == w.nonce:
 				return nil // our own earlier attempt landed
 			case ferr == nil:
 				return fmt.Errorf("%w: log %q: %s at %s written by epoch %d", ErrFenced, w.name, f.Header.Kind, key, f.Header.Epoch)
 			case errors.Is(ferr, codec.ErrCorrupt), errors.Is(ferr, codec.ErrUnsupportedVersion):
-				return fmt.Errorf("%w: log %q: %v", ErrFenced, w.name, ferr)
+				// Cannot tell whether our write landed: let recovery decide.
+				return fmt.Errorf("%w: log %q: %w", ErrBroken, w.name, ferr)
 			}
 			err = ferr
 		} else if errors.Is(err, objstore.ErrInvalidKey) || errors.Is(err, objstore.ErrClosed) {
@@ -560,6 +565,9 @@ func (w *Writer) runOp(it *item) error {
 	case opReset:
 		err = w.openSegment(ctx, it.arg, func(r *logRecord) { r.Empty, r.First = false, it.arg })
 		if err == nil {
+			w.mu.Lock()
+			w.mu.dfirst, w.mu.dempty = it.arg, false
+			w.mu.Unlock()
 			w.setDurable(it.arg - 1)
 		}
 	case opTruncateBack:
@@ -612,13 +620,13 @@ func (w *Writer) truncateBack(ctx context.Context, i uint64) error {
 	w.mu.Lock()
 	cur, frags := w.mu.seg, w.mu.nextSeq
 	w.mu.Unlock()
-	var newSeg uint64
+	var newSeg uint64 // chosen on the first application: a re-applied fn opens no second segment
 	var emptied bool
 	err := w.mutate(ctx, func(r *logRecord) error {
-		newSeg, emptied = 0, i < r.First
+		emptied = i < r.First
 		for k := range r.Segments {
 			s := &r.Segments[k]
-			if s.State == segDeleted {
+			if s.State == segDeleted || (newSeg != 0 && s.ID == newSeg) {
 				continue
 			}
 			if s.ID == cur && s.State == segOpen {
@@ -636,9 +644,13 @@ func (w *Writer) truncateBack(ctx context.Context, i uint64) error {
 			r.Empty = true
 			return nil
 		}
-		newSeg = r.NextSegment
-		r.NextSegment++
-		r.Segments = append(r.Segments, segRec{ID: newSeg, State: segOpen, Epoch: w.epoch, First: i + 1, Last: i})
+		if newSeg == 0 {
+			newSeg = r.NextSegment
+		}
+		if !r.hasSegment(newSeg) {
+			r.NextSegment = max(r.NextSegment, newSeg+1)
+			r.Segments = append(r.Segments, segRec{ID: newSeg, State: segOpen, Epoch: w.epoch, First: i + 1, Last: i})
+		}
 		return nil
 	})
 	if err != nil {
@@ -646,6 +658,9 @@ func (w *Writer) truncateBack(ctx context.Context, i uint64) error {
 	}
 	w.mu.Lock()
 	w.mu.seg, w.mu.nextSeq, w.mu.segBytes, w.mu.segOpened = newSeg, 0, 0, time.Now()
+	if emptied {
+		w.mu.dempty = true
+	}
 	w.mu.Unlock()
 	if emptied {
 		w.setDurable(0)
@@ -684,10 +699,13 @@ func (w *Writer) truncateFront(ctx context.Context, i uint64) error {
 	if err != nil {
 		return err
 	}
+	w.mu.Lock()
+	w.mu.dfirst = max(w.mu.dfirst, i)
 	if emptied {
-		w.mu.Lock()
-		w.mu.seg, w.mu.nextSeq = 0, 0
-		w.mu.Unlock()
+		w.mu.seg, w.mu.nextSeq, w.mu.dempty = 0, 0, true
+	}
+	w.mu.Unlock()
+	if emptied {
 		w.setDurable(0)
 	}
 	w.st.wake()

@@ -162,7 +162,7 @@ func (c *Client) GC(ctx context.Context, name string) (GCStats, error) {
 			return st, fmt.Errorf("wal: gc log %q: %w", name, err)
 		}
 		st.Marked += marked
-		c.state(name).setRecord(nil)
+		c.state(name).setRecord(next)
 		if len(removable) > 0 {
 			c.cfg.Logger.Info("wal: gc removed segments", "log", name, "segments", len(removable))
 		}

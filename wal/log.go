@@ -48,6 +48,11 @@ func (l *Log) record(ctx context.Context, refresh bool) (*logRecord, error) {
 	w, rec := l.st.mu.writer, l.st.mu.rec
 	l.st.mu.Unlock()
 	if w != nil {
+		// The writer publishes every record it stores into l.st; reading
+		// it never waits for the writer's metadata I/O.
+		if rec != nil {
+			return rec, nil
+		}
 		return w.snapshotRecord(), nil
 	}
 	if rec != nil && !refresh {
@@ -69,10 +74,10 @@ func (l *Log) bounds(ctx context.Context, refresh bool) (first, last uint64, err
 	if w != nil {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if w.mu.empty {
+		if w.mu.dempty {
 			return 1, 0, nil
 		}
-		return w.mu.first, w.mu.durable, nil
+		return w.mu.dfirst, w.mu.durable, nil
 	}
 	rec, err := l.record(ctx, refresh)
 	if err != nil {
@@ -159,7 +164,13 @@ func (l *Log) Get(ctx context.Context, i uint64) ([]byte, error) {
 // hint, when not nil, is the fragment a sequential reader read last: the
 // next one (same segment, next sequence number) is tried before searching.
 func (l *Log) locate(ctx context.Context, i uint64, hint *codec.Fragment) (*codec.Fragment, uint64, error) {
-	for refresh := false; ; refresh = true {
+	// Without the writer in this process a cached record may be stale (a
+	// TruncateBack there changes no object a reader would notice): read it
+	// afresh. With the writer here, its record is always current.
+	l.st.mu.Lock()
+	local := l.st.mu.writer != nil
+	l.st.mu.Unlock()
+	for refresh := !local; ; refresh = true {
 		first, last, err := l.bounds(ctx, refresh)
 		if err != nil {
 			return nil, 0, err

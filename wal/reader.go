@@ -142,6 +142,9 @@ func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
 		if !errors.Is(err, ErrOutOfRange) {
 			return 0, nil, err
 		}
+		if err := r.checkStillThere(ctx); err != nil {
+			return 0, nil, err
+		}
 		r.renewLease(ctx)
 		t := time.NewTimer(poll)
 		poll = min(2*poll, r.l.c.cfg.PollInterval)
@@ -176,6 +179,24 @@ func (r *Reader) checkContinuity(ctx context.Context, next *codec.Fragment) erro
 		if s = rec.segFor(r.next - 1); s == nil || s.ID != prev.Header.Segment {
 			return fmt.Errorf("%w: log %q: entries up to %d that this reader returned were truncated", ErrTruncated, r.l.name, r.next-1)
 		}
+	}
+	return nil
+}
+
+// checkStillThere, at the tail, verifies that the last entry returned was
+// not removed by a TruncateBack: otherwise the reader would wait for an index
+// the log may not reach again for a long time.
+func (r *Reader) checkStillThere(ctx context.Context) error {
+	prev := r.frag
+	if prev == nil {
+		return nil
+	}
+	rec, err := r.l.record(ctx, false)
+	if err != nil {
+		return err
+	}
+	if s := rec.segFor(r.next - 1); s == nil || s.ID != prev.Header.Segment {
+		return fmt.Errorf("%w: log %q: entries up to %d that this reader returned were truncated", ErrTruncated, r.l.name, r.next-1)
 	}
 	return nil
 }

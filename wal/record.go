@@ -124,3 +124,12 @@ func (r *logRecord) segFor(i uint64) *segRec {
 	}
 	return nil
 }
+
+func (r *logRecord) hasSegment(id uint64) bool {
+	for _, s := range r.Segments {
+		if s.ID == id {
+			return true
+		}
+	}
+	return false
+}

@@ -106,6 +106,11 @@ type Config struct {
 	// RetryInterval is the first retry's backoff; it doubles each time.
 	// Default 50ms.
 	RetryInterval time.Duration
+	// RequestTimeout bounds each attempt of a fragment PUT, its read-back,
+	// and each metadata update the writer makes, so a hung store turns
+	// into retries and then ErrBroken instead of a hang (Close included).
+	// Default 30s.
+	RequestTimeout time.Duration
 
 	// SegmentMaxFragments rolls a segment after this many fragments, so
 	// recovery's LIST stays short. Default 10000.
@@ -177,6 +182,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxFlushThreads, 4)
 	def(&c.MaxFlushRetries, 5)
 	defDur(&c.RetryInterval, 50*time.Millisecond)
+	defDur(&c.RequestTimeout, 30*time.Second)
 	def(&c.SegmentMaxFragments, 10000)
 	if c.SegmentMaxBytes == 0 {
 		c.SegmentMaxBytes = 2_000_000_000

@@ -120,6 +120,8 @@ type Writer struct {
 		segBytes  int64
 		segOpened time.Time
 		durable   uint64 // last acknowledged index
+		dfirst    uint64 // first index as durable in the record (readers see this)
+		dempty    bool   // the log is empty as durable in the record
 
 		queue      []*item
 		queueBytes int // payload bytes of uncut entries
@@ -141,11 +143,17 @@ type Writer struct {
 func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
 	c := l.c
 	l.st.mu.Lock()
-	if l.st.mu.writer != nil {
+	if l.st.mu.writer != nil || l.st.mu.opening {
 		l.st.mu.Unlock()
 		return nil, fmt.Errorf("wal: log %q already has an open writer in this process", l.name)
 	}
+	l.st.mu.opening = true // reserved: a second OpenWriter would fence this one
 	l.st.mu.Unlock()
+	defer func() {
+		l.st.mu.Lock()
+		l.st.mu.opening = false
+		l.st.mu.Unlock()
+	}()
 
 	// Take a new epoch: from now on every CAS of an older writer fails.
 	var rec *logRecord
@@ -157,7 +165,9 @@ func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
 		}
 		r.Epoch++
 		b, _ := r.marshal()
-		v, err = c.cfg.Meta.Update(ctx, c.metaKey(l.name), b, v)
+		actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		v, err = c.cfg.Meta.Update(actx, c.metaKey(l.name), b, v)
+		cancel()
 		if errors.Is(err, meta.ErrPrecondition) {
 			continue
 		}
@@ -209,6 +219,7 @@ func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
 		last = rec.First - 1
 	}
 	w.mu.next, w.mu.durable = last+1, last
+	w.mu.dfirst, w.mu.dempty = w.mu.first, w.mu.empty
 	if !w.mu.empty {
 		if err := w.openSegment(ctx, last+1, nil); err != nil {
 			w.bgCancel()
@@ -216,11 +227,6 @@ func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
 		}
 	}
 	l.st.mu.Lock()
-	if l.st.mu.writer != nil {
-		l.st.mu.Unlock()
-		w.bgCancel()
-		return nil, fmt.Errorf("wal: log %q already has an open writer in this process", l.name)
-	}
 	l.st.mu.writer, l.st.mu.durable = w, last
 	l.st.mu.Unlock()
 	l.st.setRecord(w.snapshotRecord())
@@ -237,32 +243,22 @@ func (w *Writer) snapshotRecord() *logRecord {
 	return w.rec.clone()
 }
 
-// fenceSegment ends segment s of an earlier writer: it finds the lowest
-// missing fragment sequence number g, writes a fence fragment there, and
-// returns g and the index of the last entry below it.
+// fenceSegment ends segment s of an earlier writer: it writes a fence at the
+// lowest sequence number g not holding a data fragment and returns g and the
+// index of the last entry below it. Every fragment below g is valid data;
+// anything above is void.
+//
+// The previous writer may still be writing (a zombie). Its fragments can
+// land at g before the fence does; then the chase goes on above them. To
+// overtake a busy zombie the fence is tried at a window of sequence numbers
+// at once, doubling the window each round: the lowest of them where a fence
+// lands (or an earlier fence already sits), with data in every slot below,
+// ends the segment. Fences above it are void like any other fragment there.
 func (w *Writer) fenceSegment(ctx context.Context, s segRec) (g, last uint64, err error) {
 	c := w.c
-	prefix := codec.SegmentPrefix(w.prefix, s.ID)
-	g = 0
-	fenced := false
-	err = objstore.ListAll(ctx, c.cfg.Bucket, prefix, 0, func(o objstore.ObjectInfo) error {
-		if fenced {
-			return nil
-		}
-		_, seq, ok := codec.ParseFragmentKey(o.Key)
-		if !ok || seq != g {
-			fenced = true // a gap: g is the lowest missing
-			return nil
-		}
-		if o.Size == codec.FixedHeaderSize { // an earlier fence or seal: the segment ends here
-			fenced = true
-			return nil
-		}
-		g++
-		return nil
-	})
+	g, err = w.lowestFree(ctx, s.ID, 0)
 	if err != nil {
-		return 0, 0, fmt.Errorf("wal: fence log %q segment %d: list: %w", w.name, s.ID, err)
+		return 0, 0, err
 	}
 	fence, err := codec.AppendFragment(nil, codec.Header{
 		Kind: codec.KindFence, LogID: w.logID, Segment: s.ID, Epoch: w.epoch, Nonce: w.nonce,
@@ -270,31 +266,63 @@ func (w *Writer) fenceSegment(ctx context.Context, s segRec) (g, last uint64, er
 	if err != nil {
 		return 0, 0, err
 	}
+	window := uint64(1)
 	for attempt := 0; ; {
-		key := codec.FragmentKey(w.prefix, s.ID, g)
-		_, perr := c.cfg.Bucket.PutIfAbsent(ctx, key, withSeq(fence, g))
-		if perr == nil {
+		outcomes := make([]error, window)
+		var wg sync.WaitGroup
+		for k := uint64(0); k < window; k++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+				defer cancel()
+				_, outcomes[k] = c.cfg.Bucket.PutIfAbsent(actx, codec.FragmentKey(w.prefix, s.ID, g+k), withSeq(fence, g+k))
+			}()
+		}
+		wg.Wait()
+		end, found, retry := uint64(0), false, error(nil)
+		for k := uint64(0); k < window && !found && retry == nil; k++ {
+			switch perr := outcomes[k]; {
+			case perr == nil:
+				end, found = g+k, true
+			case errors.Is(perr, objstore.ErrExists):
+				actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+				info, herr := c.cfg.Bucket.Head(actx, codec.FragmentKey(w.prefix, s.ID, g+k))
+				cancel()
+				switch {
+				case herr != nil:
+					retry = herr
+					g += k
+				case info.Size == codec.FixedHeaderSize: // a fence or seal (ours, retried, or an earlier one)
+					end, found = g+k, true
+				}
+				// else: data of the old writer that landed first; it counts.
+			default:
+				retry = perr // unknown outcome at g+k: resolve it before going higher
+				g += k
+			}
+		}
+		if found {
+			g = end
 			break
 		}
-		if errors.Is(perr, objstore.ErrExists) {
-			f, ferr := c.fragment(ctx, key)
-			if ferr == nil {
-				if f.Header.Kind == codec.KindData {
-					g++ // an in-flight write of the old writer landed first: it counts
-					continue
-				}
-				break // a fence or seal (ours, retried, or an earlier one): the segment ends at g
+		if retry == nil {
+			// A busy old writer filled the whole window: skip what it landed.
+			if g, err = w.lowestFree(ctx, s.ID, g+window); err != nil {
+				return 0, 0, err
 			}
-			perr = ferr
+			window = min(window*2, 64)
+			continue
 		}
 		if attempt++; attempt > c.cfg.MaxFlushRetries || ctx.Err() != nil {
-			return 0, 0, fmt.Errorf("wal: fence log %q segment %d at %d: %w", w.name, s.ID, g, perr)
+			return 0, 0, fmt.Errorf("wal: fence log %q segment %d at %d: %w", w.name, s.ID, g, retry)
 		}
 		c.metrics.putRetries.Inc()
-		c.cfg.Logger.Warn("wal: fence write failed; retrying", "log", w.name, "segment", s.ID, "seq", g, "err", perr)
+		c.cfg.Logger.Warn("wal: fence write failed; retrying", "log", w.name, "segment", s.ID, "seq", g, "err", retry)
 		if err := sleepCtx(ctx, backoff(c.cfg.RetryInterval, attempt)); err != nil {
 			return 0, 0, err
 		}
+		window = 1
 	}
 	last = s.First - 1
 	if g > 0 {
@@ -309,6 +337,38 @@ func (w *Writer) fenceSegment(ctx context.Context, s segRec) (g, last uint64, er
 	c.stats.segFenced.Add(1)
 	c.cfg.Logger.Info("wal: fenced segment", "log", w.name, "segment", s.ID, "fence_seq", g, "last", last)
 	return g, last, nil
+}
+
+// lowestFree lists segment seg from sequence number from on and returns the
+// first number at or above from that holds no data fragment: a gap, or an
+// existing fence or seal (80 bytes, so the LIST alone tells).
+func (w *Writer) lowestFree(ctx context.Context, seg, from uint64) (uint64, error) {
+	c := w.c
+	g := from
+	after := ""
+	if from > 0 {
+		after = codec.FragmentKey(w.prefix, seg, from-1)
+	}
+	stop := errors.New("stop")
+	for {
+		page, err := c.cfg.Bucket.List(ctx, objstore.ListOptions{Prefix: codec.SegmentPrefix(w.prefix, seg), StartAfter: after, Limit: 1000})
+		if err != nil {
+			return 0, fmt.Errorf("wal: fence log %q segment %d: list: %w", w.name, seg, err)
+		}
+		err = nil
+		for _, o := range page {
+			_, seq, ok := codec.ParseFragmentKey(o.Key)
+			if !ok || seq != g || o.Size == codec.FixedHeaderSize {
+				err = stop
+				break
+			}
+			g++
+		}
+		if err == stop || len(page) < 1000 {
+			return g, nil
+		}
+		after = page[len(page)-1].Key
+	}
 }
 
 // withSeq returns a copy of a fence fragment for sequence seq. The fence
@@ -359,7 +419,9 @@ func (w *Writer) mutate(ctx context.Context, fn func(*logRecord) error) error {
 		if err != nil {
 			return err
 		}
-		v, err := c.cfg.Meta.Update(ctx, c.metaKey(w.name), b, w.ver)
+		actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		v, err := c.cfg.Meta.Update(actx, c.metaKey(w.name), b, w.ver)
+		cancel()
 		if err == nil {
 			w.rec, w.ver = r, v
 			w.st.setRecord(r.clone())
@@ -367,8 +429,8 @@ func (w *Writer) mutate(ctx context.Context, fn func(*logRecord) error) error {
 		}
 		if !errors.Is(err, meta.ErrPrecondition) {
 			// Ambiguous: the update may have landed. Re-read and retry; if it
-			// landed, the retry conflicts and the re-read shows our change,
-			// which fn re-applies idempotently.
+			// landed, the re-read shows our change, and fn must then change
+			// nothing more: every fn passed to mutate is idempotent.
 			if attempt++; attempt > c.cfg.MaxFlushRetries {
 				return fmt.Errorf("%w: log %q: update record: %v", ErrBroken, w.name, err)
 			}
@@ -402,16 +464,20 @@ func (w *Writer) openSegment(ctx context.Context, first uint64, extra func(*logR
 	w.mu.Lock()
 	cur, frags, durable := w.mu.seg, w.mu.nextSeq, w.mu.durable
 	w.mu.Unlock()
-	var id uint64
+	id := uint64(0) // chosen on the first application, so a re-applied fn opens no second segment
 	err := w.mutate(ctx, func(r *logRecord) error {
 		for i := range r.Segments {
 			if s := &r.Segments[i]; s.ID == cur && s.State == segOpen {
 				s.State, s.Frags, s.Last = segSealed, frags, durable
 			}
 		}
-		id = r.NextSegment
-		r.NextSegment++
-		r.Segments = append(r.Segments, segRec{ID: id, State: segOpen, Epoch: w.epoch, First: first, Last: first - 1})
+		if id == 0 {
+			id = r.NextSegment
+		}
+		if !r.hasSegment(id) {
+			r.NextSegment = max(r.NextSegment, id+1)
+			r.Segments = append(r.Segments, segRec{ID: id, State: segOpen, Epoch: w.epoch, First: first, Last: first - 1})
+		}
 		if extra != nil {
 			extra(r)
 		}

@@ -63,6 +63,13 @@ func requireDecodesTo(t tb, b []byte, h Header, entries [][]byte) *Fragment {
 	require.NoError(t, err)
 	require.Equal(t, f.Header, hh)
 	require.Equal(t, f.Header.HeaderLen(), n)
+	tf, err := DecodeTrusted(b)
+	require.NoError(t, err)
+	require.Equal(t, f.Header, tf.Header)
+	require.Equal(t, f.Len(), tf.Len())
+	for i := range entries {
+		require.True(t, bytes.Equal(entries[i], tf.Entry(i)), "trusted entry %d", i)
+	}
 	return f
 }
 
@@ -237,6 +244,10 @@ func smallFragments(t testing.TB) map[string][]byte {
 		"fence":         mustEncode(t, Header{Kind: KindFence, LogID: 1, Segment: 2, Seq: 3, Epoch: 4, Nonce: 5}, nil),
 		"seal":          mustEncode(t, Header{Kind: KindSeal, LogID: 1, Segment: 2, Seq: 4, Epoch: 4, Nonce: 5, FirstIndex: 11}, nil),
 		"empty entries": mustEncode(t, dataHeader(CompressionNone, 1, 3), entriesOf(0, 0, 0)),
+		// Entries on both sides of combineMinLen, repeated lengths and
+		// lengths of two bytes: every path of verifyUncompressed.
+		"data none long": mustEncode(t, dataHeader(CompressionNone, 1, 10),
+			entriesOf(0, 200, 5, 130, 130, 300, 7, 127, combineMinLen, 1)),
 	}
 	for _, c := range compressions {
 		out["data "+c.String()] = mustEncode(t, dataHeader(c, 1, 3), [][]byte{[]byte("hello"), {}, []byte("woodpecker woodpecker woodpecker")})
@@ -537,4 +548,122 @@ func TestUncompressedAllocs(t *testing.T) {
 		fragmentSink = f
 	})
 	require.Equal(t, 1.0, allocs, "decode: the Fragment only")
+	allocs = testing.AllocsPerRun(100, func() {
+		f, err := DecodeTrusted(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fragmentSink = f
+	})
+	require.Equal(t, 1.0, allocs, "trusted decode: the Fragment only")
+}
+
+// TestDecodeTrusted: DecodeTrusted checks the structure but no checksum.
+// (Round trips are checked by requireDecodesTo, panics by the fuzz targets.)
+func TestDecodeTrusted(t *testing.T) {
+	entries := entriesOf(10, 200, 30)
+	for _, c := range compressions {
+		b := mustEncode(t, dataHeader(c, 1, 3), entries)
+		hlen := int(binary.LittleEndian.Uint32(b[offHeaderLen:]))
+
+		// A wrong header, payload or entry checksum goes unnoticed.
+		for _, off := range []int{offHeaderCRC, offPayloadCRC, offTable + 4, offTable + 12, offTable + 20} {
+			d := bytes.Clone(b)
+			d[off] ^= 1
+			_, err := Decode(d)
+			require.ErrorIs(t, err, ErrCorrupt)
+			f, err := DecodeTrusted(d)
+			require.NoError(t, err, "%v, offset %d", c, off)
+			for i := range entries {
+				require.Equal(t, entries[i], f.Entry(i))
+			}
+		}
+		if c == CompressionNone {
+			// So does damage to the payload: the entry reads back damaged.
+			d := bytes.Clone(b)
+			d[hlen+10] ^= 1
+			f, err := DecodeTrusted(d)
+			require.NoError(t, err)
+			require.NotEqual(t, entries[1], f.Entry(1))
+			require.Equal(t, d[hlen+10:hlen+210], f.Entry(1), "aliases the input")
+		}
+
+		// Everything else is checked.
+		for n := 0; n < len(b); n++ {
+			_, err := DecodeTrusted(bytes.Clone(b[:n]))
+			require.ErrorIs(t, err, ErrCorrupt, "%v, length %d", c, n)
+		}
+		_, err := DecodeTrusted(append(bytes.Clone(b), 0))
+		require.ErrorContains(t, err, "trailing bytes")
+		d := bytes.Clone(b)
+		d[offMagic] ^= 1
+		_, err = DecodeTrusted(d)
+		require.ErrorContains(t, err, "bad magic")
+		d = bytes.Clone(b)
+		binary.LittleEndian.PutUint32(d[offTable+8:], 1000) // entry 1 ends past U
+		_, err = DecodeTrusted(d)
+		require.ErrorContains(t, err, "entry table: entry 1 ends at 1000")
+	}
+}
+
+// TestDecodeMatchesTwoPass: on valid fragments and on damaged ones whose
+// damage some or all checksums were recomputed over, Decode gives exactly
+// the verdict and error of the two-pass reference (decodeTwoPass). The
+// reseals reach the cases where the payload checksum and the entry
+// checksums disagree, which bit flips alone do not.
+func TestDecodeMatchesTwoPass(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		h, entries := genHeader(rt)
+		if rapid.Bool().Draw(rt, "long entries") {
+			for i := range entries {
+				entries[i] = append(entries[i], make([]byte, rapid.IntRange(0, 3000).Draw(rt, "extra"))...)
+			}
+		}
+		b, err := AppendFragment(nil, h, entries)
+		if err != nil {
+			rt.Fatalf("encode: %v", err)
+		}
+		hlen := h.HeaderLen()
+		le := binary.LittleEndian
+		switch rapid.IntRange(0, 5).Draw(rt, "damage") {
+		case 0: // none
+		case 1: // one bit anywhere
+			bit := rapid.IntRange(0, 8*len(b)-1).Draw(rt, "bit")
+			b[bit/8] ^= 1 << (bit % 8)
+		case 2, 3: // payload bits, then reseal the header (2) or all but the entry checksums (3)
+			if len(b) == hlen {
+				return
+			}
+			for range rapid.IntRange(1, 3).Draw(rt, "flips") {
+				bit := rapid.IntRange(8*hlen, 8*len(b)-1).Draw(rt, "bit")
+				b[bit/8] ^= 1 << (bit % 8)
+			}
+			if rapid.Bool().Draw(rt, "payload crc too") {
+				reseal(b)
+			} else {
+				le.PutUint32(b[offHeaderCRC:], headerCRC(b[:hlen]))
+			}
+		case 4: // an entry checksum, header resealed
+			if h.Count == 0 {
+				return
+			}
+			i := rapid.IntRange(0, int(h.Count)-1).Draw(rt, "entry")
+			b[offTable+EntryTableEntrySize*i+4+rapid.IntRange(0, 3).Draw(rt, "byte")] ^= byte(rapid.IntRange(1, 255).Draw(rt, "xor"))
+			reseal(b)
+		case 5: // the payload checksum, header resealed
+			le.PutUint32(b[offPayloadCRC:], rapid.Uint32().Draw(rt, "payload crc"))
+			le.PutUint32(b[offHeaderCRC:], headerCRC(b[:hlen]))
+		}
+		f, err := Decode(b)
+		ref, rerr := decodeTwoPass(b)
+		if (err == nil) != (rerr == nil) || (err != nil && err.Error() != rerr.Error()) {
+			rt.Fatalf("Decode: %v\ntwo-pass: %v", err, rerr)
+		}
+		if err == nil {
+			require.Equal(rt, ref.Header, f.Header)
+			for i := range entries {
+				require.Equal(rt, ref.Entry(i), f.Entry(i))
+			}
+		}
+	})
 }

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -29,11 +32,16 @@ func addSeeds(f *testing.F) {
 }
 
 // checkDecoded is the fuzz property: Decode never panics; it fails only with
-// ErrCorrupt or ErrUnsupportedVersion; and whatever it accepts re-encodes
-// to a fragment that decodes equal — byte-identical when the payload is not
-// compressed (that encoding is canonical).
+// ErrCorrupt or ErrUnsupportedVersion; it agrees with the straightforward
+// two-pass verification (decodeTwoPass), error text included; DecodeTrusted
+// accepts whatever Decode accepts, with the same result, and never panics;
+// and whatever Decode accepts re-encodes to a fragment that decodes equal —
+// byte-identical when the payload is not compressed (that encoding is
+// canonical).
 func checkDecoded(t *testing.T, b []byte) {
 	frag, err := Decode(b)
+	checkMatchesTwoPass(t, b, frag, err)
+	checkTrusted(t, b, frag, err)
 	h, n, herr := DecodeHeader(b)
 	if err != nil {
 		if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupportedVersion) {
@@ -98,6 +106,68 @@ func FuzzDecodeResealed(f *testing.F) {
 		}
 		checkDecoded(t, b)
 	})
+}
+
+// FuzzDecodeTrusted feeds arbitrary bytes to DecodeTrusted, which has no
+// checksum to stop them, so the fuzzer reaches every structural check
+// directly. It must never panic, and it must behave exactly like Decode on
+// the same bytes with every checksum recomputed (resealAll): same verdict,
+// same error, same header and entries. The committed corpora of FuzzDecode
+// and FuzzDecodeResealed are seeds too.
+func FuzzDecodeTrusted(f *testing.F) {
+	addSeeds(f)
+	for _, target := range []string{"FuzzDecode", "FuzzDecodeResealed"} {
+		files, _ := filepath.Glob(filepath.Join("testdata", "fuzz", target, "*"))
+		for _, p := range files {
+			if b, ok := readCorpusBytes(f, p); ok {
+				f.Add(b)
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tf, terr := DecodeTrusted(b)
+		if terr == nil {
+			for i := 0; i < tf.Len(); i++ {
+				_ = tf.Entry(i)
+			}
+		} else if !errors.Is(terr, ErrCorrupt) && !errors.Is(terr, ErrUnsupportedVersion) {
+			t.Fatalf("error wraps neither sentinel: %v", terr)
+		}
+		r := bytes.Clone(b)
+		if len(r) >= EnvelopeSize {
+			resealAll(r)
+		}
+		vf, verr := Decode(r)
+		switch {
+		case terr != nil && verr != nil:
+			if terr.Error() != verr.Error() {
+				t.Fatalf("DecodeTrusted: %v\nDecode of the resealed bytes: %v", terr, verr)
+			}
+		case terr != nil || verr != nil:
+			t.Fatalf("DecodeTrusted: %v; Decode of the resealed bytes: %v", terr, verr)
+		default:
+			requireSameFragment(t, vf, tf)
+		}
+	})
+}
+
+// readCorpusBytes reads a committed corpus file of a fuzz target taking
+// one []byte argument.
+func readCorpusBytes(f *testing.F, path string) ([]byte, bool) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 2 || lines[0] != "go test fuzz v1" ||
+		!strings.HasPrefix(lines[1], "[]byte(") || !strings.HasSuffix(lines[1], ")") {
+		return nil, false
+	}
+	s, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+	if err != nil {
+		f.Fatalf("%s: %v", path, err)
+	}
+	return []byte(s), true
 }
 
 // FuzzDecodeCompressed puts arbitrary bytes behind a valid header as the
@@ -190,4 +260,106 @@ func FuzzParseFragmentKey(f *testing.F) {
 			t.Fatalf("FragmentKey(%q, %d, %d) = %q, parsed from %q", prefix, seg, seq, got, key)
 		}
 	})
+}
+
+// checkMatchesTwoPass checks Decode's result on b against decodeTwoPass:
+// the same verdict, the same error text, the same fragment.
+func checkMatchesTwoPass(t *testing.T, b []byte, frag *Fragment, err error) {
+	t.Helper()
+	ref, rerr := decodeTwoPass(b)
+	switch {
+	case err != nil && rerr != nil:
+		if err.Error() != rerr.Error() {
+			t.Fatalf("Decode: %v\ntwo-pass reference: %v", err, rerr)
+		}
+	case err != nil || rerr != nil:
+		t.Fatalf("Decode: %v; two-pass reference: %v", err, rerr)
+	default:
+		requireSameFragment(t, ref, frag)
+	}
+}
+
+// checkTrusted checks DecodeTrusted on b given Decode's result: no panic,
+// sentinel errors, and the same fragment wherever Decode accepts.
+func checkTrusted(t *testing.T, b []byte, frag *Fragment, err error) {
+	t.Helper()
+	tf, terr := DecodeTrusted(b)
+	if terr != nil {
+		if !errors.Is(terr, ErrCorrupt) && !errors.Is(terr, ErrUnsupportedVersion) {
+			t.Fatalf("DecodeTrusted error wraps neither sentinel: %v", terr)
+		}
+		if tf != nil {
+			t.Fatalf("DecodeTrusted returned a fragment with error %v", terr)
+		}
+		if err == nil {
+			t.Fatalf("DecodeTrusted rejects what Decode accepts: %v", terr)
+		}
+		return
+	}
+	for i := 0; i < tf.Len(); i++ {
+		_ = tf.Entry(i)
+	}
+	if err == nil {
+		requireSameFragment(t, frag, tf)
+	}
+}
+
+func requireSameFragment(t *testing.T, want, got *Fragment) {
+	t.Helper()
+	if want.Header != got.Header || want.Len() != got.Len() {
+		t.Fatalf("headers differ: %+v vs %+v", want.Header, got.Header)
+	}
+	for i := 0; i < want.Len(); i++ {
+		if !bytes.Equal(want.Entry(i), got.Entry(i)) {
+			t.Fatalf("entry %d differs", i)
+		}
+	}
+}
+
+// decodeTwoPass is the reference verification Decode must agree with: the
+// checks of FORMAT.md "Decoding and errors" step 5 done literally, in
+// order — object length, payload CRC over the stored bytes, decompression,
+// then every entry CRC over its bytes — reading an uncompressed payload
+// twice. (It was Decode's implementation before the one-pass verification.)
+func decodeTwoPass(b []byte) (*Fragment, error) {
+	le := binary.LittleEndian
+	h, hlen, err := DecodeHeader(b)
+	if err != nil {
+		return nil, err
+	}
+	total := uint64(hlen) + uint64(h.StoredLen)
+	if uint64(len(b)) != total {
+		what := "truncated"
+		if uint64(len(b)) > total {
+			what = "trailing bytes"
+		}
+		return nil, corruptf("%s: object is %d bytes, header (offsets %d, %d) says %d header + %d stored payload = %d",
+			what, len(b), offHeaderLen, offStoredLen, hlen, h.StoredLen, total)
+	}
+	stored := b[hlen:]
+	if got, want := crc32.Checksum(stored, castagnoli), le.Uint32(b[offPayloadCRC:]); got != want {
+		return nil, corruptf("payload checksum mismatch: stored payload [%d,%d) has CRC-32C %#08x, header (offset %d) says %#08x",
+			hlen, len(b), got, offPayloadCRC, want)
+	}
+	f := &Fragment{Header: h, table: b[offTable:hlen], payload: stored}
+	if h.Compression != CompressionNone && h.PayloadLen > 0 {
+		if err := checkDeclaredLen(stored, h.Compression, int(h.PayloadLen), hlen); err != nil {
+			return nil, err
+		}
+		f.payload = make([]byte, h.PayloadLen)
+		if err := decompress(f.payload, stored, h.Compression, hlen); err != nil {
+			return nil, err
+		}
+	}
+	var begin uint32
+	for i := 0; i < int(h.Count); i++ {
+		slot := f.table[EntryTableEntrySize*i:]
+		end := le.Uint32(slot)
+		if got, want := crc32.Checksum(f.payload[begin:end], castagnoli), le.Uint32(slot[4:]); got != want {
+			return nil, corruptf("entry %d (index %d, payload bytes [%d,%d)) has CRC-32C %#08x, entry table (offset %d) says %#08x",
+				i, h.FirstIndex+uint64(i), begin, end, got, offTable+EntryTableEntrySize*i+4, want)
+		}
+		begin = end
+	}
+	return f, nil
 }

@@ -55,3 +55,7 @@ func (c *Client) Meta() meta.Store { return c.cfg.Meta }
 
 // Prefix returns the deployment prefix under which the client keeps its keys.
 func (c *Client) Prefix() string { return c.cfg.Prefix }
+
+// Config returns the client's configuration with defaults filled in (for
+// example MaxFlushSize, the largest entry an append accepts).
+func (c *Client) Config() Config { return c.cfg }

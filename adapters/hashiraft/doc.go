@@ -1,0 +1,77 @@
+// Package hashiraft stores a github.com/hashicorp/raft node's log, stable
+// values and snapshots on object storage through woodpecker's WAL: a
+// drop-in for raft-boltdb or raft-wal.
+//
+//	store, err := hashiraft.Open(ctx, "s3://bucket/node1?endpoint=10.0.0.5:9000", "etcd://10.0.0.1:2379/app", hashiraft.Options{})
+//	r, err := raft.NewRaft(conf, fsm, store, store, store.Snapshots(), transport)
+//
+// A Store implements raft.LogStore, raft.StableStore, raft.MonotonicLogStore
+// and raft.CommitTrackingLogStore over one WAL log; Store.Snapshots is a
+// raft.SnapshotStore in the same bucket. A node needs nothing but its bucket
+// (and metadata store) to come back: a fresh process opening the same URLs
+// and log name sees the same log, term, vote and snapshots.
+//
+// # Contract (shared/CONTRACTS.md)
+//
+//   - StoreLogs, DeleteRange, Set and SetUint64 are durable when they return.
+//     StoreLogs is all or nothing: a write whose outcome is unknown (a PUT
+//     that timed out but may have landed) is resolved inside the call by
+//     reopening the WAL writer, which recovers exactly what landed, and
+//     appending the rest. Only a failure that outlasts Options.CallTimeout is
+//     returned; a prefix of the batch may then have landed, and the next
+//     mutation removes it first, restoring the log raft last saw
+//     acknowledged (a crash before that leaves it as an uncommitted tail).
+//   - GetLog returns exactly raft.ErrLogNotFound, unwrapped, for an index
+//     outside the log (raft compares with ==), and retries every transient
+//     failure until Options.CallTimeout: raft panics when GetLog fails during
+//     NewRaft or apply. DeleteRange retries the same way, because raft ignores
+//     a failed wipe after installing a snapshot.
+//   - All six raft.Log fields round-trip; AppendedAt is stored as seconds and
+//     nanoseconds, and the zero time (what BootstrapCluster stores) comes
+//     back as the zero time. Returned slices are the caller's.
+//   - The log is dense (IsMonotonic is true). DeleteRange takes a prefix, a
+//     suffix or everything; a range strictly inside the log is an error. After
+//     everything is deleted the next StoreLogs may start at any index.
+//     StoreLogs at or below LastIndex first removes the suffix from there;
+//     StoreLogs beyond LastIndex+1 (a gap, which a monotonic store never
+//     holds) drops the whole log first, as raft would have after restoring a
+//     snapshot.
+//   - The stable values (CurrentTerm, LastVoteTerm, LastVoteCand) live in the
+//     WAL log's metadata record and change by one compare-and-swap under the
+//     writer's epoch: once another process opened the log (fencing this one),
+//     this Store can change neither the log nor the values, so a zombie never
+//     sets the term backwards. Reads come from memory. A missing key reads as
+//     (nil, nil) and (0, nil), as with raft-wal.
+//   - The commit index staged with StageCommitIndex is stored inside the
+//     entries of the next StoreLogs call: it is exactly as durable as they
+//     are, costs no extra request, and GetCommitIndex (the one stored with the
+//     last entry) never exceeds LastIndex.
+//   - FirstIndex and LastIndex read memory and never fail. GetLog serves
+//     recent entries from a tail cache (Options.TailCacheBytes) and older ones
+//     through the WAL's fragment cache with prefetch.
+//   - Every method is safe for concurrent use; mutations are serialized.
+//   - The Store runs the WAL's garbage collection of its log every
+//     Options.GCInterval, so what raft compacts away is eventually deleted.
+//
+// # Snapshots
+//
+// A snapshot is written as chunk objects of Options.SnapshotChunkSize while
+// the FSM writes it (neither a sink nor a reader holds more than one chunk),
+// then published by writing its metadata object last. List ignores anything
+// without metadata, so a crash or Cancel leaves nothing visible; Size is
+// exact and every chunk is checked against its CRC-32C before its bytes are
+// returned. After each new snapshot the Options.SnapshotRetain newest are
+// kept and the rest deleted (not while a reader in this process has them
+// open); chunks of abandoned sinks older than the oldest kept snapshot are
+// deleted too.
+//
+// # Storage assumptions
+//
+// Those of the WAL (see package wal): conditional create on the bucket and
+// compare-and-swap on the metadata store. Snapshots need only plain PUT,
+// GET, LIST and DELETE, and are not fenced: a zombie process may still
+// publish one, which is harmless because a snapshot only ever holds
+// committed state.
+//
+// The stored formats are described in FORMAT.md.
+package hashiraft

@@ -32,6 +32,7 @@ var benchShapes = []struct {
 }{
 	{"100x1KiB", 100, 1 << 10},
 	{"16x64KiB", 16, 64 << 10},
+	{"1000x256B", 1000, 256},
 }
 
 func BenchmarkEncode(b *testing.B) {
@@ -59,7 +60,12 @@ func BenchmarkEncode(b *testing.B) {
 	}
 }
 
-func BenchmarkDecode(b *testing.B) {
+func BenchmarkDecode(b *testing.B) { benchDecode(b, Decode) }
+
+// BenchmarkDecodeTrusted: the same without checksum verification.
+func BenchmarkDecodeTrusted(b *testing.B) { benchDecode(b, DecodeTrusted) }
+
+func benchDecode(b *testing.B, decode func([]byte) (*Fragment, error)) {
 	for _, s := range benchShapes {
 		entries := benchEntries(s.n, s.size)
 		for _, c := range compressions {
@@ -72,7 +78,7 @@ func BenchmarkDecode(b *testing.B) {
 				b.ReportAllocs()
 				b.ResetTimer()
 				for b.Loop() {
-					f, err := Decode(buf)
+					f, err := decode(buf)
 					if err != nil {
 						b.Fatal(err)
 					}

@@ -244,10 +244,12 @@ func smallFragments(t testing.TB) map[string][]byte {
 		"fence":         mustEncode(t, Header{Kind: KindFence, LogID: 1, Segment: 2, Seq: 3, Epoch: 4, Nonce: 5}, nil),
 		"seal":          mustEncode(t, Header{Kind: KindSeal, LogID: 1, Segment: 2, Seq: 4, Epoch: 4, Nonce: 5, FirstIndex: 11}, nil),
 		"empty entries": mustEncode(t, dataHeader(CompressionNone, 1, 3), entriesOf(0, 0, 0)),
-		// Entries on both sides of combineMinLen, repeated lengths and
-		// lengths of two bytes: every path of verifyUncompressed.
-		"data none long": mustEncode(t, dataHeader(CompressionNone, 1, 10),
-			entriesOf(0, 200, 5, 130, 130, 300, 7, 127, combineMinLen, 1)),
+		// Entries on both sides of combineMinLen, a repeated length and
+		// one beyond 4 KiB (two-table shift): every path of
+		// verifyUncompressed.
+		"data none long": mustEncode(t, dataHeader(CompressionNone, 1, 11),
+			entriesOf(0, combineMinLen+72, 5, combineMinLen+2, combineMinLen+2, combineMinLen+172, 7,
+				combineMinLen-1, combineMinLen, 1, 4096+300)),
 	}
 	for _, c := range compressions {
 		out["data "+c.String()] = mustEncode(t, dataHeader(c, 1, 3), [][]byte{[]byte("hello"), {}, []byte("woodpecker woodpecker woodpecker")})
@@ -616,7 +618,7 @@ func TestDecodeMatchesTwoPass(t *testing.T) {
 		h, entries := genHeader(rt)
 		if rapid.Bool().Draw(rt, "long entries") {
 			for i := range entries {
-				entries[i] = append(entries[i], make([]byte, rapid.IntRange(0, 3000).Draw(rt, "extra"))...)
+				entries[i] = append(entries[i], make([]byte, rapid.IntRange(0, 6000).Draw(rt, "extra"))...)
 			}
 		}
 		b, err := AppendFragment(nil, h, entries)

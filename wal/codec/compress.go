@@ -138,7 +138,9 @@ func checkDeclaredLen(src []byte, c Compression, want int, off int) error {
 }
 
 // decompress decodes src into dst, which it must fill exactly. The caller
-// has verified src's checksum and checkDeclaredLen(src, c, len(dst), off).
+// has checked checkDeclaredLen(src, c, len(dst), off) and, unless it is
+// DecodeTrusted, src's checksum; src may be arbitrary bytes all the same
+// (the fuzz targets feed it such), and decompress must not panic on them.
 func decompress(dst, src []byte, c Compression, off int) error {
 	want := len(dst)
 	var out []byte

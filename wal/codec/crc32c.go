@@ -1,9 +1,10 @@
 package codec
 
-// CRC-32C combination: crcCombine(crc(A), crc(B), len(B)) == crc(A ++ B)
-// without reading A or B again. Decode uses it to derive an uncompressed
-// fragment's payload checksum from the entry checksums it computes anyway,
-// so every payload byte is read once (see decodeUncompressedPayload).
+// CRC-32C combination: crcCombine(crc(A), crc(B), crcShift(len(B))) ==
+// crc(A ++ B), without reading A or B again. Decode uses it to derive an
+// uncompressed fragment's payload checksum from the entry checksums it
+// computes anyway, so that the payload is read once (see
+// verifyUncompressed).
 //
 // Arithmetic is in GF(2)[x] modulo the Castagnoli polynomial P, in the
 // reflected bit order of hash/crc32: bit i of a uint32 is the coefficient
@@ -14,10 +15,10 @@ package codec
 //	crc(A ++ B) = crc(A) * x^(8*len(B)) mod P  xor  crc(B)
 //
 // (the two all-ones conditionings cancel; this is zlib's crc32_combine).
-// x^(8n) mod P comes from four 256-entry tables, one per byte of n, so a
-// combination costs at most four multiplications mod P, each a software
-// 32x32 carry-less multiply (16 integer multiplications) and a
-// four-lookup reduction.
+// x^(8n) mod P is one lookup for n < 4096 and the product of two or three
+// lookups above, so combining the checksum of an entry shorter than 4 KiB
+// costs one multiplication mod P: a software 32x32 carry-less multiply (16
+// integer multiplications) and a four-lookup reduction, 7-9 ns on amd64.
 
 // gfOne is the polynomial 1 in reflected order.
 const gfOne = 0x80000000
@@ -26,10 +27,14 @@ var (
 	// gfReduce[j][v] = (v << 8j) * x^32 mod P: reduces the low half of a
 	// 64-bit product one byte per table.
 	gfReduce [4][256]uint32
-	// gfPow[j][v] = x^(8 * (v << 8j)) mod P: the shift operator for n
-	// bytes is the product of gfPow[j][byte j of n].
-	gfPow [4][256]uint32
+	// gfPowLo[v] = x^(8v) mod P and gfPowHi[j][v] = x^(8 * (v << (12+8j)))
+	// mod P: the shift operator for n bytes is the product of
+	// gfPowLo[n & 0xfff] and gfPowHi[j][the next bytes of n].
+	gfPowLo [1 << gfLoBits]uint32
+	gfPowHi [3][256]uint32
 )
+
+const gfLoBits = 12
 
 func init() {
 	// One step of the byte-wise CRC table multiplies by x^8 mod P.
@@ -43,17 +48,19 @@ func init() {
 			gfReduce[j][v] = s
 		}
 	}
-	step := uint32(gfOne >> 8) // x^(8 * 256^j): x^8 for j = 0
-	for j := range gfPow {
+	p := uint32(gfOne)
+	for v := range gfPowLo {
+		gfPowLo[v] = p
+		p = x8(p)
+	}
+	step := p // x^(8 * 2^(12+8j))
+	for j := range gfPowHi {
 		p := uint32(gfOne)
-		for v := range gfPow[j] {
-			gfPow[j][v] = p
+		for v := range gfPowHi[j] {
+			gfPowHi[j][v] = p
 			p = gfMul(p, step)
 		}
-		step = p // x^(8 * 256^(j+1))
-	}
-	if gfPow[0][1] != x8(gfOne) {
-		panic("codec: CRC-32C combine tables are inconsistent")
+		step = p
 	}
 }
 
@@ -92,14 +99,14 @@ func gfMul(a, b uint32) uint32 {
 
 // crcShift returns x^(8n) mod P, the operator that appends n bytes.
 func crcShift(n uint32) uint32 {
-	op := gfPow[0][n&0xff]
-	n >>= 8
-	for j := 1; n != 0; j++ {
+	op := gfPowLo[n&(1<<gfLoBits-1)]
+	n >>= gfLoBits
+	for j := 0; n != 0; j++ {
 		if v := n & 0xff; v != 0 {
 			if op == gfOne {
-				op = gfPow[j][v]
+				op = gfPowHi[j][v]
 			} else {
-				op = gfMul(op, gfPow[j][v])
+				op = gfMul(op, gfPowHi[j][v])
 			}
 		}
 		n >>= 8
@@ -108,7 +115,7 @@ func crcShift(n uint32) uint32 {
 }
 
 // crcCombine returns the CRC-32C of A ++ B given crcA = CRC-32C(A), crcB =
-// CRC-32C(B) and lenB = len(B), with shift = crcShift(lenB).
+// CRC-32C(B) and shift = crcShift(len(B)).
 func crcCombine(crcA, crcB, shift uint32) uint32 {
 	return gfMul(crcA, shift) ^ crcB
 }

@@ -42,7 +42,10 @@
 //
 // Decode makes entry i available in O(1) through the entry table.
 // Uncompressed fragments are decoded without copying: entries alias the
-// input buffer (see Fragment).
+// input buffer (see Fragment); their payload is verified in one pass, the
+// payload checksum being derived from the entry checksums by CRC-32C
+// combination. DecodeTrusted skips every checksum; it is only for bytes the
+// caller has just produced with AppendFragment itself.
 //
 // Object keys (FragmentKey) are "<logPrefix>/s/<segment>/<seq>" with both
 // numbers zero-padded to 20 decimal digits, using only [0-9a-z_/], so byte

@@ -132,6 +132,8 @@ func FuzzDecodeTrusted(f *testing.F) {
 			}
 		} else if !errors.Is(terr, ErrCorrupt) && !errors.Is(terr, ErrUnsupportedVersion) {
 			t.Fatalf("error wraps neither sentinel: %v", terr)
+		} else if tf != nil {
+			t.Fatalf("fragment returned with error %v", terr)
 		}
 		r := bytes.Clone(b)
 		if len(r) >= EnvelopeSize {

@@ -1,6 +1,6 @@
 # woodpecker — build, test and benchmark.
 #
-#   make run        start the demo on the embedded default storage (a local directory)
+#   make run        a 3-node replicated KV store on local directories (ENGINE=etcd for etcd raft)
 #   make test       everything, with -race, against real servers the tests start themselves
 #   make test-long  the heavy version a release runs (more rapid checks)
 #   make bench      raw object-store limits and hot-path benchmarks
@@ -15,10 +15,17 @@ VERSITYGW_VERSION := v1.8.0
 # The S3 test server is built once into the cache directory; tests find it here.
 export WOODPECKER_VERSITYGW := $(VERSITYGW)
 
-.PHONY: run test test-long bench lint clean tools
+.PHONY: run run-etcd test test-long bench lint clean tools
 
+# A 3-node replicated KV store on 127.0.0.1 (HTTP :8001-8003, Raft :7001-7003),
+# each node's state in a directory under .cache/kvstore/$(ENGINE). Ctrl-C stops it.
+ENGINE ?= hashicorp
 run:
-	$(GO) run ./cmd/woodpecker demo --dir $(CACHE)/demo
+	$(GO) build -o $(CACHE)/bin/kvstore ./examples/kvstore
+	$(CACHE)/bin/kvstore cluster --engine $(ENGINE) --data-dir $(CACHE)/kvstore
+
+run-etcd:
+	$(MAKE) run ENGINE=etcd
 
 tools: $(VERSITYGW)
 

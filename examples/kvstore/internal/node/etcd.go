@@ -1,0 +1,836 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/woodpecker-wal/woodpecker/adapters/etcdraft"
+	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/kv"
+)
+
+// etcdNode runs an etcd raft RawNode over an etcdraft.Storage and the HTTP
+// message transport. One goroutine (run) owns the RawNode: it ticks, steps
+// incoming messages, proposes, persists each Ready with Storage.Save
+// (snapshot, entries, HardState — crash-safe), sends messages, applies
+// committed entries, answers ReadIndex requests and takes snapshots.
+type etcdNode struct {
+	cfg   Config
+	lg    *slog.Logger
+	st    *kv.State
+	store *etcdraft.Storage
+	tr    *transport
+	rn    *raft.RawNode // owned by run
+
+	// Owned by run.
+	savedHS   *pb.HardState // the HardState last handed to the storage
+	confState *pb.ConfState
+	snapIndex uint64
+	isLeader  bool
+
+	recvc chan *pb.Message
+	propc chan *request // proposals and conf changes
+	readc chan *request
+	fnc   chan func()
+
+	reportMu     sync.Mutex
+	reports      []peerReport // guarded by reportMu
+	reportNotify chan struct{}
+
+	waitMu  sync.Mutex
+	waiters map[uint64]chan outcome // by Command.ReqID / ConfChange.Id; guarded by waitMu
+	reads   map[string]chan outcome // by ReadIndex context; guarded by waitMu
+
+	statusMu sync.Mutex
+	status   Status // refreshed by run after each Ready; guarded by statusMu
+
+	stop      chan struct{}
+	stopped   chan struct{} // closed when run returns
+	done      chan struct{} // closed on a fatal error
+	err       error         // set before done is closed
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type request struct {
+	data []byte         // proposal
+	cc   *pb.ConfChange // or conf change
+	rctx []byte         // or read index
+	errc chan error     // the loop's answer: accepted (nil) or why not
+}
+
+type outcome struct {
+	res   kv.Result
+	index uint64 // read index
+	err   error
+}
+
+func randID() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:]) | 1 // never 0
+}
+
+func startEtcd(ctx context.Context, cfg Config) (Engine, error) {
+	store, err := etcdraft.Open(ctx, cfg.BucketURL, cfg.MetaURL, etcdraft.Options{
+		LogName:     LogName(cfg.ID),
+		CallTimeout: cfg.CallTimeout,
+		Logger:      slog.New(slog.NewTextHandler(cfg.RaftLog, &slog.HandlerOptions{Level: cfg.RaftLogLevel})).With("raft", cfg.ID, "component", "store"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open storage (bucket %s, meta %q): %w", redact(cfg.BucketURL), redact(cfg.MetaURL), err)
+	}
+	n := &etcdNode{
+		cfg: cfg, lg: cfg.Logger, st: kv.New(), store: store,
+		recvc: make(chan *pb.Message, 1024), propc: make(chan *request), readc: make(chan *request),
+		fnc: make(chan func()), reportNotify: make(chan struct{}, 1),
+		waiters: map[uint64]chan outcome{}, reads: map[string]chan outcome{},
+		stop: make(chan struct{}), stopped: make(chan struct{}), done: make(chan struct{}),
+	}
+	if err := n.start(); err != nil {
+		store.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *etcdNode) start() error {
+	cfg := n.cfg
+	hs0, _, err := n.store.InitialState()
+	if err != nil {
+		return fmt.Errorf("read raft state: %w", err)
+	}
+	last, _ := n.store.LastIndex()
+	snap, err := n.store.Snapshot()
+	if err != nil {
+		return fmt.Errorf("read snapshot: %w", err)
+	}
+	fresh := (hs0 == nil || raft.IsEmptyHardState(hs0)) && last == 0 && snap.GetMetadata().GetIndex() == 0
+	if fresh {
+		if _, ok := cfg.Peers[cfg.ID]; ok {
+			// Every initial node bootstraps from the same snapshot: index 1,
+			// term 1, the peers as voters, an empty store knowing their
+			// Raft addresses.
+			boot := &pb.Snapshot{Data: kv.EncodeInitial(cfg.Peers), Metadata: &pb.SnapshotMetadata{
+				Index: new(uint64(1)), Term: new(uint64(1)),
+				ConfState: &pb.ConfState{Voters: slices.Sorted(mapsKeys(cfg.Peers))},
+			}}
+			// Like etcd raft's own Bootstrap, start in term 1: the current
+			// term is never below the last entry's.
+			hs := &pb.HardState{Term: new(uint64(1)), Commit: new(uint64(1))}
+			if err := n.store.Save(hs, nil, boot); err != nil {
+				return fmt.Errorf("bootstrap: %w", err)
+			}
+			snap = boot
+			n.lg.Info("bootstrapped a new cluster", "voters", len(cfg.Peers))
+		} else {
+			n.lg.Info("empty storage and not an initial peer: waiting to be added by the leader (POST /join)")
+		}
+	}
+	hs, cs, err := n.store.InitialState()
+	if err != nil {
+		return fmt.Errorf("read raft state: %w", err)
+	}
+	n.confState = cs
+	if hs != nil && !raft.IsEmptyHardState(hs) {
+		n.savedHS = proto.CloneOf(hs)
+	}
+	if idx := snap.GetMetadata().GetIndex(); idx > 0 {
+		if err := n.st.Restore(idx, snap.GetData()); err != nil {
+			return err
+		}
+		n.snapIndex = idx
+	}
+	tr, err := newTransport(cfg.ID, cfg.RaftAddr, n.lg.With("component", "transport"))
+	if err != nil {
+		return err
+	}
+	n.tr = tr
+	for id, addr := range cfg.Peers {
+		tr.setPeer(id, addr)
+	}
+	for _, m := range n.st.Members() {
+		tr.setPeer(m.ID, m.Raft)
+	}
+	tr.deliver = func(ctx context.Context, m *pb.Message) {
+		select {
+		case n.recvc <- m:
+		case <-ctx.Done():
+		case <-n.stop:
+		}
+	}
+	tr.report = n.queueReport
+
+	ticks := 10
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              ticks,
+		HeartbeatTick:             1,
+		Storage:                   n.store,
+		Applied:                   n.snapIndex,
+		MaxSizePerMsg:             1 << 20,
+		MaxInflightMsgs:           256,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		ReadOnlyOption:            raft.ReadOnlySafe,
+		DisableProposalForwarding: true,
+		Logger:                    &raftLogger{l: slog.New(slog.NewTextHandler(cfg.RaftLog, &slog.HandlerOptions{Level: cfg.RaftLogLevel})).With("raft", cfg.ID)},
+	})
+	if err != nil {
+		tr.close()
+		return fmt.Errorf("start raft: %w", err)
+	}
+	n.rn = rn
+	n.refreshStatus()
+	tr.serve()
+	first, _ := n.store.FirstIndex()
+	n.lg.Info("raft started", "engine", EngineEtcd, "restored_snapshot", n.snapIndex,
+		"log_first", first, "log_last", last, "term", hs.GetTerm(), "commit", hs.GetCommit())
+	go n.run(cfg.ElectionTimeout / time.Duration(ticks))
+	return nil
+}
+
+func (n *etcdNode) queueReport(r peerReport) {
+	n.reportMu.Lock()
+	n.reports = append(n.reports, r)
+	n.reportMu.Unlock()
+	select {
+	case n.reportNotify <- struct{}{}:
+	default:
+	}
+}
+
+func (n *etcdNode) run(tick time.Duration) {
+	defer close(n.stopped)
+	ticker := time.NewTicker(tick)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-n.stop:
+			n.failWaiters(ErrStopped, ErrStopped)
+			return
+		case <-ticker.C:
+			n.rn.Tick()
+		case m := <-n.recvc:
+			n.step(m)
+		case r := <-n.propc:
+			n.propose(r)
+		case r := <-n.readc:
+			n.readIndex(r)
+		case f := <-n.fnc:
+			f()
+		case <-n.reportNotify:
+			n.applyReports()
+		}
+		// Take whatever else is waiting before persisting, so concurrent
+		// proposals share one Save (one fragment PUT) instead of one each.
+	batch:
+		for range 1024 {
+			select {
+			case m := <-n.recvc:
+				n.step(m)
+			case r := <-n.propc:
+				n.propose(r)
+			case r := <-n.readc:
+				n.readIndex(r)
+			default:
+				break batch
+			}
+		}
+		if err := n.handleReady(); err != nil {
+			n.err = err
+			n.lg.Error("node stopped: storage failure", "err", err)
+			n.failWaiters(fmt.Errorf("%w: %v", ErrUnknownOutcome, err), ErrStopped)
+			close(n.done)
+			return
+		}
+	}
+}
+
+func (n *etcdNode) step(m *pb.Message) {
+	_ = n.rn.Step(m) // errors: messages from unknown peers, local types; ignorable
+}
+
+func (n *etcdNode) propose(r *request) {
+	switch {
+	case !n.isLeader:
+		r.errc <- n.notLeader()
+	case r.cc != nil:
+		r.errc <- n.proposeErr(n.rn.ProposeConfChange(r.cc))
+	default:
+		r.errc <- n.proposeErr(n.rn.Propose(r.data))
+	}
+}
+
+func (n *etcdNode) readIndex(r *request) {
+	if !n.isLeader {
+		r.errc <- n.notLeader()
+		return
+	}
+	n.rn.ReadIndex(r.rctx)
+	r.errc <- nil
+}
+
+func (n *etcdNode) applyReports() {
+	n.reportMu.Lock()
+	reps := n.reports
+	n.reports = nil
+	n.reportMu.Unlock()
+	for _, r := range reps {
+		if r.unreachable {
+			n.rn.ReportUnreachable(r.id)
+		}
+		if r.snapshot {
+			st := raft.SnapshotFailure
+			if r.snapshotOK {
+				st = raft.SnapshotFinish
+			}
+			n.rn.ReportSnapshot(r.id, st)
+		}
+	}
+}
+
+func (n *etcdNode) proposeErr(err error) error {
+	if errors.Is(err, raft.ErrProposalDropped) {
+		return n.notLeader()
+	}
+	return err
+}
+
+func (n *etcdNode) handleReady() error {
+	for n.rn.HasReady() {
+		rd := n.rn.Ready()
+		if err := n.store.Save(n.hardStateToSave(rd), rd.Entries, rd.Snapshot); err != nil {
+			return fmt.Errorf("persist ready: %w", err)
+		}
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			md := rd.Snapshot.GetMetadata()
+			if err := n.st.Restore(md.GetIndex(), rd.Snapshot.GetData()); err != nil {
+				return err
+			}
+			n.confState = proto.CloneOf(md.GetConfState())
+			n.snapIndex = md.GetIndex()
+			for _, m := range n.st.Members() {
+				n.tr.setPeer(m.ID, m.Raft)
+			}
+			n.lg.Info("installed snapshot from the leader", "index", md.GetIndex(), "keys", n.st.Len())
+		}
+		for _, m := range rd.Messages {
+			if m.GetType() == pb.MsgSnap {
+				n.freshenSnapshot(m)
+			}
+			n.tr.send(m)
+		}
+		if err := n.apply(rd.CommittedEntries); err != nil {
+			return err
+		}
+		for _, rs := range rd.ReadStates {
+			n.resolveRead(string(rs.RequestCtx), outcome{index: rs.Index})
+		}
+		if rd.SoftState != nil {
+			n.onSoftState(rd.SoftState)
+		}
+		n.rn.Advance(rd)
+	}
+	if err := n.maybeSnapshot(); err != nil {
+		return err
+	}
+	n.refreshStatus()
+	return nil
+}
+
+// hardStateToSave returns the part of rd to persist as HardState: nil when
+// only the commit index moved. Term and vote must be durable before any
+// message that depends on them leaves, but a stale commit index is
+// harmless: raft learns it again from the leader (etcd itself does not
+// fsync a commit-only change: raft.MustSync). Skipping it saves one
+// compare-and-swap of the log record per Ready. The commit index is
+// persisted with the next term or vote change, with a snapshot received
+// from the leader, and before every local snapshot, so that on restart it
+// is never below the snapshot index (raft panics otherwise).
+func (n *etcdNode) hardStateToSave(rd raft.Ready) *pb.HardState {
+	hs := rd.HardState
+	if !raft.IsEmptySnap(rd.Snapshot) && hs == nil {
+		// The commit index may equal the snapshot's already in memory
+		// while the stored one lags: store it with the snapshot.
+		hs = n.rn.BasicStatus().HardState
+	}
+	if hs == nil || raft.IsEmptyHardState(hs) {
+		return nil
+	}
+	if n.savedHS != nil && hs.GetTerm() == n.savedHS.GetTerm() && hs.GetVote() == n.savedHS.GetVote() &&
+		raft.IsEmptySnap(rd.Snapshot) {
+		return nil
+	}
+	n.savedHS = proto.CloneOf(hs)
+	return hs
+}
+
+// saveCommit persists the current HardState if its commit index is newer
+// than the one stored.
+func (n *etcdNode) saveCommit() error {
+	bs := n.rn.BasicStatus()
+	hs := bs.HardState
+	if hs == nil || (n.savedHS != nil && hs.GetCommit() <= n.savedHS.GetCommit()) {
+		return nil
+	}
+	if err := n.store.SetHardState(hs); err != nil {
+		return err
+	}
+	n.savedHS = proto.CloneOf(hs)
+	return nil
+}
+
+func (n *etcdNode) apply(ents []*pb.Entry) error {
+	for _, e := range ents {
+		idx := e.GetIndex()
+		if idx <= n.st.Applied() {
+			continue
+		}
+		switch e.GetType() {
+		case pb.EntryNormal:
+			if len(e.GetData()) == 0 {
+				n.st.SetApplied(idx) // the empty entry of a new leader's term
+				continue
+			}
+			c, err := kv.DecodeCommand(e.GetData())
+			if err != nil {
+				n.st.SetApplied(idx)
+				n.lg.Warn("skipping undecodable entry", "index", idx, "err", err)
+				continue
+			}
+			res := n.st.Apply(idx, c)
+			n.resolve(c.ReqID, outcome{res: res})
+		case pb.EntryConfChange:
+			cc := &pb.ConfChange{}
+			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+				return fmt.Errorf("conf change at %d: %w", idx, err)
+			}
+			n.confState = n.rn.ApplyConfChange(cc)
+			var m kv.Member
+			if len(cc.GetContext()) > 0 {
+				_ = json.Unmarshal(cc.GetContext(), &m)
+			}
+			m.ID = cc.GetNodeId()
+			var res kv.Result
+			switch cc.GetType() {
+			case pb.ConfChangeAddNode, pb.ConfChangeAddLearnerNode, pb.ConfChangeUpdateNode:
+				n.tr.setPeer(m.ID, m.Raft)
+				res = n.st.Apply(idx, kv.Command{Op: kv.OpMember, Member: &m})
+				n.lg.Info("member added", "id", m.ID, "raft", m.Raft, "http", m.HTTP)
+			case pb.ConfChangeRemoveNode:
+				n.tr.removePeer(m.ID)
+				res = n.st.Apply(idx, kv.Command{Op: kv.OpUnmember, Member: &m})
+				if m.ID == n.cfg.ID {
+					n.lg.Warn("this node was removed from the cluster")
+				} else {
+					n.lg.Info("member removed", "id", m.ID)
+				}
+			}
+			n.resolve(cc.GetId(), outcome{res: res})
+		case pb.EntryConfChangeV2:
+			cc := &pb.ConfChangeV2{}
+			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+				return fmt.Errorf("conf change at %d: %w", idx, err)
+			}
+			n.confState = n.rn.ApplyConfChange(cc)
+			n.st.SetApplied(idx)
+		}
+	}
+	return nil
+}
+
+// freshenSnapshot replaces the stored snapshot in m (which raft took from
+// the storage) with one of the state as applied right now, as etcd's server
+// does: a member added after the last snapshot is in the current ConfState
+// only, and a new member refuses a snapshot whose ConfState lacks it.
+func (n *etcdNode) freshenSnapshot(m *pb.Message) {
+	idx := n.st.Applied()
+	if idx <= m.GetSnapshot().GetMetadata().GetIndex() {
+		return
+	}
+	term, err := n.store.Term(idx)
+	if err != nil {
+		return // keep the stored one
+	}
+	m.Snapshot = &pb.Snapshot{Data: n.st.Snapshot(), Metadata: &pb.SnapshotMetadata{
+		Index: new(idx), Term: new(term), ConfState: proto.CloneOf(n.confState),
+	}}
+}
+
+// maybeSnapshot takes a snapshot once SnapshotThreshold entries were
+// applied since the last one, and compacts the log behind it, keeping
+// SnapshotThreshold/2 entries for followers that lag a little.
+func (n *etcdNode) maybeSnapshot() error {
+	applied := n.st.Applied()
+	if applied < n.snapIndex+n.cfg.SnapshotThreshold {
+		return nil
+	}
+	if err := n.saveCommit(); err != nil {
+		return fmt.Errorf("persist commit index before snapshot: %w", err)
+	}
+	data := n.st.Snapshot()
+	if _, err := n.store.CreateSnapshot(applied, n.confState, data); err != nil {
+		if errors.Is(err, raft.ErrSnapOutOfDate) {
+			return nil
+		}
+		return fmt.Errorf("create snapshot at %d: %w", applied, err)
+	}
+	n.snapIndex = applied
+	keep := n.cfg.SnapshotThreshold / 2
+	if applied > keep {
+		first, _ := n.store.FirstIndex()
+		if at := applied - keep; at >= first {
+			if err := n.store.Compact(at); err != nil && !errors.Is(err, raft.ErrCompacted) {
+				return fmt.Errorf("compact to %d: %w", at, err)
+			}
+		}
+	}
+	first, _ := n.store.FirstIndex()
+	n.lg.Info("snapshot written", "applied", applied, "bytes", len(data), "log_first", first)
+	return nil
+}
+
+func (n *etcdNode) onSoftState(ss *raft.SoftState) {
+	leader := ss.RaftState == raft.StateLeader
+	if n.isLeader && !leader {
+		n.lg.Info("lost leadership", "state", ss.RaftState.String(), "leader", ss.Lead)
+		// Proposals may still commit under the next leader; reads were
+		// not served and may go to the next leader.
+		nl := &NotLeaderError{LeaderID: ss.Lead}
+		if m, ok := n.st.Member(ss.Lead); ok {
+			nl.LeaderHTTP = m.HTTP
+		}
+		n.failWaiters(fmt.Errorf("%w: leadership lost", ErrUnknownOutcome), nl)
+	}
+	if !n.isLeader && leader {
+		n.lg.Info("became leader", "term", n.rn.BasicStatus().GetTerm())
+		go n.onLeader()
+	}
+	n.isLeader = leader
+}
+
+// onLeader publishes this node's HTTP address in the state machine (after a
+// ReadIndex shows the leader has committed in its term), so followers can
+// redirect clients here.
+func (n *etcdNode) onLeader() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*n.cfg.ElectionTimeout)
+	defer cancel()
+	if err := n.LinearizableRead(ctx); err != nil {
+		n.lg.Debug("leader not ready to publish its address", "err", err)
+		return
+	}
+	m, _ := n.st.Member(n.cfg.ID)
+	if m.HTTP == n.cfg.HTTPAddr && m.Raft == n.cfg.RaftAddr {
+		return
+	}
+	if _, err := n.Propose(ctx, kv.Command{Op: kv.OpMember, Member: &kv.Member{ID: n.cfg.ID, Raft: n.cfg.RaftAddr, HTTP: n.cfg.HTTPAddr}}); err != nil {
+		n.lg.Warn("publish HTTP address", "err", err)
+	}
+}
+
+func (n *etcdNode) register(id uint64) chan outcome {
+	ch := make(chan outcome, 1)
+	n.waitMu.Lock()
+	n.waiters[id] = ch
+	n.waitMu.Unlock()
+	return ch
+}
+
+func (n *etcdNode) unregister(id uint64) {
+	n.waitMu.Lock()
+	delete(n.waiters, id)
+	n.waitMu.Unlock()
+}
+
+func (n *etcdNode) resolve(id uint64, o outcome) {
+	if id == 0 {
+		return
+	}
+	n.waitMu.Lock()
+	ch := n.waiters[id]
+	delete(n.waiters, id)
+	n.waitMu.Unlock()
+	if ch != nil {
+		ch <- o
+	}
+}
+
+func (n *etcdNode) resolveRead(key string, o outcome) {
+	n.waitMu.Lock()
+	ch := n.reads[key]
+	delete(n.reads, key)
+	n.waitMu.Unlock()
+	if ch != nil {
+		ch <- o
+	}
+}
+
+// failWaiters fails every pending proposal with errWrite and every pending
+// read with errRead.
+func (n *etcdNode) failWaiters(errWrite, errRead error) {
+	n.waitMu.Lock()
+	defer n.waitMu.Unlock()
+	for id, ch := range n.waiters {
+		ch <- outcome{err: errWrite}
+		delete(n.waiters, id)
+	}
+	for k, ch := range n.reads {
+		ch <- outcome{err: errRead}
+		delete(n.reads, k)
+	}
+}
+
+// submit hands r to the loop and returns its answer.
+func (n *etcdNode) submit(ctx context.Context, c chan *request, r *request) error {
+	r.errc = make(chan error, 1)
+	select {
+	case c <- r:
+	case <-ctx.Done():
+		return fmt.Errorf("raft loop busy: %w", ctx.Err())
+	case <-n.stopped:
+		return ErrStopped
+	}
+	return <-r.errc
+}
+
+func (n *etcdNode) await(ctx context.Context, ch chan outcome) (outcome, error) {
+	select {
+	case o := <-ch:
+		return o, o.err
+	case <-ctx.Done():
+		return outcome{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
+	}
+}
+
+func (n *etcdNode) Propose(ctx context.Context, c kv.Command) (kv.Result, error) {
+	c.ReqID = randID()
+	ch := n.register(c.ReqID)
+	defer n.unregister(c.ReqID)
+	if err := n.submit(ctx, n.propc, &request{data: c.Encode()}); err != nil {
+		return kv.Result{}, err
+	}
+	o, err := n.await(ctx, ch)
+	if err == nil && o.res.Err != "" {
+		err = errors.New(o.res.Err)
+	}
+	return o.res, err
+}
+
+func (n *etcdNode) LinearizableRead(ctx context.Context) error {
+	id := randID()
+	key := string(binary.LittleEndian.AppendUint64(nil, id))
+	ch := make(chan outcome, 1)
+	n.waitMu.Lock()
+	n.reads[key] = ch
+	n.waitMu.Unlock()
+	defer func() {
+		n.waitMu.Lock()
+		delete(n.reads, key)
+		n.waitMu.Unlock()
+	}()
+	if err := n.submit(ctx, n.readc, &request{rctx: []byte(key)}); err != nil {
+		return err
+	}
+	var o outcome
+	select {
+	case o = <-ch:
+		if o.err != nil {
+			return o.err
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("read index: %w", ctx.Err())
+	}
+	return n.st.WaitApplied(ctx, o.index)
+}
+
+func (n *etcdNode) changeConf(ctx context.Context, cc *pb.ConfChange) error {
+	cc.Id = new(randID())
+	ch := n.register(cc.GetId())
+	defer n.unregister(cc.GetId())
+	if err := n.submit(ctx, n.propc, &request{cc: cc}); err != nil {
+		return err
+	}
+	_, err := n.await(ctx, ch)
+	return err
+}
+
+func (n *etcdNode) AddMember(ctx context.Context, m kv.Member) error {
+	b, _ := json.Marshal(m)
+	t := pb.ConfChangeAddNode
+	return n.changeConf(ctx, &pb.ConfChange{Type: &t, NodeId: new(m.ID), Context: b})
+}
+
+func (n *etcdNode) RemoveMember(ctx context.Context, id uint64) error {
+	t := pb.ConfChangeRemoveNode
+	return n.changeConf(ctx, &pb.ConfChange{Type: &t, NodeId: new(id)})
+}
+
+func (n *etcdNode) State() *kv.State { return n.st }
+
+// notLeader describes the current leader. Called by run, or with statusMu
+// not held.
+func (n *etcdNode) notLeader() error {
+	n.statusMu.Lock()
+	id := n.status.LeaderID
+	n.statusMu.Unlock()
+	if id == n.cfg.ID {
+		id = 0 // stepping down
+	}
+	e := &NotLeaderError{LeaderID: id}
+	if m, ok := n.st.Member(id); ok {
+		e.LeaderHTTP = m.HTTP
+	}
+	return e
+}
+
+// refreshStatus copies the loop's view into status. Called by run.
+func (n *etcdNode) refreshStatus() {
+	bs := n.rn.BasicStatus()
+	first, _ := n.store.FirstIndex()
+	last, _ := n.store.LastIndex()
+	s := Status{
+		ID: n.cfg.ID, Engine: EngineEtcd,
+		State:    strings.ToLower(strings.TrimPrefix(bs.RaftState.String(), "State")),
+		LeaderID: bs.Lead, Term: bs.GetTerm(), CommitIndex: bs.GetCommit(), AppliedIndex: n.st.Applied(),
+		LogFirstIndex: first, LogLastIndex: last, SnapshotIndex: n.snapIndex,
+		Voters: slices.Clone(n.confState.GetVoters()), Bucket: redact(n.cfg.BucketURL),
+	}
+	slices.Sort(s.Voters)
+	n.statusMu.Lock()
+	n.status = s
+	n.statusMu.Unlock()
+}
+
+func (n *etcdNode) Status() Status {
+	n.statusMu.Lock()
+	s := n.status
+	n.statusMu.Unlock()
+	s.Voters = slices.Clone(s.Voters)
+	if m, ok := n.st.Member(s.LeaderID); ok {
+		s.LeaderHTTP = m.HTTP
+	}
+	s.Keys = n.st.Len()
+	s.Digest = fmt.Sprintf("%016x", n.st.Digest())
+	s.AppliedIndex = n.st.Applied()
+	known := map[uint64]kv.Member{}
+	for _, m := range n.st.Members() {
+		known[m.ID] = m
+	}
+	for _, id := range s.Voters {
+		m := known[id]
+		s.Members = append(s.Members, StatusMember{ID: id, Raft: m.Raft, HTTP: m.HTTP, Voter: true})
+	}
+	return s
+}
+
+func (n *etcdNode) Done() <-chan struct{} { return n.done }
+
+func (n *etcdNode) Err() error {
+	select {
+	case <-n.done:
+		return n.err
+	default:
+		return nil
+	}
+}
+
+// do runs f on the loop goroutine.
+func (n *etcdNode) do(f func()) bool {
+	done := make(chan struct{})
+	select {
+	case n.fnc <- func() { f(); close(done) }:
+		<-done
+		return true
+	case <-n.stopped:
+		return false
+	}
+}
+
+// transferLeadership hands leadership to the most up-to-date follower and
+// waits (briefly) for it to take over.
+func (n *etcdNode) transferLeadership() {
+	var to uint64
+	ok := n.do(func() {
+		if !n.isLeader {
+			return
+		}
+		var best uint64
+		for id, pr := range n.rn.Status().Progress {
+			if id != n.cfg.ID && pr.Match >= best {
+				to, best = id, pr.Match
+			}
+		}
+		if to != 0 {
+			n.rn.TransferLeader(to)
+		}
+	})
+	if !ok || to == 0 {
+		return
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if s := n.Status(); s.State != "leader" {
+			if s.LeaderID != 0 {
+				n.lg.Info("handed leadership over", "to", s.LeaderID)
+			}
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (n *etcdNode) Close() error {
+	n.closeOnce.Do(func() {
+		n.transferLeadership()
+		close(n.stop)
+		<-n.stopped
+		var errs []error
+		if err := n.tr.close(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := n.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("storage: %w", err))
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// raftLogger adapts slog to raft.Logger.
+type raftLogger struct{ l *slog.Logger }
+
+func (r *raftLogger) Debug(v ...any)                 { r.l.Debug(fmt.Sprint(v...)) }
+func (r *raftLogger) Debugf(format string, v ...any) { r.l.Debug(fmt.Sprintf(format, v...)) }
+func (r *raftLogger) Info(v ...any)                  { r.l.Info(fmt.Sprint(v...)) }
+func (r *raftLogger) Infof(format string, v ...any)  { r.l.Info(fmt.Sprintf(format, v...)) }
+func (r *raftLogger) Warning(v ...any)               { r.l.Warn(fmt.Sprint(v...)) }
+func (r *raftLogger) Warningf(format string, v ...any) {
+	r.l.Warn(fmt.Sprintf(format, v...))
+}
+func (r *raftLogger) Error(v ...any)                 { r.l.Error(fmt.Sprint(v...)) }
+func (r *raftLogger) Errorf(format string, v ...any) { r.l.Error(fmt.Sprintf(format, v...)) }
+func (r *raftLogger) Fatal(v ...any)                 { r.Panic(v...) }
+func (r *raftLogger) Fatalf(format string, v ...any) { r.Panicf(format, v...) }
+func (r *raftLogger) Panic(v ...any) {
+	s := fmt.Sprint(v...)
+	r.l.Error(s)
+	panic(s)
+}
+func (r *raftLogger) Panicf(format string, v ...any) {
+	s := fmt.Sprintf(format, v...)
+	r.l.Error(s)
+	panic(s)
+}

@@ -43,7 +43,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(demoCmd(), lsCmd(), catCmd(), metaCmd())
+	root.AddCommand(demoCmd(), lsCmd(), catCmd(), metaCmd(), benchCmd())
 	return root
 }
 

@@ -52,6 +52,11 @@ type logState struct {
 		notify  chan struct{}        // closed and replaced when durable advances or the log changes
 		rec     *logRecord           // last record seen; immutable once stored
 		readers map[*Reader]struct{} // open readers, whose positions GC respects
+		// lastSeg is the segment of the fragment locate found last, and
+		// lastPrefix its log's key prefix: a sequential reader inside a
+		// sealed segment steps to the next fragment without a lookup.
+		lastSeg    segRec
+		lastPrefix string
 	}
 }
 

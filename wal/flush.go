@@ -339,7 +339,7 @@ func (w *Writer) flushLoop() {
 				w.mu.queue = w.mu.queue[1:]
 				run = func() error { return w.runOp(head) }
 			}
-		case len(w.mu.inflight) >= cfg.MaxFlushThreads:
+		case w.uploadingLocked() >= cfg.MaxFlushThreads || len(w.mu.inflight) >= 4*cfg.MaxFlushThreads:
 		case w.needRollLocked():
 			if len(w.mu.inflight) == 0 {
 				first := head.first + uint64(head.off)
@@ -386,6 +386,18 @@ func (w *Writer) headLocked() *item {
 		return it
 	}
 	return nil
+}
+
+// uploadingLocked counts fragments whose PUT has not finished; finished
+// ones waiting for an earlier fragment's ack do not hold an upload slot.
+func (w *Writer) uploadingLocked() int {
+	n := 0
+	for _, fl := range w.mu.inflight {
+		if !fl.done {
+			n++
+		}
+	}
+	return n
 }
 
 func (w *Writer) hasOpAfterLocked() bool {

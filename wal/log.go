@@ -202,6 +202,9 @@ func (l *Log) locate(ctx context.Context, i uint64, hint *codec.Fragment) (*code
 				limit = min(limit, s.Last)
 				l.c.prefetch(l.c.logPrefix(rec), s.ID, f.Header.Seq+1, s.Frags)
 			}
+			l.st.mu.Lock()
+			l.st.mu.lastSeg, l.st.mu.lastPrefix = *s, l.c.logPrefix(rec)
+			l.st.mu.Unlock()
 			return f, limit, nil
 		}
 		if refresh || !errors.Is(err, objstore.ErrNotFound) {
@@ -214,6 +217,12 @@ func (l *Log) locate(ctx context.Context, i uint64, hint *codec.Fragment) (*code
 // are contiguous and increasing, for the one holding i.
 func (l *Log) findInSegment(ctx context.Context, rec *logRecord, s segRec, i uint64, hint *codec.Fragment) (*codec.Fragment, error) {
 	prefix := l.c.logPrefix(rec)
+	if i == s.First && (s.State == segOpen || s.Frags > 0) { // a segment's first entry is in fragment 0
+		f, err := l.c.fragment(ctx, codec.FragmentKey(prefix, s.ID, 0))
+		if err == nil && f.Header.Kind == codec.KindData && f.Header.FirstIndex == i {
+			return f, nil
+		}
+	}
 	if hint != nil && hint.Header.Segment == s.ID && hint.Header.LastIndex()+1 == i {
 		f, err := l.c.fragment(ctx, codec.FragmentKey(prefix, s.ID, hint.Header.Seq+1))
 		if err == nil && f.Header.Kind == codec.KindData && f.Header.FirstIndex == i {

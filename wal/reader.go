@@ -37,6 +37,8 @@ type Reader struct {
 	next uint64
 	frag *codec.Fragment // fragment of the last entry returned
 	lim  uint64          // last index of frag that is still live
+	seg  segRec          // the segment of frag as the record said when frag was located
+	pfx  string          // the log's key prefix
 	pos  uint64          // lowest index this reader may still read; GC keeps it; guarded by l.st.mu
 
 	leaseKey     string       // "" without a lease
@@ -130,6 +132,10 @@ func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
 			r.renewLease(ctx)
 			return i, f.Entry(int(i - f.Header.FirstIndex)), nil
 		}
+		if f := r.nextInSealed(ctx); f != nil {
+			r.frag, r.lim = f, min(f.Header.LastIndex(), r.seg.Last)
+			continue
+		}
 		wake := r.l.st.waitCh()
 		f, lim, err := r.l.locate(ctx, r.next, r.frag)
 		if err == nil {
@@ -137,6 +143,9 @@ func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
 				return 0, nil, err
 			}
 			r.frag, r.lim = f, lim
+			r.l.st.mu.Lock()
+			r.seg, r.pfx = r.l.st.mu.lastSeg, r.l.st.mu.lastPrefix
+			r.l.st.mu.Unlock()
 			continue
 		}
 		if !errors.Is(err, ErrOutOfRange) {
@@ -181,6 +190,25 @@ func (r *Reader) checkContinuity(ctx context.Context, next *codec.Fragment) erro
 		}
 	}
 	return nil
+}
+
+// nextInSealed steps to the next fragment of a sealed segment without a
+// lookup (no record read, no LIST): within a sealed segment the fragments
+// and their ranges are fixed. A TruncateBack into the segment meanwhile is
+// noticed at the segment's end, like any change a tailing reader may see
+// late. It returns nil when a lookup is needed.
+func (r *Reader) nextInSealed(ctx context.Context) *codec.Fragment {
+	prev := r.frag
+	if prev == nil || r.seg.State != segSealed || r.seg.ID != prev.Header.Segment ||
+		r.next != prev.Header.LastIndex()+1 || r.next > r.seg.Last || prev.Header.Seq+1 >= r.seg.Frags {
+		return nil
+	}
+	f, err := r.l.c.fragment(ctx, codec.FragmentKey(r.pfx, r.seg.ID, prev.Header.Seq+1))
+	if err != nil || f.Header.Kind != codec.KindData || f.Header.FirstIndex != r.next {
+		return nil
+	}
+	r.l.c.prefetch(r.pfx, r.seg.ID, f.Header.Seq+1, r.seg.Frags)
+	return f
 }
 
 // checkStillThere, at the tail, verifies that the last entry returned was

@@ -57,6 +57,7 @@ type logState struct {
 		// sealed segment steps to the next fragment without a lookup.
 		lastSeg    segRec
 		lastPrefix string
+		lastFrag   *codec.Fragment // the fragment locate found last: Get's search hint
 	}
 }
 

@@ -150,7 +150,10 @@ func (c *Client) countFragments(ctx context.Context, logPrefix string, seg uint6
 // ErrTruncated below the first index (or for an entry removed by
 // TruncateBack) and ErrOutOfRange beyond the last durable index.
 func (l *Log) Get(ctx context.Context, i uint64) ([]byte, error) {
-	f, _, err := l.locate(ctx, i, nil)
+	l.st.mu.Lock()
+	hint := l.st.mu.lastFrag
+	l.st.mu.Unlock()
+	f, _, err := l.locate(ctx, i, hint)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +206,7 @@ func (l *Log) locate(ctx context.Context, i uint64, hint *codec.Fragment) (*code
 				l.c.prefetch(l.c.logPrefix(rec), s.ID, f.Header.Seq+1, s.Frags)
 			}
 			l.st.mu.Lock()
-			l.st.mu.lastSeg, l.st.mu.lastPrefix = *s, l.c.logPrefix(rec)
+			l.st.mu.lastSeg, l.st.mu.lastPrefix, l.st.mu.lastFrag = *s, l.c.logPrefix(rec), f
 			l.st.mu.Unlock()
 			return f, limit, nil
 		}
@@ -222,6 +225,13 @@ func (l *Log) findInSegment(ctx context.Context, rec *logRecord, s segRec, i uin
 		if err == nil && f.Header.Kind == codec.KindData && f.Header.FirstIndex == i {
 			return f, nil
 		}
+	}
+	if hint != nil && hint.Header.LogID != rec.ID {
+		hint = nil // from an earlier incarnation of the log (deleted and created again)
+	}
+	if hint != nil && hint.Header.Segment == s.ID && hint.Header.Kind == codec.KindData &&
+		hint.Header.FirstIndex <= i && i <= hint.Header.LastIndex() {
+		return hint, nil // sequential Gets within one fragment: no search
 	}
 	if hint != nil && hint.Header.Segment == s.ID && hint.Header.LastIndex()+1 == i {
 		f, err := l.c.fragment(ctx, codec.FragmentKey(prefix, s.ID, hint.Header.Seq+1))

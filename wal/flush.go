@@ -14,9 +14,19 @@ import (
 // Future resolved, in index order, when they are durable. first must be the
 // log's last index + 1, or any index >= 1 when the log is empty. The writer
 // keeps the entries' slices until the future resolves: do not modify them.
+// It blocks while Config.MaxQueueBytes are appended and not yet durable.
 func (w *Writer) AppendAsync(first uint64, entries [][]byte) *Future {
+	n := 0
+	for _, e := range entries {
+		n += len(e)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	for w.mu.unacked > 0 && w.mu.unacked+n > w.c.cfg.MaxQueueBytes && w.mu.err == nil && !w.mu.closed {
+		w.mu.flushNow = true
+		w.poke()
+		w.space.Wait()
+	}
 	if err := w.checkLocked(); err != nil {
 		return failedFuture(err)
 	}
@@ -42,6 +52,7 @@ func (w *Writer) AppendAsync(first uint64, entries [][]byte) *Future {
 		return failedFuture(fmt.Errorf("%w: log %q: append at %d %s; next index is %d", ErrBadIndex, w.name, first, what, w.mu.next))
 	}
 	w.mu.next = first + uint64(len(entries))
+	w.mu.unacked += n
 	fut := newFuture(w.mu.next - 1)
 	w.enqueueLocked(&item{op: opEntries, first: first, entries: entries, fut: fut})
 	w.mu.waiting = append(w.mu.waiting, fut)
@@ -233,6 +244,7 @@ func (w *Writer) Close() error {
 		return err
 	}
 	w.mu.closed, w.mu.closing, w.mu.flushNow = true, true, true
+	w.space.Broadcast()
 	w.mu.Unlock()
 	w.poke()
 	<-w.done
@@ -305,7 +317,8 @@ func (w *Writer) failLocked(err error) {
 			it.fut.resolve(err)
 		}
 	}
-	w.mu.queue, w.mu.queueBytes = nil, 0
+	w.mu.queue, w.mu.queueBytes, w.mu.unacked = nil, 0, 0
+	w.space.Broadcast()
 	if errors.Is(err, ErrFenced) {
 		w.c.metrics.fenced.Inc()
 		w.c.stats.fenced.Add(1)
@@ -455,7 +468,7 @@ func (w *Writer) cutLocked() (*flight, codec.Header, [][]byte) {
 	}
 	w.mu.queueBytes -= size
 	w.mu.queueSince = time.Now()
-	fl := &flight{seq: w.mu.nextSeq, first: first, last: first + uint64(len(entries)) - 1,
+	fl := &flight{seq: w.mu.nextSeq, first: first, last: first + uint64(len(entries)) - 1, size: size,
 		key: codec.FragmentKey(w.prefix, w.mu.seg, w.mu.nextSeq)}
 	hdr := codec.Header{
 		Kind: codec.KindData, Compression: cfg.Compression, LogID: w.logID, Segment: w.mu.seg,
@@ -547,10 +560,14 @@ func (w *Writer) complete(fl *flight, err error) {
 		}
 		w.mu.inflight = w.mu.inflight[1:]
 		w.mu.durable = head.last
+		w.mu.unacked -= head.size
 		advanced = true
 	}
 	if w.mu.err != nil {
 		w.mu.inflight = nil
+	}
+	if advanced {
+		w.space.Broadcast()
 	}
 	durable := w.mu.durable
 	for len(w.mu.waiting) > 0 && w.mu.waiting[0].last <= durable && w.mu.err == nil {

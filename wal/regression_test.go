@@ -468,3 +468,60 @@ func TestRecoveryAfterInterruptedTakeover(t *testing.T) {
 	}
 	w1.Close()
 }
+
+// gateBucket holds every PutIfAbsent until released.
+type gateBucket struct {
+	objstore.Bucket
+	open chan struct{}
+}
+
+func (g *gateBucket) PutIfAbsent(ctx context.Context, k string, d []byte) (objstore.ObjectInfo, error) {
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return objstore.ObjectInfo{}, ctx.Err()
+	}
+	return g.Bucket.PutIfAbsent(ctx, k, d)
+}
+
+// TestQueueBounded: with the store stalled, AppendAsync admits at most
+// MaxQueueBytes of unacknowledged payload, then blocks until acks free
+// space; nothing is lost.
+func TestQueueBounded(t *testing.T) {
+	ctx := context.Background()
+	b := objstore.NewMem()
+	m := meta.NewMem()
+	c0 := newClient(t, b, m, nil)
+	c0.CreateLog(ctx, "q")
+	gb := &gateBucket{Bucket: b, open: make(chan struct{})}
+	c := newClient(t, gb, m, func(c *wal.Config) { c.MaxQueueBytes = 1 << 20 })
+	l, _ := c.OpenLog(ctx, "q")
+	w, err := l.OpenWriter(ctx) // the log is empty: no fragment is written on open
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	entry := make([]byte, 64<<10)
+	var returned atomic.Int64
+	futs := make(chan *wal.Future, 100)
+	go func() {
+		for i := uint64(1); i <= 40; i++ {
+			futs <- w.AppendAsync(i, [][]byte{entry})
+			returned.Add(1)
+		}
+		close(futs)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if n := returned.Load(); n != 16 {
+		t.Fatalf("%d appends of 64 KiB were admitted with the store stalled; MaxQueueBytes 1 MiB allows 16", n)
+	}
+	close(gb.open)
+	for f := range futs {
+		if err := f.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w.DurableIndex() != 40 {
+		t.Fatalf("DurableIndex = %d, want 40", w.DurableIndex())
+	}
+}

@@ -96,6 +96,12 @@ type Config struct {
 	// MaxFlushSize caps one fragment's payload. Default 8 MiB; at most 15 MiB
 	// (fragments must stay single-part PUTs).
 	MaxFlushSize int
+	// MaxQueueBytes bounds the payload bytes appended but not yet
+	// acknowledged (the seed's queueSize, in bytes): AppendAsync blocks while
+	// more would be queued, so memory stays bounded when the store is slower
+	// than the appenders. A single append larger than the bound is admitted
+	// when nothing else is queued. Default 64 MiB.
+	MaxQueueBytes int
 	// MaxFlushThreads is how many fragments may be in flight at once.
 	// Default 4.
 	MaxFlushThreads int
@@ -180,6 +186,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxBytes, 4<<20)
 	def(&c.MaxFlushSize, 8<<20)
 	def(&c.MaxFlushThreads, 4)
+	def(&c.MaxQueueBytes, 64<<20)
 	def(&c.MaxFlushRetries, 5)
 	defDur(&c.RetryInterval, 50*time.Millisecond)
 	defDur(&c.RequestTimeout, 30*time.Second)
@@ -222,6 +229,8 @@ func (c Config) validate() error {
 		return bad("MaxFlushSize", c.MaxFlushSize, "want 1..15 MiB (fragments are single-part PUTs)")
 	case c.MaxBytes < 1:
 		return bad("MaxBytes", c.MaxBytes, "must be positive")
+	case c.MaxQueueBytes < 1:
+		return bad("MaxQueueBytes", c.MaxQueueBytes, "must be positive")
 	case c.MaxFlushThreads < 1 || c.MaxFlushThreads > 64:
 		return bad("MaxFlushThreads", c.MaxFlushThreads, "want 1..64")
 	case c.MaxFlushRetries < 0:

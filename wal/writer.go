@@ -80,6 +80,7 @@ type item struct {
 // flight is one fragment being written.
 type flight struct {
 	seq, first, last uint64
+	size             int // payload bytes
 	key              string
 	done             bool
 	err              error
@@ -102,6 +103,7 @@ type Writer struct {
 	rec   *logRecord   // guarded by casMu
 	ver   meta.Version // guarded by casMu
 
+	space    *sync.Cond // on mu: signalled when unacked bytes shrink or the writer stops
 	kick     chan struct{}
 	done     chan struct{} // closed when the flusher exits
 	bgCtx    context.Context
@@ -125,6 +127,7 @@ type Writer struct {
 
 		queue      []*item
 		queueBytes int // payload bytes of uncut entries
+		unacked    int // payload bytes appended and not yet acknowledged (MaxQueueBytes)
 		queueSince time.Time
 		flushNow   bool
 		waiting    []*Future // append futures not yet resolved, in index order
@@ -183,6 +186,7 @@ func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
 		kick: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	w.bgCtx, w.bgCancel = context.WithCancel(context.Background())
+	w.space = sync.NewCond(&w.mu.Mutex)
 	start := time.Now()
 
 	// Fence and seal the previous writer's open segment.

@@ -56,5 +56,5 @@ lint:
 	$(GO) vet ./...
 
 clean:
-	rm -rf $(CACHE)/demo
+	rm -rf $(CACHE)/demo $(CACHE)/kvstore
 	$(GO) clean -testcache

@@ -48,7 +48,6 @@ type logState struct {
 		sync.Mutex
 		writer  *Writer              // the open writer in this process, if any
 		opening bool                 // an OpenWriter is in progress
-		durable uint64               // last acknowledged index of that writer
 		notify  chan struct{}        // closed and replaced when durable advances or the log changes
 		rec     *logRecord           // last record seen; immutable once stored
 		readers map[*Reader]struct{} // open readers, whose positions GC respects

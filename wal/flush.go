@@ -577,9 +577,6 @@ func (w *Writer) complete(fl *flight, err error) {
 	}
 	w.mu.Unlock()
 	if advanced {
-		w.st.mu.Lock()
-		w.st.mu.durable = durable
-		w.st.mu.Unlock()
 		w.st.wake()
 	}
 	w.poke()
@@ -639,9 +636,6 @@ func (w *Writer) setDurable(d uint64) {
 	w.mu.Lock()
 	w.mu.durable = d
 	w.mu.Unlock()
-	w.st.mu.Lock()
-	w.st.mu.durable = d
-	w.st.mu.Unlock()
 	w.st.wake()
 }
 
@@ -696,7 +690,6 @@ func (w *Writer) truncateBack(ctx context.Context, i uint64) error {
 	} else {
 		w.setDurable(i)
 	}
-	w.c.gc.noteDeleted(w.name)
 	return nil
 }
 
@@ -738,6 +731,5 @@ func (w *Writer) truncateFront(ctx context.Context, i uint64) error {
 		w.setDurable(0)
 	}
 	w.st.wake()
-	w.c.gc.noteDeleted(w.name)
 	return nil
 }

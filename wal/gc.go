@@ -67,9 +67,6 @@ func (c *Client) leasePos(ctx context.Context, name string) (uint64, error) {
 	return lowest, nil
 }
 
-// noteDeleted is a hint that segments of the log were just marked deleted.
-func (g *gcState) noteDeleted(string) {}
-
 // GCStats reports what one GC pass did.
 type GCStats struct {
 	Marked          int // segments newly marked deleted (phase 1)

@@ -231,7 +231,7 @@ func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
 		}
 	}
 	l.st.mu.Lock()
-	l.st.mu.writer, l.st.mu.durable = w, last
+	l.st.mu.writer = w
 	l.st.mu.Unlock()
 	l.st.setRecord(w.snapshotRecord())
 	l.st.wake()
@@ -264,11 +264,10 @@ func (w *Writer) fenceSegment(ctx context.Context, s segRec) (g, last uint64, er
 	if err != nil {
 		return 0, 0, err
 	}
-	fence, err := codec.AppendFragment(nil, codec.Header{
-		Kind: codec.KindFence, LogID: w.logID, Segment: s.ID, Epoch: w.epoch, Nonce: w.nonce,
-	}, nil)
-	if err != nil {
-		return 0, 0, err
+	fence := func(seq uint64) ([]byte, error) {
+		return codec.AppendFragment(nil, codec.Header{
+			Kind: codec.KindFence, LogID: w.logID, Segment: s.ID, Seq: seq, Epoch: w.epoch, Nonce: w.nonce,
+		}, nil)
 	}
 	window := uint64(1)
 	for attempt := 0; ; {
@@ -278,9 +277,14 @@ func (w *Writer) fenceSegment(ctx context.Context, s segRec) (g, last uint64, er
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				f, err := fence(g + k)
+				if err != nil {
+					outcomes[k] = err
+					return
+				}
 				actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 				defer cancel()
-				_, outcomes[k] = c.cfg.Bucket.PutIfAbsent(actx, codec.FragmentKey(w.prefix, s.ID, g+k), withSeq(fence, g+k))
+				_, outcomes[k] = c.cfg.Bucket.PutIfAbsent(actx, codec.FragmentKey(w.prefix, s.ID, g+k), f)
 			}()
 		}
 		wg.Wait()
@@ -373,21 +377,6 @@ func (w *Writer) lowestFree(ctx context.Context, seg, from uint64) (uint64, erro
 		}
 		after = page[len(page)-1].Key
 	}
-}
-
-// withSeq returns a copy of a fence fragment for sequence seq. The fence
-// header is re-encoded because Seq is part of it.
-func withSeq(fence []byte, seq uint64) []byte {
-	h, _, err := codec.DecodeHeader(fence)
-	if err != nil {
-		panic("wal: fence fragment does not decode: " + err.Error())
-	}
-	h.Seq = seq
-	b, err := codec.AppendFragment(nil, h, nil)
-	if err != nil {
-		panic("wal: fence fragment does not encode: " + err.Error())
-	}
-	return b
 }
 
 func backoff(base time.Duration, attempt int) time.Duration {

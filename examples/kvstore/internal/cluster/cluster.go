@@ -147,14 +147,32 @@ func (c *Cluster) newNode(id uint64, httpPort, raftPort, offset int) (*Node, err
 	return n, nil
 }
 
-// FreeAddr returns host:port with a port that was free a moment ago.
+var handedOut struct {
+	sync.Mutex
+	addrs map[string]bool // guarded by the mutex
+}
+
+// FreeAddr returns host:port with a port that was free a moment ago and was
+// never returned before in this process: the kernel can hand the same free
+// port out twice in a row, and two nodes given one address cannot start.
 func FreeAddr(host string) (string, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return "", err
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.addrs == nil {
+		handedOut.addrs = make(map[string]bool)
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	for {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return "", err
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if !handedOut.addrs[addr] {
+			handedOut.addrs[addr] = true
+			return addr, nil
+		}
+	}
 }
 
 // Peers returns the --peers value of the initial members.

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/cache"
@@ -20,9 +21,10 @@ import (
 // Client opens logs over one bucket and metadata store. It is safe for
 // concurrent use. Close it when done; it does not close the stores.
 type Client struct {
-	cfg    Config
-	frags  *cache.LRU[string, *codec.Fragment]
-	closed chan struct{}
+	cfg       Config
+	frags     *cache.LRU[string, *codec.Fragment]
+	closed    chan struct{} // closed by Close: background work stops
+	closeDone chan struct{} // closed when Close has finished
 
 	mu struct {
 		sync.Mutex
@@ -44,12 +46,15 @@ type Client struct {
 
 // logState is what every handle of one log in this process shares.
 type logState struct {
-	mu struct {
+	// view is the open writer's published state; nil when this process has
+	// no writer of the log. Readers use it instead of the cached record.
+	view atomic.Pointer[logView]
+	mu   struct {
 		sync.Mutex
 		writer  *Writer              // the open writer in this process, if any
 		opening bool                 // an OpenWriter is in progress
 		notify  chan struct{}        // closed and replaced when durable advances or the log changes
-		rec     *logRecord           // last record seen; immutable once stored
+		rec     *logRecord           // newest record seen (setRecord); immutable once stored
 		readers map[*Reader]struct{} // open readers, whose positions GC respects
 		// lastSeg is the segment of the fragment locate found last, and
 		// lastPrefix its log's key prefix: a sequential reader inside a
@@ -57,8 +62,15 @@ type logState struct {
 		lastSeg    segRec
 		lastPrefix string
 		lastFrag   *codec.Fragment // the fragment locate found last: Get's search hint
+		// openCount is the number of valid fragments known in an open
+		// segment, for readers without the writer (Log.openFrags).
+		openCount fragCount
 	}
 }
+
+// fragCount says that fragments 0..n-1 of segment seg of incarnation logID
+// are valid data, and fragment n-1 ends at index last (0 until known).
+type fragCount struct{ logID, seg, n, last uint64 }
 
 func (s *logState) wake() {
 	s.mu.Lock()
@@ -80,9 +92,10 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{
-		cfg:    cfg,
-		frags:  cache.New[string, *codec.Fragment](cfg.CacheBytes),
-		closed: make(chan struct{}),
+		cfg:       cfg,
+		frags:     cache.New[string, *codec.Fragment](cfg.CacheBytes),
+		closed:    make(chan struct{}),
+		closeDone: make(chan struct{}),
 	}
 	c.mu.logs = make(map[string]*logState)
 	c.gc.init()
@@ -100,13 +113,20 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 // Close closes the client, and the stores if OpenURL opened them. Writers
 // opened from it must be closed first; Close does not wait for them, but
 // waits for the janitor. Close is idempotent.
+//
+// Close does not hold the client's lock while it waits: the janitor's GC
+// pass takes that lock, and a Close during a pass must not wait for it
+// forever.
 func (c *Client) Close() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.mu.done {
+		c.mu.Unlock()
+		<-c.closeDone
 		return nil
 	}
 	c.mu.done = true
+	c.mu.Unlock()
+	defer close(c.closeDone)
 	close(c.closed)
 	if c.janitorDone != nil {
 		<-c.janitorDone
@@ -199,6 +219,7 @@ func (c *Client) DeleteLog(ctx context.Context, name string) error {
 	if !rec.Deleted {
 		rec.Deleted = true
 		rec.Epoch++
+		rec.Rev++
 		b, _ := rec.marshal()
 		if ver, err = c.cfg.Meta.Update(ctx, c.metaKey(name), b, ver); err != nil {
 			return fmt.Errorf("wal: delete log %q: %w", name, err)

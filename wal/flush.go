@@ -231,6 +231,11 @@ func (w *Writer) DurableIndex() uint64 {
 // Epoch returns the writer's epoch.
 func (w *Writer) Epoch() uint64 { return w.epoch }
 
+// LogID returns the incarnation of the log the writer writes: a random ID
+// chosen by CreateLog, different for a log deleted and created again under
+// the same name. With Epoch it names the writer for ReopenWriter.
+func (w *Writer) LogID() uint64 { return w.logID }
+
 // Close flushes and waits for every queued operation, then releases the
 // log. It returns the writer's failure, if any. Close is idempotent.
 func (w *Writer) Close() error {
@@ -254,7 +259,13 @@ func (w *Writer) Close() error {
 	if err == nil {
 		w.mu.err = ErrClosed
 	}
+	w.mu.released = true
+	rec := w.mu.rec
+	if v := w.st.view.Load(); v != nil && v.w == w {
+		w.st.view.CompareAndSwap(v, nil)
+	}
 	w.mu.Unlock()
+	w.st.setRecord(rec)
 	w.st.mu.Lock()
 	if w.st.mu.writer == w {
 		w.st.mu.writer = nil
@@ -444,6 +455,7 @@ func (w *Writer) needRollLocked() bool {
 func (w *Writer) cutLocked() (*flight, codec.Header, [][]byte) {
 	cfg := &w.c.cfg
 	var entries [][]byte
+	var futs []*Future
 	size := 0
 	var first uint64
 	for _, it := range w.mu.queue {
@@ -465,11 +477,12 @@ func (w *Writer) cutLocked() (*flight, codec.Header, [][]byte) {
 		if it.off < len(it.entries) {
 			break
 		}
+		futs = append(futs, it.fut)
 	}
 	w.mu.queueBytes -= size
 	w.mu.queueSince = time.Now()
 	fl := &flight{seq: w.mu.nextSeq, first: first, last: first + uint64(len(entries)) - 1, size: size,
-		key: codec.FragmentKey(w.prefix, w.mu.seg, w.mu.nextSeq)}
+		key: codec.FragmentKey(w.prefix, w.mu.seg, w.mu.nextSeq), futs: futs}
 	hdr := codec.Header{
 		Kind: codec.KindData, Compression: cfg.Compression, LogID: w.logID, Segment: w.mu.seg,
 		Seq: w.mu.nextSeq, Epoch: w.epoch, Nonce: w.nonce, FirstIndex: first, Count: uint32(len(entries)),
@@ -510,7 +523,7 @@ func (w *Writer) upload(fl *flight, hdr codec.Header, entries [][]byte) {
 func (w *Writer) put(key string, data []byte) error {
 	c := w.c
 	ctx := w.bgCtx
-	for attempt := 0; ; {
+	for rt := c.retrier(); ; {
 		actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 		_, err := c.cfg.Bucket.PutIfAbsent(actx, key, data)
 		cancel()
@@ -535,23 +548,26 @@ func (w *Writer) put(key string, data []byte) error {
 		} else if errors.Is(err, objstore.ErrInvalidKey) || errors.Is(err, objstore.ErrClosed) {
 			return fmt.Errorf("wal: log %q: write %s: %w", w.name, key, err)
 		}
-		if attempt++; attempt > c.cfg.MaxFlushRetries {
+		c.cfg.Logger.Warn("wal: fragment write failed; retrying", "log", w.name, "key", key, "attempt", rt.attempt+1, "err", err)
+		if !rt.again(ctx) {
 			return fmt.Errorf("%w: log %q: write %s: %v", ErrBroken, w.name, key, err)
 		}
 		c.metrics.putRetries.Inc()
-		c.cfg.Logger.Warn("wal: fragment write failed; retrying", "log", w.name, "key", key, "attempt", attempt, "err", err)
-		if serr := sleepCtx(ctx, backoff(c.cfg.RetryInterval, attempt)); serr != nil {
-			return fmt.Errorf("%w: log %q: write %s: %v", ErrBroken, w.name, key, err)
-		}
 	}
 }
 
 // complete records a fragment's outcome and acknowledges, in order, every
-// fragment at the front of the flight list that is done.
+// fragment at the front of the flight list that is done, resolving the
+// futures whose last entry each holds.
+//
+// Invariant: w.mu.waiting is the unresolved append futures in index order,
+// and the futures of the flight list, concatenated in order, are a prefix
+// of it (the rest are of entries not yet fully cut).
 func (w *Writer) complete(fl *flight, err error) {
 	w.mu.Lock()
 	fl.done, fl.err = true, err
-	advanced := false
+	durableBefore := w.mu.durable
+	var acked []*Future
 	for len(w.mu.inflight) > 0 && w.mu.inflight[0].done && w.mu.err == nil {
 		head := w.mu.inflight[0]
 		if head.err != nil {
@@ -560,20 +576,27 @@ func (w *Writer) complete(fl *flight, err error) {
 		}
 		w.mu.inflight = w.mu.inflight[1:]
 		w.mu.durable = head.last
+		w.mu.ackedFrags = head.seq + 1
 		w.mu.unacked -= head.size
-		advanced = true
+		for _, f := range head.futs {
+			if len(w.mu.waiting) == 0 || w.mu.waiting[0] != f {
+				panic("wal: append futures out of order")
+			}
+			w.mu.waiting = w.mu.waiting[1:]
+			acked = append(acked, f)
+		}
 	}
 	if w.mu.err != nil {
 		w.mu.inflight = nil
 	}
+	advanced := w.mu.durable != durableBefore
 	if advanced {
+		w.publishLocked() // before the acks: an acknowledged entry is readable
 		w.space.Broadcast()
 	}
-	durable := w.mu.durable
-	for len(w.mu.waiting) > 0 && w.mu.waiting[0].last <= durable && w.mu.err == nil {
-		w.c.metrics.appendLatency.Observe(time.Since(w.mu.waiting[0].start).Seconds())
-		w.mu.waiting[0].resolve(nil)
-		w.mu.waiting = w.mu.waiting[1:]
+	for _, f := range acked {
+		w.c.metrics.appendLatency.Observe(time.Since(f.start).Seconds())
+		f.resolve(nil)
 	}
 	w.mu.Unlock()
 	if advanced {
@@ -627,14 +650,22 @@ func (w *Writer) runOp(it *item) error {
 			it.fut.resolve(err) // a rejected value is the caller's error, not the writer's
 			return nil
 		}
+		if err == nil {
+			w.mu.Lock()
+			w.publishLocked()
+			w.mu.Unlock()
+		}
 	}
 	it.fut.resolve(err)
 	return err
 }
 
+// setDurable sets the durable index after a control operation and
+// publishes the writer's state.
 func (w *Writer) setDurable(d uint64) {
 	w.mu.Lock()
 	w.mu.durable = d
+	w.publishLocked()
 	w.mu.Unlock()
 	w.st.wake()
 }
@@ -680,7 +711,7 @@ func (w *Writer) truncateBack(ctx context.Context, i uint64) error {
 		return err
 	}
 	w.mu.Lock()
-	w.mu.seg, w.mu.nextSeq, w.mu.segBytes, w.mu.segOpened = newSeg, 0, 0, time.Now()
+	w.mu.seg, w.mu.nextSeq, w.mu.ackedFrags, w.mu.segBytes, w.mu.segOpened = newSeg, 0, 0, 0, time.Now()
 	if emptied {
 		w.mu.dempty = true
 	}
@@ -724,12 +755,11 @@ func (w *Writer) truncateFront(ctx context.Context, i uint64) error {
 	w.mu.Lock()
 	w.mu.dfirst = max(w.mu.dfirst, i)
 	if emptied {
-		w.mu.seg, w.mu.nextSeq, w.mu.dempty = 0, 0, true
+		w.mu.seg, w.mu.nextSeq, w.mu.ackedFrags, w.mu.dempty = 0, 0, 0, true
+		w.mu.durable = 0
 	}
+	w.publishLocked()
 	w.mu.Unlock()
-	if emptied {
-		w.setDurable(0)
-	}
 	w.st.wake()
 	return nil
 }

@@ -148,6 +148,7 @@ func (c *Client) GC(ctx context.Context, name string) (GCStats, error) {
 			}
 		}
 		next.Segments = kept
+		next.Rev = rec.Rev + 1
 		b, err := next.marshal()
 		if err != nil {
 			return st, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 
 	"github.com/woodpecker-wal/woodpecker/objstore"
@@ -35,26 +36,16 @@ func (c *Client) OpenLog(ctx context.Context, name string) (*Log, error) {
 // Name returns the log's name.
 func (l *Log) Name() string { return l.name }
 
-func (s *logState) setRecord(r *logRecord) {
-	s.mu.Lock()
-	s.mu.rec = r
-	s.mu.Unlock()
-}
-
-// record returns the log record: this process's writer's copy when it has
-// one, else the cached copy, re-read from the store when refresh is set.
+// record returns the log record: the one this process's writer published
+// when it has one, else the cached copy, re-read from the store when
+// refresh is set.
 func (l *Log) record(ctx context.Context, refresh bool) (*logRecord, error) {
-	l.st.mu.Lock()
-	w, rec := l.st.mu.writer, l.st.mu.rec
-	l.st.mu.Unlock()
-	if w != nil {
-		// The writer publishes every record it stores into l.st; reading
-		// it never waits for the writer's metadata I/O.
-		if rec != nil {
-			return rec, nil
-		}
-		return w.snapshotRecord(), nil
+	if v := l.st.view.Load(); v != nil {
+		return v.rec, nil // never waits for the writer's metadata I/O
 	}
+	l.st.mu.Lock()
+	rec := l.st.mu.rec
+	l.st.mu.Unlock()
 	if rec != nil && !refresh {
 		return rec, nil
 	}
@@ -67,17 +58,13 @@ func (l *Log) record(ctx context.Context, refresh bool) (*logRecord, error) {
 }
 
 // bounds returns the log's first and last index (last < first when empty).
-func (l *Log) bounds(ctx context.Context, refresh bool) (first, last uint64, err error) {
-	l.st.mu.Lock()
-	w := l.st.mu.writer
-	l.st.mu.Unlock()
-	if w != nil {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if w.mu.dempty {
-			return 1, 0, nil
-		}
-		return w.mu.dfirst, w.mu.durable, nil
+//
+// need says what the caller looks for: without the writer in this process,
+// the open segment's tail is listed only if need is beyond what is already
+// known to be there (math.MaxUint64 always lists: the true last index).
+func (l *Log) bounds(ctx context.Context, refresh bool, need uint64) (first, last uint64, err error) {
+	if v := l.st.view.Load(); v != nil {
+		return v.first, v.last, nil
 	}
 	rec, err := l.record(ctx, refresh)
 	if err != nil {
@@ -91,7 +78,7 @@ func (l *Log) bounds(ctx context.Context, refresh bool) (first, last uint64, err
 		last = l
 	}
 	if s := rec.openSeg(); s != nil {
-		n, err := l.c.countFragments(ctx, l.c.logPrefix(rec), s.ID)
+		n, err := l.openFrags(ctx, rec, *s, need)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -102,14 +89,52 @@ func (l *Log) bounds(ctx context.Context, refresh bool) (first, last uint64, err
 				return 0, 0, err
 			}
 			last = f.Header.LastIndex()
+			l.st.mu.Lock()
+			if c := &l.st.mu.openCount; c.logID == rec.ID && c.seg == s.ID && c.n == n {
+				c.last = last
+			}
+			l.st.mu.Unlock()
 		}
 	}
 	return rec.First, last, nil
 }
 
+// openFrags returns the number of valid fragments of the open segment s of
+// rec, as a reader without the writer sees them, at least far enough to
+// hold entry need. Landed fragments below a fence never change, so the
+// count only grows: it is cached per segment with the last index it
+// reaches, the LIST is skipped when need is within it, and otherwise only
+// the keys after the known count are listed — one short LIST per poll at
+// the tail, however long the segment is.
+func (l *Log) openFrags(ctx context.Context, rec *logRecord, s segRec, need uint64) (uint64, error) {
+	if v := l.st.view.Load(); v != nil && v.rec.ID == rec.ID && v.seg == s.ID {
+		return v.frags, nil
+	}
+	l.st.mu.Lock()
+	known := l.st.mu.openCount
+	l.st.mu.Unlock()
+	from := uint64(0)
+	if known.logID == rec.ID && known.seg == s.ID {
+		if known.n > 0 && known.last >= need {
+			return known.n, nil
+		}
+		from = known.n
+	}
+	n, err := l.c.countFragmentsFrom(ctx, l.c.logPrefix(rec), s.ID, from)
+	if err != nil {
+		return 0, err
+	}
+	l.st.mu.Lock()
+	if c := &l.st.mu.openCount; c.logID != rec.ID || c.seg != s.ID || c.n < n {
+		*c = fragCount{logID: rec.ID, seg: s.ID, n: n}
+	}
+	l.st.mu.Unlock()
+	return n, nil
+}
+
 // FirstIndex returns the first index of the log, or 0 if it is empty.
 func (l *Log) FirstIndex(ctx context.Context) (uint64, error) {
-	first, last, err := l.bounds(ctx, true)
+	first, last, err := l.bounds(ctx, true, math.MaxUint64)
 	if err != nil || last < first {
 		return 0, err
 	}
@@ -120,30 +145,41 @@ func (l *Log) FirstIndex(ctx context.Context) (uint64, error) {
 // Without a writer in this process it reads the tail of the open segment
 // from the bucket.
 func (l *Log) LastIndex(ctx context.Context) (uint64, error) {
-	first, last, err := l.bounds(ctx, true)
+	first, last, err := l.bounds(ctx, true, math.MaxUint64)
 	if err != nil || last < first {
 		return 0, err
 	}
 	return last, nil
 }
 
-// countFragments returns the number of valid fragments of an open segment:
-// the dense run from sequence 0 up to a gap or a fence.
-func (c *Client) countFragments(ctx context.Context, logPrefix string, seg uint64) (uint64, error) {
-	var n uint64
-	stop := errors.New("stop")
-	err := objstore.ListAll(ctx, c.cfg.Bucket, codec.SegmentPrefix(logPrefix, seg), 0, func(o objstore.ObjectInfo) error {
-		_, seq, ok := codec.ParseFragmentKey(o.Key)
-		if !ok || seq != n || o.Size == codec.FixedHeaderSize {
-			return stop
-		}
-		n++
-		return nil
-	})
-	if err != nil && err != stop {
-		return 0, fmt.Errorf("wal: list segment %d: %w", seg, err)
+// countFragmentsFrom returns the number of valid fragments of a segment:
+// the dense run from sequence 0 up to a gap or a fence (or seal, 80 bytes,
+// so the LIST alone tells), given that fragments 0..from-1 are known to be
+// valid: only keys after them are listed.
+func (c *Client) countFragmentsFrom(ctx context.Context, logPrefix string, seg, from uint64) (uint64, error) {
+	n := from
+	after := ""
+	if from > 0 {
+		after = codec.FragmentKey(logPrefix, seg, from-1)
 	}
-	return n, nil
+	const page = 1000
+	for {
+		objs, err := c.cfg.Bucket.List(ctx, objstore.ListOptions{Prefix: codec.SegmentPrefix(logPrefix, seg), StartAfter: after, Limit: page})
+		if err != nil {
+			return 0, fmt.Errorf("wal: list segment %d: %w", seg, err)
+		}
+		for _, o := range objs {
+			_, seq, ok := codec.ParseFragmentKey(o.Key)
+			if !ok || seq != n || o.Size == codec.FixedHeaderSize {
+				return n, nil
+			}
+			n++
+		}
+		if len(objs) < page {
+			return n, nil
+		}
+		after = objs[len(objs)-1].Key
+	}
 }
 
 // Get returns entry i. The slice must not be modified. It returns
@@ -169,12 +205,10 @@ func (l *Log) Get(ctx context.Context, i uint64) ([]byte, error) {
 func (l *Log) locate(ctx context.Context, i uint64, hint *codec.Fragment) (*codec.Fragment, uint64, error) {
 	// Without the writer in this process a cached record may be stale (a
 	// TruncateBack there changes no object a reader would notice): read it
-	// afresh. With the writer here, its record is always current.
-	l.st.mu.Lock()
-	local := l.st.mu.writer != nil
-	l.st.mu.Unlock()
+	// afresh. With the writer here, its published view is always current.
+	local := l.st.view.Load() != nil
 	for refresh := !local; ; refresh = true {
-		first, last, err := l.bounds(ctx, refresh)
+		first, last, err := l.bounds(ctx, refresh, i)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -241,9 +275,8 @@ func (l *Log) findInSegment(ctx context.Context, rec *logRecord, s segRec, i uin
 	}
 	n := s.Frags
 	if s.State == segOpen {
-		// Estimate from the writer in this process, else count.
 		var err error
-		if n, err = l.openFragCount(ctx, prefix, s); err != nil {
+		if n, err = l.openFrags(ctx, rec, s, i); err != nil {
 			return nil, err
 		}
 	}
@@ -273,21 +306,6 @@ func (l *Log) findInSegment(ctx context.Context, rec *logRecord, s segRec, i uin
 		return nil, fmt.Errorf("%w: log %q: index %d not found in segment %d (%d fragments)", objstore.ErrNotFound, l.name, i, s.ID, n)
 	}
 	return found, nil
-}
-
-func (l *Log) openFragCount(ctx context.Context, prefix string, s segRec) (uint64, error) {
-	l.st.mu.Lock()
-	w := l.st.mu.writer
-	l.st.mu.Unlock()
-	if w != nil {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if w.mu.seg == s.ID {
-			n := w.mu.nextSeq - uint64(len(w.mu.inflight))
-			return n, nil
-		}
-	}
-	return l.c.countFragments(ctx, prefix, s.ID)
 }
 
 // Meta returns the log's key/value state (see Writer.SetMeta), read from

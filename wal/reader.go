@@ -55,7 +55,7 @@ type leaseValue struct {
 // first entry when from is Earliest, or the next entry appended when from is
 // Latest.
 func (l *Log) NewReader(ctx context.Context, from uint64) (*Reader, error) {
-	first, last, err := l.bounds(ctx, true)
+	first, last, err := l.bounds(ctx, true, math.MaxUint64)
 	if err != nil {
 		return nil, err
 	}

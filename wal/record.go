@@ -26,6 +26,11 @@ type logRecord struct {
 	ID     uint64 `json:"id"`    // random at creation; in every fragment header
 	Name   string `json:"name"`  // the log's name
 	Epoch  uint64 `json:"epoch"` // writer epoch; bumped by every new writer
+	// Rev counts the record's updates: every compare-and-swap stores the
+	// record it read with Rev+1, so of two copies of one incarnation (same
+	// ID) the one with the higher Rev is the newer. A process never
+	// replaces a cached record with an older one (logState.setRecord).
+	Rev uint64 `json:"rev,omitempty"`
 	// First is the truncation point: entries below it are removed.
 	First uint64 `json:"first"`
 	// Empty means the log holds no entries and the next append may start at

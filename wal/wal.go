@@ -105,17 +105,23 @@ type Config struct {
 	// MaxFlushThreads is how many fragments may be in flight at once.
 	// Default 4.
 	MaxFlushThreads int
-	// MaxFlushRetries is how many times a fragment PUT failing with a
-	// transient error is retried before the writer gives up (ErrBroken).
-	// Default 5.
+	// RetryBudget is the outage a writer rides out: a fragment PUT, fence
+	// or record update failing with a transient error (a timeout, a 5xx,
+	// connection refused, a lost reply) is retried with backoff until this
+	// long after its first failure; then the writer is ErrBroken. The
+	// engine is the only layer that retries these (see retry.go). Default
+	// 30s.
+	RetryBudget time.Duration
+	// MaxFlushRetries, when positive, also caps the retries of one such
+	// operation. Default 0: only RetryBudget bounds them.
 	MaxFlushRetries int
-	// RetryInterval is the first retry's backoff; it doubles each time.
-	// Default 50ms.
+	// RetryInterval is the first retry's backoff; it doubles each time, up
+	// to 64 times this. Default 50ms.
 	RetryInterval time.Duration
 	// RequestTimeout bounds each attempt of a fragment PUT, its read-back,
 	// and each metadata update the writer makes, so a hung store turns
 	// into retries and then ErrBroken instead of a hang (Close included).
-	// Default 30s.
+	// Default 10s.
 	RequestTimeout time.Duration
 
 	// SegmentMaxFragments rolls a segment after this many fragments, so
@@ -164,6 +170,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the engine's Prometheus metrics (names prefixed
 	// woodpecker_wal_). nil registers nothing; Client.Stats works anyway.
+	//
+	// Any number of clients may share one Registerer, also one after
+	// another (Close, then Open again): they share its counters and
+	// histograms, which count the activity of all of them and never go
+	// down, and the cache metrics sum over the clients open on it (a
+	// closed client's cache hits and misses stay counted, its cache bytes
+	// do not). To tell clients apart, give each its own labels:
+	// prometheus.WrapRegistererWith(prometheus.Labels{"node": id}, reg).
+	// Registering panics only if another collector already uses one of
+	// these names with a different type, help or labels.
 	Registerer prometheus.Registerer
 }
 
@@ -187,9 +203,9 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxFlushSize, 8<<20)
 	def(&c.MaxFlushThreads, 4)
 	def(&c.MaxQueueBytes, 64<<20)
-	def(&c.MaxFlushRetries, 5)
+	defDur(&c.RetryBudget, 30*time.Second)
 	defDur(&c.RetryInterval, 50*time.Millisecond)
-	defDur(&c.RequestTimeout, 30*time.Second)
+	defDur(&c.RequestTimeout, 10*time.Second)
 	def(&c.SegmentMaxFragments, 10000)
 	if c.SegmentMaxBytes == 0 {
 		c.SegmentMaxBytes = 2_000_000_000
@@ -235,6 +251,12 @@ func (c Config) validate() error {
 		return bad("MaxFlushThreads", c.MaxFlushThreads, "want 1..64")
 	case c.MaxFlushRetries < 0:
 		return bad("MaxFlushRetries", c.MaxFlushRetries, "must not be negative")
+	case c.RetryBudget < 0:
+		return bad("RetryBudget", c.RetryBudget, "must not be negative")
+	case c.RetryInterval < 0:
+		return bad("RetryInterval", c.RetryInterval, "must not be negative")
+	case c.RequestTimeout < 0:
+		return bad("RequestTimeout", c.RequestTimeout, "must not be negative")
 	case c.SegmentMaxFragments < 1:
 		return bad("SegmentMaxFragments", c.SegmentMaxFragments, "must be positive")
 	case c.SegmentMaxBytes < 1:

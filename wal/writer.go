@@ -84,6 +84,11 @@ type flight struct {
 	key              string
 	done             bool
 	err              error
+	// futs are the append futures whose last entry is in this fragment, in
+	// index order: they resolve when this fragment is acknowledged (or fail
+	// with the writer), never because some other fragment covering the same
+	// indexes landed.
+	futs []*Future
 }
 
 // Writer appends to one log. It is the log's only writer: opening it fenced
@@ -117,13 +122,15 @@ type Writer struct {
 		empty bool   // no entries; the next append may use any index
 
 		// Physical state, owned by the flusher.
-		seg       uint64 // open segment id; 0 when none
-		nextSeq   uint64
-		segBytes  int64
-		segOpened time.Time
-		durable   uint64 // last acknowledged index
-		dfirst    uint64 // first index as durable in the record (readers see this)
-		dempty    bool   // the log is empty as durable in the record
+		seg        uint64 // open segment id; 0 when none
+		nextSeq    uint64
+		segBytes   int64
+		segOpened  time.Time
+		ackedFrags uint64     // fragments 0..ackedFrags-1 of seg are acknowledged
+		durable    uint64     // last acknowledged index
+		dfirst     uint64     // first index as durable in the record (readers see this)
+		dempty     bool       // the log is empty as durable in the record
+		rec        *logRecord // the record as last stored by mutate; immutable
 
 		queue      []*item
 		queueBytes int // payload bytes of uncut entries
@@ -135,6 +142,7 @@ type Writer struct {
 		err        error     // sticky failure
 		closing    bool
 		closed     bool
+		released   bool // Close let go of the log: nothing is published any more
 	}
 }
 
@@ -143,7 +151,38 @@ type Writer struct {
 // missing sequence number, seals it at its last durable entry and opens a
 // new segment. Whatever the previous writer had acknowledged is kept; its
 // later writes are void. Only one Writer per log may be open in a process.
+//
+// OpenWriter takes the log unconditionally. A writer that failed and wants
+// its log back uses ReopenWriter (or Writer.Reopen), which never takes a
+// log that someone else took meanwhile.
 func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
+	return l.openWriter(ctx, nil)
+}
+
+// ReopenWriter opens the log's writer like OpenWriter, but only if the log
+// is still the incarnation logID and its epoch is still epoch — that is, if
+// nobody opened a writer since the one (logID, epoch) names: a conditional
+// takeover for a writer that failed (ErrBroken) and resumes. If the epoch
+// moved or the log was deleted (and perhaps created again), it returns
+// ErrFenced and changes nothing: the store that took the log over keeps
+// it.
+func (l *Log) ReopenWriter(ctx context.Context, logID, epoch uint64) (*Writer, error) {
+	return l.openWriter(ctx, &writerID{logID: logID, epoch: epoch})
+}
+
+// writerID names one writer: the log incarnation and the epoch it held.
+type writerID struct{ logID, epoch uint64 }
+
+// Reopen closes w and takes its log back with ReopenWriter, naming w's
+// incarnation and epoch: the way to resume after ErrBroken. It returns
+// ErrFenced if another writer took the log meanwhile.
+func (w *Writer) Reopen(ctx context.Context) (*Writer, error) {
+	_ = w.Close() // its failure is why we reopen
+	l := &Log{c: w.c, name: w.name, st: w.st}
+	return l.ReopenWriter(ctx, w.logID, w.epoch)
+}
+
+func (l *Log) openWriter(ctx context.Context, expect *writerID) (*Writer, error) {
 	c := l.c
 	l.st.mu.Lock()
 	if l.st.mu.writer != nil || l.st.mu.opening {
@@ -163,10 +202,18 @@ func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
 	var ver meta.Version
 	for {
 		r, v, err := c.readRecord(ctx, l.name)
+		if expect != nil && errors.Is(err, ErrLogNotFound) {
+			return nil, fmt.Errorf("%w: log %q was deleted", ErrFenced, l.name)
+		}
 		if err != nil {
 			return nil, err
 		}
+		if expect != nil && (r.ID != expect.logID || r.Epoch != expect.epoch) {
+			return nil, fmt.Errorf("%w: log %q is incarnation %d at epoch %d; the writer held incarnation %d at epoch %d",
+				ErrFenced, l.name, r.ID, r.Epoch, expect.logID, expect.epoch)
+		}
 		r.Epoch++
+		r.Rev++
 		b, _ := r.marshal()
 		actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 		v, err = c.cfg.Meta.Update(actx, c.metaKey(l.name), b, v)
@@ -187,6 +234,7 @@ func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
 	}
 	w.bgCtx, w.bgCancel = context.WithCancel(context.Background())
 	w.space = sync.NewCond(&w.mu.Mutex)
+	w.mu.rec = rec
 	start := time.Now()
 
 	// Fence and seal the previous writer's open segment.
@@ -233,7 +281,9 @@ func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
 	l.st.mu.Lock()
 	l.st.mu.writer = w
 	l.st.mu.Unlock()
-	l.st.setRecord(w.snapshotRecord())
+	w.mu.Lock()
+	w.publishLocked()
+	w.mu.Unlock()
 	l.st.wake()
 	go w.flushLoop()
 	c.cfg.Logger.Info("wal: writer opened", "log", l.name, "epoch", w.epoch,
@@ -270,7 +320,7 @@ func (w *Writer) fenceSegment(ctx context.Context, s segRec) (g, last uint64, er
 		}, nil)
 	}
 	window := uint64(1)
-	for attempt := 0; ; {
+	for rt := c.retrier(); ; {
 		outcomes := make([]error, window)
 		var wg sync.WaitGroup
 		for k := uint64(0); k < window; k++ {
@@ -322,14 +372,11 @@ func (w *Writer) fenceSegment(ctx context.Context, s segRec) (g, last uint64, er
 			window = min(window*2, 64)
 			continue
 		}
-		if attempt++; attempt > c.cfg.MaxFlushRetries || ctx.Err() != nil {
+		c.cfg.Logger.Warn("wal: fence write failed; retrying", "log", w.name, "segment", s.ID, "seq", g, "err", retry)
+		if !rt.again(ctx) {
 			return 0, 0, fmt.Errorf("wal: fence log %q segment %d at %d: %w", w.name, s.ID, g, retry)
 		}
 		c.metrics.putRetries.Inc()
-		c.cfg.Logger.Warn("wal: fence write failed; retrying", "log", w.name, "segment", s.ID, "seq", g, "err", retry)
-		if err := sleepCtx(ctx, backoff(c.cfg.RetryInterval, attempt)); err != nil {
-			return 0, 0, err
-		}
 		window = 1
 	}
 	last = s.First - 1
@@ -347,67 +394,36 @@ func (w *Writer) fenceSegment(ctx context.Context, s segRec) (g, last uint64, er
 	return g, last, nil
 }
 
-// lowestFree lists segment seg from sequence number from on and returns the
-// first number at or above from that holds no data fragment: a gap, or an
-// existing fence or seal (80 bytes, so the LIST alone tells).
+// lowestFree returns the first sequence number at or above from in
+// segment seg that holds no data fragment: a gap, or an existing fence or
+// seal. REQUIRES: fragments below from hold data.
 func (w *Writer) lowestFree(ctx context.Context, seg, from uint64) (uint64, error) {
-	c := w.c
-	g := from
-	after := ""
-	if from > 0 {
-		after = codec.FragmentKey(w.prefix, seg, from-1)
+	g, err := w.c.countFragmentsFrom(ctx, w.prefix, seg, from)
+	if err != nil {
+		return 0, fmt.Errorf("wal: fence log %q: %w", w.name, err)
 	}
-	stop := errors.New("stop")
-	for {
-		page, err := c.cfg.Bucket.List(ctx, objstore.ListOptions{Prefix: codec.SegmentPrefix(w.prefix, seg), StartAfter: after, Limit: 1000})
-		if err != nil {
-			return 0, fmt.Errorf("wal: fence log %q segment %d: list: %w", w.name, seg, err)
-		}
-		err = nil
-		for _, o := range page {
-			_, seq, ok := codec.ParseFragmentKey(o.Key)
-			if !ok || seq != g || o.Size == codec.FixedHeaderSize {
-				err = stop
-				break
-			}
-			g++
-		}
-		if err == stop || len(page) < 1000 {
-			return g, nil
-		}
-		after = page[len(page)-1].Key
-	}
-}
-
-func backoff(base time.Duration, attempt int) time.Duration {
-	d := base << min(attempt-1, 6)
-	return d/2 + time.Duration(random64()%uint64(d/2+1))
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return g, nil
 }
 
 // mutate applies fn to the log record and stores it with a compare-and-swap
-// that also checks the epoch is still ours. A conflict alone is not proof of
-// being fenced: the record is re-read and fn re-applied unless the epoch
-// moved, which is ErrFenced.
+// that also checks the record is still our incarnation's (log ID) and our
+// epoch. A conflict alone is not proof of being fenced: the record is
+// re-read and fn re-applied unless the epoch moved or the log was deleted
+// and created again (a new ID, whose first writer may have our epoch
+// number), which is ErrFenced.
+//
+// mutate does not publish the record to readers: the caller updates its
+// own state to match and then publishes both at once (publishLocked).
 func (w *Writer) mutate(ctx context.Context, fn func(*logRecord) error) error {
 	w.casMu.Lock()
 	defer w.casMu.Unlock()
 	c := w.c
-	for attempt := 0; ; {
+	for rt := c.retrier(); ; {
 		r := w.rec.clone()
 		if err := fn(r); err != nil {
 			return err
 		}
+		r.Rev = w.rec.Rev + 1
 		b, err := r.marshal()
 		if err != nil {
 			return err
@@ -416,20 +432,22 @@ func (w *Writer) mutate(ctx context.Context, fn func(*logRecord) error) error {
 		v, err := c.cfg.Meta.Update(actx, c.metaKey(w.name), b, w.ver)
 		cancel()
 		if err == nil {
-			w.rec, w.ver = r, v
-			w.st.setRecord(r.clone())
+			w.rec, w.ver = r, v // r is never modified from now on: fn works on clones
+			w.mu.Lock()
+			w.mu.rec = r
+			w.mu.Unlock()
 			return nil
 		}
 		if !errors.Is(err, meta.ErrPrecondition) {
 			// Ambiguous: the update may have landed. Re-read and retry; if it
 			// landed, the re-read shows our change, and fn must then change
 			// nothing more: every fn passed to mutate is idempotent.
-			if attempt++; attempt > c.cfg.MaxFlushRetries {
-				return fmt.Errorf("%w: log %q: update record: %v", ErrBroken, w.name, err)
-			}
 			c.cfg.Logger.Warn("wal: record update failed; retrying", "log", w.name, "err", err)
-			if err := sleepCtx(ctx, backoff(c.cfg.RetryInterval, attempt)); err != nil {
-				return err
+			if !rt.again(ctx) {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return fmt.Errorf("%w: log %q: update record: %v", ErrBroken, w.name, err)
 			}
 		}
 		fresh, fv, rerr := c.readRecord(ctx, w.name)
@@ -437,10 +455,13 @@ func (w *Writer) mutate(ctx context.Context, fn func(*logRecord) error) error {
 			return fmt.Errorf("%w: log %q was deleted", ErrFenced, w.name)
 		}
 		if rerr != nil {
-			if attempt++; attempt > c.cfg.MaxFlushRetries {
+			if !rt.again(ctx) {
 				return fmt.Errorf("%w: log %q: re-read record: %v", ErrBroken, w.name, rerr)
 			}
 			continue
+		}
+		if fresh.ID != w.logID {
+			return fmt.Errorf("%w: log %q was deleted and created again (incarnation %d, ours %d)", ErrFenced, w.name, fresh.ID, w.logID)
 		}
 		if fresh.Epoch != w.epoch {
 			return fmt.Errorf("%w: log %q: epoch %d, ours %d", ErrFenced, w.name, fresh.Epoch, w.epoch)
@@ -480,7 +501,8 @@ func (w *Writer) openSegment(ctx context.Context, first uint64, extra func(*logR
 		return err
 	}
 	w.mu.Lock()
-	w.mu.seg, w.mu.nextSeq, w.mu.segBytes, w.mu.segOpened = id, 0, 0, time.Now()
+	w.mu.seg, w.mu.nextSeq, w.mu.ackedFrags, w.mu.segBytes, w.mu.segOpened = id, 0, 0, 0, time.Now()
+	w.publishLocked()
 	w.mu.Unlock()
 	return nil
 }

@@ -1,0 +1,50 @@
+package wal
+
+// logView is what a writer publishes for the readers in its process: the
+// log as of its last acknowledgement or record update, in one immutable
+// value. Readers load it (logState.view) and never take the writer's locks
+// or read its fields, so they see either the state before a change or the
+// state after it, never a mix (a record already truncated with the old
+// durable index, say).
+//
+// Invariants (for a view published by a writer that has not failed):
+//   - rec is the record the writer last stored; it is never modified.
+//   - Entries first..last are acknowledged and readable through rec; the
+//     log is empty when last < first.
+//   - seg is the writer's open segment (0 when none), and its fragments
+//     0..frags-1 are acknowledged; nothing at or above frags is.
+//
+// A writer that failed keeps its last view until it is closed: what it
+// acknowledged stays readable.
+type logView struct {
+	w           *Writer
+	rec         *logRecord
+	first, last uint64
+	seg, frags  uint64
+}
+
+// publishLocked publishes the writer's current state as the log's view and
+// wakes the log's waiting readers. REQUIRES: w.mu held.
+func (w *Writer) publishLocked() {
+	if w.mu.released {
+		return
+	}
+	v := &logView{w: w, rec: w.mu.rec, first: w.mu.dfirst, last: w.mu.durable, seg: w.mu.seg, frags: w.mu.ackedFrags}
+	if w.mu.dempty {
+		v.first, v.last = 1, 0
+	}
+	w.st.view.Store(v)
+}
+
+// setRecord caches r as the log's record unless the cache already holds a
+// newer copy of the same incarnation: records read by OpenLog, GC or a
+// reader race with writers' updates, and an older read must not replace a
+// newer one.
+func (s *logState) setRecord(r *logRecord) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur := s.mu.rec; cur != nil && cur.ID == r.ID && cur.Rev > r.Rev {
+		return
+	}
+	s.mu.rec = r
+}

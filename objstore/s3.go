@@ -47,8 +47,11 @@ var (
 const (
 	// DefaultS3RequestTimeout bounds each request attempt (see S3Config.RequestTimeout).
 	DefaultS3RequestTimeout = 30 * time.Second
-	// DefaultS3MaxRetries is the number of retries of a retryable answer.
-	DefaultS3MaxRetries = 3
+	// DefaultS3MaxRetries is the number of retries of a retryable answer:
+	// none. The caller owns the retry budget (the WAL engine retries every
+	// transient failure for its Config.RetryBudget); a bucket that retried
+	// too would multiply the budget.
+	DefaultS3MaxRetries = 0
 	// DefaultS3Endpoint is used by S3ConfigFromURL when neither the URL
 	// nor the environment names an endpoint.
 	DefaultS3Endpoint = "s3.amazonaws.com"
@@ -93,11 +96,13 @@ type S3Config struct {
 	// throughput; gofakes3 corrupts multipart uploads unless this is set.
 	DisableContentSha256 bool
 	// MaxRetries is how many times a retryable answer is retried by this
-	// package, with exponential backoff and full jitter, after minio-go's own
-	// internal retries (up to 10 for 5xx and network errors) gave up.
-	// Retryable: 409 ConditionalRequestConflict (AWS under concurrent
-	// conditional writes), 429, 503 SlowDown and other 5xx. 0 means
-	// DefaultS3MaxRetries; negative means no retries of our own.
+	// package, with exponential backoff and full jitter. Retryable: 409
+	// ConditionalRequestConflict (AWS under concurrent conditional writes),
+	// 429, 503 SlowDown, other 5xx and network errors. minio-go's own
+	// retries are limited to resending a request once within the same
+	// attempt (a broken kept-alive connection), so that one layer owns the
+	// outage budget. 0 means DefaultS3MaxRetries (none: the WAL engine
+	// retries); set it for other uses of the bucket. Negative means none.
 	MaxRetries int
 	// RequestTimeout bounds each attempt of an operation (including
 	// minio-go's internal retries of that attempt), and the bucket check of
@@ -495,6 +500,11 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3Bucket, error) {
 		Transport:    tr,
 		Region:       cfg.Region,
 		BucketLookup: s3Lookups[cfg.Lookup],
+		// minio-go may resend a request once, inside the same attempt and
+		// its deadline: a server that closes a kept-alive connection (as
+		// versitygw does after a 412) breaks the next request on it before
+		// it is sent. Outage retries are ours (MaxRetries) or the caller's.
+		MaxRetries: 2,
 	}
 	client, err := minio.New(cfg.Endpoint, opts)
 	if err != nil {
@@ -695,7 +705,8 @@ func s3Retryable(err error) bool {
 	case code == "SlowDown" || code == "SlowDownWrite" || code == "SlowDownRead" || code == "InternalError":
 		return true
 	}
-	return false
+	var ne net.Error
+	return status == 0 && errors.As(err, &ne) // no answer: connection refused or reset, a timeout
 }
 
 // s3Backoff is full-jitter exponential backoff: random in [0, min(2s, 50ms*2^attempt)].

@@ -131,6 +131,7 @@ func (c *Client) Close() error {
 	if c.janitorDone != nil {
 		<-c.janitorDone
 	}
+	c.metrics.release()
 	var first error
 	for _, s := range c.owned {
 		if err := s.Close(); err != nil && first == nil {

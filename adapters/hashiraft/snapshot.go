@@ -40,10 +40,12 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // snapshot is a run of chunk objects of Options.SnapshotChunkSize bytes and a
 // metadata object written after them: a snapshot is visible exactly when its
 // metadata object exists, so Close publishes it atomically and a crash or
-// Cancel leaves nothing visible. Chunks are written as the sink fills them,
-// so neither a sink nor a reader holds more than one chunk in memory. The
-// metadata records the exact size and each chunk's CRC-32C, which the reader
-// checks before returning any byte of the chunk.
+// Cancel leaves nothing visible. A failed Close leaves either nothing
+// visible or a complete snapshot, never a listed one missing data; metadata
+// is always deleted before the chunks it describes. Chunks are written as
+// the sink fills them, so neither a sink nor a reader holds more than one
+// chunk in memory. The metadata records the exact size and each chunk's
+// CRC-32C, which the reader checks before returning any byte of the chunk.
 //
 // After a successful Close the store keeps the Options.SnapshotRetain newest
 // snapshots (by index, then term) and deletes the rest, except those a
@@ -293,6 +295,8 @@ func (s *SnapshotStore) doneReading(id string) {
 // reap deletes published snapshots beyond the retain count, oldest first,
 // and data without metadata (a crashed or failed sink) older than the oldest
 // snapshot kept. Snapshots open for reading or writing here are skipped.
+// A snapshot's metadata is deleted before any of its chunks, and its chunks
+// only once that deletion succeeded, so no listed snapshot loses its data.
 func (s *SnapshotStore) reap() error {
 	recs, err := s.list()
 	if err != nil {
@@ -432,49 +436,71 @@ func (k *snapshotSink) flush() error {
 }
 
 // Close writes the last chunk and then the metadata, which publishes the
-// snapshot, and deletes snapshots beyond the retain count. On failure
-// nothing is published and what was written is deleted.
+// snapshot, and deletes snapshots beyond the retain count.
+//
+// A failed Close never leaves a snapshot listed that cannot be read in full.
+// When a chunk fails, no metadata was written: nothing is published and the
+// chunks are deleted. A failed metadata write may still have landed (its
+// reply lost), so before deleting any chunk Close reads the metadata back,
+// retrying for up to CallTimeout more:
+//
+//   - it is there, as written: the snapshot is published, and Close reports
+//     success;
+//   - it is absent: nothing is published; the chunks are deleted and Close
+//     returns the error;
+//   - it cannot be read (or holds other contents): the snapshot may be
+//     published, so the chunks are kept and Close returns an error saying
+//     so. The snapshot is then either not listed or complete; retention
+//     removes it like any other, or its chunks as orphans if the metadata
+//     never landed.
+//
+// Close may take up to twice CallTimeout for the metadata. Calling Close or
+// Cancel again does nothing.
 func (k *snapshotSink) Close() error {
 	if k.closed {
 		return nil
 	}
 	k.closed = true
 	s := k.s
+	id := k.rec.ID
 	defer func() {
 		s.mu.Lock()
-		delete(s.mu.writing, k.rec.ID)
+		delete(s.mu.writing, id)
 		s.mu.Unlock()
 	}()
 	err := k.err
 	if err == nil {
 		err = k.flush()
 	}
-	if err == nil {
-		body, _ := json.Marshal(&k.rec)
-		err = s.retry("publish "+k.rec.ID, func(ctx context.Context) error {
-			_, err := s.b.PutIfAbsent(ctx, s.metaKey(k.rec.ID), body)
-			if errors.Is(err, objstore.ErrExists) {
-				// An earlier attempt landed: it must be ours, byte for byte.
-				got, _, rerr := objstore.ReadAll(ctx, s.b, s.metaKey(k.rec.ID))
-				if rerr != nil {
-					return rerr
-				}
-				if !bytes.Equal(got, body) {
-					return fmt.Errorf("%w: snapshot %s: metadata exists with other contents", wal.ErrCorrupt, k.rec.ID)
-				}
-				return nil
-			}
-			return err
-		})
-	}
 	k.buf = nil
 	if err != nil {
-		if derr := s.deleteData(k.rec.ID); derr != nil {
-			s.lg.Warn("hashiraft: could not delete the data of a failed snapshot; a later reap will", "id", k.rec.ID, "err", derr)
-		}
-		return fmt.Errorf("hashiraft: snapshot %s: %w", k.rec.ID, err)
+		// No metadata was written: nothing is visible.
+		s.discardData(id)
+		return fmt.Errorf("hashiraft: snapshot %s: %w", id, err)
 	}
-	s.lg.Info("hashiraft: snapshot published", "id", k.rec.ID, "index", k.rec.Index, "term", k.rec.Term,
+	body, _ := json.Marshal(&k.rec)
+	err = s.retry("publish "+id, func(ctx context.Context) error {
+		_, err := s.b.PutIfAbsent(ctx, s.metaKey(id), body)
+		if errors.Is(err, objstore.ErrExists) {
+			return s.metaIs(ctx, id, body) // an earlier attempt landed
+		}
+		return err
+	})
+	if err != nil {
+		rerr := s.retry("read back metadata of "+id, func(ctx context.Context) error { return s.metaIs(ctx, id, body) })
+		switch {
+		case errors.Is(rerr, objstore.ErrNotFound):
+			s.discardData(id)
+			return fmt.Errorf("hashiraft: snapshot %s: not published: %w", id, err)
+		case rerr != nil:
+			s.lg.Warn("hashiraft: snapshot may be published although writing its metadata failed; keeping its data",
+				"id", id, "err", err, "read_back_err", rerr)
+			return fmt.Errorf("hashiraft: snapshot %s: writing the metadata failed and reading it back failed too, "+
+				"so the snapshot may be published: its data is kept (a later retention or reap removes it): %w; %w", id, err, rerr)
+		}
+		s.lg.Warn("hashiraft: snapshot metadata write reported an error but landed", "id", id, "err", err)
+	}
+	s.lg.Info("hashiraft: snapshot published", "id", id, "index", k.rec.Index, "term", k.rec.Term,
 		"size", k.rec.Size, "chunks", len(k.rec.ChunkCRCs))
 	if err := s.reap(); err != nil {
 		s.lg.Warn("hashiraft: snapshot retention failed; the next snapshot retries", "err", err)
@@ -482,8 +508,33 @@ func (k *snapshotSink) Close() error {
 	return nil
 }
 
-// Cancel abandons the snapshot and deletes what was written. Nothing was
-// published, so nothing is visible even if the deletion fails.
+// metaIs returns nil if id's metadata object holds exactly body, an error
+// wrapping objstore.ErrNotFound if there is none, and another error if it
+// holds something else or cannot be read.
+func (s *SnapshotStore) metaIs(ctx context.Context, id string, body []byte) error {
+	got, _, err := objstore.ReadAll(ctx, s.b, s.metaKey(id))
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(got, body) {
+		return fmt.Errorf("%w: snapshot %s: metadata exists with other contents", wal.ErrCorrupt, id)
+	}
+	return nil
+}
+
+// discardData deletes the chunks of a snapshot known not to be published,
+// logging a failure: the chunks are then orphans, which a later reap
+// deletes.
+func (s *SnapshotStore) discardData(id string) {
+	if err := s.deleteData(id); err != nil {
+		s.lg.Warn("hashiraft: could not delete the data of a failed snapshot; a later reap will", "id", id, "err", err)
+	}
+}
+
+// Cancel abandons the snapshot and deletes what was written. No metadata is
+// written before Close, so nothing is visible even if the deletion fails.
+// After Close (even a failed one, whose snapshot may be published) Cancel
+// does nothing.
 func (k *snapshotSink) Cancel() error {
 	if k.closed {
 		return nil

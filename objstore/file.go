@@ -38,6 +38,13 @@ type FileOptions struct {
 	// NoSync skips every fsync. Writes are then not durable across a machine
 	// crash; meant only for tests and benchmarks.
 	NoSync bool
+	// NoCreate opens the bucket without changing the directory, for
+	// read-only use: the root must exist (NewFile fails naming it
+	// otherwise, with an error wrapping fs.ErrNotExist), nothing is
+	// created under it, and leftover temporary files are not swept. Reads
+	// work on any directory; writes need the temporary directory and lock
+	// file a bucket opened without NoCreate made, and fail without them.
+	NoCreate bool
 	// Logger receives warnings (swept temp files); nil discards.
 	Logger *slog.Logger
 }
@@ -61,8 +68,8 @@ type FileBucket struct {
 	root   string
 	tmp    string
 	opts   FileOptions
-	lockFD *os.File
-	xattrs bool // the filesystem stores user xattrs: ETags are random tokens
+	lockFD *os.File // nil when opened with NoCreate on a directory without one: no writes
+	xattrs bool     // the filesystem stores user xattrs: ETags are random tokens
 
 	// casMu serializes Put, PutIfMatch and Delete within the process; the
 	// flock on lockFD serializes them across processes. Lock order: casMu,
@@ -75,8 +82,9 @@ type FileBucket struct {
 
 var _ CASBucket = (*FileBucket)(nil)
 
-// NewFile opens (creating if needed) a file bucket rooted at dir, which must
-// be an absolute path. Temporary files left by dead processes are removed.
+// NewFile opens (creating if needed, unless opts.NoCreate) a file bucket
+// rooted at dir, which must be an absolute path. Temporary files left by dead
+// processes are removed (unless opts.NoCreate).
 func NewFile(dir string, opts FileOptions) (*FileBucket, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("objstore: file bucket root %q is not an absolute path", dir)
@@ -85,10 +93,13 @@ func NewFile(dir string, opts FileOptions) (*FileBucket, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	root := filepath.Clean(dir)
+	tmp := filepath.Join(root, fileTmpDir)
+	if opts.NoCreate {
+		return openFileNoCreate(root, tmp, opts)
+	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("objstore: file bucket root: %w", err)
 	}
-	tmp := filepath.Join(root, fileTmpDir)
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("objstore: file bucket: %w", err)
 	}
@@ -100,6 +111,51 @@ func NewFile(dir string, opts FileOptions) (*FileBucket, error) {
 	b.xattrs = unix.Fsetxattr(int(lock.Fd()), fileETagXattr, []byte("probe"), 0) == nil
 	b.sweep()
 	return b, nil
+}
+
+// openFileNoCreate opens an existing root without creating or removing
+// anything. It uses the lock file when there is one (read-only when it may
+// not be written, as for another user's bucket).
+func openFileNoCreate(root, tmp string, opts FileOptions) (*FileBucket, error) {
+	st, err := os.Stat(root)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is in the message already
+		}
+		return nil, fmt.Errorf("objstore: file bucket root %s: %w (nocreate: not creating it)", root, err)
+	case err != nil:
+		return nil, fmt.Errorf("objstore: file bucket root: %w", err)
+	case !st.IsDir():
+		return nil, fmt.Errorf("objstore: file bucket root %s is not a directory", root)
+	}
+	b := &FileBucket{root: root, tmp: tmp, opts: opts}
+	lockPath := filepath.Join(tmp, "lock")
+	lock, err := os.OpenFile(lockPath, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
+		lock, err = os.Open(lockPath)
+	}
+	switch {
+	case err == nil:
+		b.lockFD = lock
+		var buf [8]byte
+		_, xerr := unix.Fgetxattr(int(lock.Fd()), fileETagXattr, buf[:])
+		b.xattrs = xerr == nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("objstore: file bucket lock: %w", err)
+	}
+	return b, nil
+}
+
+// writable fails when the bucket cannot be written: it was opened with
+// NoCreate on a directory without the temporary directory and lock file.
+func (b *FileBucket) writable(op, key string) error {
+	if b.lockFD == nil {
+		return fmt.Errorf("objstore: %s %q: file bucket %s was opened with nocreate and has no %s directory, which writes need",
+			op, key, b.root, fileTmpDir)
+	}
+	return nil
 }
 
 // sweep removes temporary files whose writing process is gone.
@@ -329,6 +385,9 @@ func (b *FileBucket) PutIfAbsent(ctx context.Context, key string, data []byte) (
 		return ObjectInfo{}, err
 	}
 	defer done()
+	if err := b.writable("put-if-absent", key); err != nil {
+		return ObjectInfo{}, err
+	}
 	tmp, info, err := b.writeTemp(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		return ObjectInfo{}, fmt.Errorf("objstore: put-if-absent %q: %w", key, err)
@@ -421,6 +480,9 @@ func (b *FileBucket) Put(ctx context.Context, key string, r io.Reader, size int6
 		return ObjectInfo{}, err
 	}
 	defer done()
+	if err := b.writable("put", key); err != nil {
+		return ObjectInfo{}, err
+	}
 	return b.replace("put", key, p, r, size, nil)
 }
 
@@ -431,6 +493,9 @@ func (b *FileBucket) PutIfMatch(ctx context.Context, key string, data []byte, et
 		return ObjectInfo{}, err
 	}
 	defer done()
+	if err := b.writable("put-if-match", key); err != nil {
+		return ObjectInfo{}, err
+	}
 	return b.replace("put-if-match", key, p, bytes.NewReader(data), int64(len(data)), func() error {
 		f, err := os.Open(p)
 		if err != nil {
@@ -458,6 +523,9 @@ func (b *FileBucket) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	defer done()
+	if err := b.writable("delete", key); err != nil {
+		return err
+	}
 	unlock, err := b.lock()
 	if err != nil {
 		return err
@@ -574,5 +642,8 @@ func (b *FileBucket) Close() error {
 		return nil
 	}
 	b.closed = true
+	if b.lockFD == nil {
+		return nil
+	}
 	return b.lockFD.Close()
 }

@@ -13,6 +13,7 @@ import (
 //
 //	mem://                               a new, empty in-memory bucket
 //	file:///abs/dir[?nosync=true]        a local directory (created if missing)
+//	file:///abs/dir?nocreate=true        an existing local directory, never created (FileOptions.NoCreate)
 //	s3://bucket/prefix?endpoint=host:port&...   an S3-compatible store (see S3ConfigFromURL)
 //
 // Errors name what was wrong with the URL; credentials in an s3 URL never
@@ -67,8 +68,14 @@ func openFileURL(u *url.URL) (Bucket, error) {
 				return nil, fmt.Errorf("objstore: file URL parameter nosync=%q is not a boolean", vs[len(vs)-1])
 			}
 			opts.NoSync = v
+		case "nocreate":
+			v, err := strconv.ParseBool(vs[len(vs)-1])
+			if err != nil {
+				return nil, fmt.Errorf("objstore: file URL parameter nocreate=%q is not a boolean", vs[len(vs)-1])
+			}
+			opts.NoCreate = v
 		default:
-			return nil, fmt.Errorf("objstore: file URL: unknown parameter %q (supported: nosync)", k)
+			return nil, fmt.Errorf("objstore: file URL: unknown parameter %q (supported: nosync, nocreate)", k)
 		}
 	}
 	return NewFile(u.Path, opts)

@@ -1,6 +1,9 @@
 package wal
 
 import (
+	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -8,6 +11,12 @@ import (
 
 // metrics are the engine's Prometheus collectors, registered with
 // Config.Registerer when it is set, and the counters behind Client.Stats.
+//
+// Every client registering on one Registerer shares its counters and
+// histograms: the first registration wins and later ones reuse the
+// collector the Registerer already holds. The fragment-cache metrics read
+// the clients' caches, so they are one clientSet per Registerer that sums
+// over the clients open on it.
 type metrics struct {
 	appendLatency prometheus.Histogram
 	syncLatency   prometheus.Histogram
@@ -20,6 +29,9 @@ type metrics struct {
 	recoveries    prometheus.Counter
 	gcObjects     prometheus.Counter
 	gcSegments    prometheus.Counter
+
+	c   *Client
+	set *clientSet // nil without a Registerer
 }
 
 func newMetrics(reg prometheus.Registerer, c *Client) *metrics {
@@ -61,22 +73,132 @@ func newMetrics(reg prometheus.Registerer, c *Client) *metrics {
 		gcSegments: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "woodpecker_wal_gc_deleted_segments_total", Help: "Segments removed by garbage collection.",
 		}),
+		c: c,
 	}
-	if reg != nil {
-		hits := prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "woodpecker_wal_cache_hits_total", Help: "Fragment cache hits.",
-		}, func() float64 { _, _, h, _ := c.frags.Stats(); return float64(h) })
-		misses := prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "woodpecker_wal_cache_misses_total", Help: "Fragment cache misses (each a GET).",
-		}, func() float64 { _, _, _, m := c.frags.Stats(); return float64(m) })
-		cacheBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "woodpecker_wal_cache_bytes", Help: "Bytes held by the fragment cache.",
-		}, func() float64 { b, _, _, _ := c.frags.Stats(); return float64(b) })
-		reg.MustRegister(m.appendLatency, m.syncLatency, m.flushedBytes, m.flushedEnts, m.fragments,
-			m.fragmentBytes, m.putRetries, m.fenced, m.recoveries, m.gcObjects, m.gcSegments,
-			hits, misses, cacheBytes)
+	if reg == nil {
+		return m
 	}
+	m.appendLatency = register(reg, m.appendLatency)
+	m.syncLatency = register(reg, m.syncLatency)
+	m.flushedBytes = register(reg, m.flushedBytes)
+	m.flushedEnts = register(reg, m.flushedEnts)
+	m.fragments = register(reg, m.fragments)
+	m.fragmentBytes = register(reg, m.fragmentBytes)
+	m.putRetries = register(reg, m.putRetries)
+	m.fenced = register(reg, m.fenced)
+	m.recoveries = register(reg, m.recoveries)
+	m.gcObjects = register(reg, m.gcObjects)
+	m.gcSegments = register(reg, m.gcSegments)
+	m.set = register(reg, newClientSet())
+	m.set.add(c)
 	return m
+}
+
+// register registers col with reg and returns it, or returns the collector
+// of the same description reg already holds (registered by another client,
+// or by this Registerer's earlier clients). Any other registration failure
+// (a different metric under one of these names) panics, as MustRegister
+// would.
+func register[T prometheus.Collector](reg prometheus.Registerer, col T) T {
+	err := reg.Register(col)
+	if err == nil {
+		return col
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(T); ok {
+			return existing
+		}
+		err = fmt.Errorf("a %T is registered under the same name, want %T", are.ExistingCollector, col)
+	}
+	panic(fmt.Sprintf("wal: registering metrics with Config.Registerer: %v", err))
+}
+
+// release takes the client out of the cache metrics at once; its cache hits
+// and misses stay counted. Without it a closed client leaves them at the
+// next scrape or the next client opened on the Registerer. Idempotent.
+func (m *metrics) release() {
+	if m.set != nil {
+		m.set.remove(m.c)
+	}
+}
+
+// clientSet is the collector of the fragment-cache metrics of every client
+// open on one Registerer. Closed clients' hits and misses are folded into
+// retired so the counters never go down.
+type clientSet struct {
+	hits, misses, bytes *prometheus.Desc
+
+	mu struct {
+		sync.Mutex
+		clients               map[*Client]struct{}
+		retiredHits, retiredM uint64
+	}
+}
+
+func newClientSet() *clientSet {
+	s := &clientSet{
+		hits:   prometheus.NewDesc("woodpecker_wal_cache_hits_total", "Fragment cache hits.", nil, nil),
+		misses: prometheus.NewDesc("woodpecker_wal_cache_misses_total", "Fragment cache misses (each a GET).", nil, nil),
+		bytes:  prometheus.NewDesc("woodpecker_wal_cache_bytes", "Bytes held by the fragment caches of the open clients.", nil, nil),
+	}
+	s.mu.clients = make(map[*Client]struct{})
+	return s
+}
+
+func (s *clientSet) add(c *Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneLocked()
+	s.mu.clients[c] = struct{}{}
+}
+
+func (s *clientSet) remove(c *Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.mu.clients[c]; ok {
+		s.retireLocked(c)
+	}
+}
+
+func (s *clientSet) retireLocked(c *Client) {
+	_, _, h, m := c.frags.Stats()
+	s.mu.retiredHits += h
+	s.mu.retiredM += m
+	delete(s.mu.clients, c)
+}
+
+// pruneLocked retires the clients that have been closed.
+func (s *clientSet) pruneLocked() {
+	for c := range s.mu.clients {
+		select {
+		case <-c.closed:
+			s.retireLocked(c)
+		default:
+		}
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (s *clientSet) Describe(ch chan<- *prometheus.Desc) {
+	ch <- s.hits
+	ch <- s.misses
+	ch <- s.bytes
+}
+
+// Collect implements prometheus.Collector.
+func (s *clientSet) Collect(ch chan<- prometheus.Metric) {
+	s.mu.Lock()
+	s.pruneLocked()
+	hits, misses, bytes := s.mu.retiredHits, s.mu.retiredM, int64(0)
+	for c := range s.mu.clients {
+		b, _, h, m := c.frags.Stats()
+		hits, misses, bytes = hits+h, misses+m, bytes+b
+	}
+	s.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(s.hits, prometheus.CounterValue, float64(hits))
+	ch <- prometheus.MustNewConstMetric(s.misses, prometheus.CounterValue, float64(misses))
+	ch <- prometheus.MustNewConstMetric(s.bytes, prometheus.GaugeValue, float64(bytes))
 }
 
 // Stats is a pull-style snapshot of a client's activity since it opened.

@@ -8,6 +8,10 @@
 //
 // Bucket URLs: mem://, file:///abs/dir, s3://bucket/prefix?endpoint=host:port.
 // Metadata URLs: etcd://host:port/prefix, bucket+<bucket URL>.
+//
+// The commands that only read (ls, cat, meta ls) open a file:// bucket with
+// nocreate=true, so a missing directory is an error naming it rather than a
+// new, empty bucket; pass nocreate=false in the URL to override.
 package main
 
 import (
@@ -15,10 +19,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -53,7 +59,7 @@ func lsCmd() *cobra.Command {
 		Short: "List objects in key order",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := objstore.Open(cmd.Context(), args[0])
+			b, err := objstore.Open(cmd.Context(), readOnlyBucketURL(args[0]))
 			if err != nil {
 				return err
 			}
@@ -76,7 +82,7 @@ func catCmd() *cobra.Command {
 		Short: "Write an object's bytes to stdout",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := objstore.Open(cmd.Context(), args[0])
+			b, err := objstore.Open(cmd.Context(), readOnlyBucketURL(args[0]))
 			if err != nil {
 				return err
 			}
@@ -99,7 +105,7 @@ func metaCmd() *cobra.Command {
 		Short: "List records with their versions and sizes",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := meta.Open(cmd.Context(), args[0])
+			s, err := meta.Open(cmd.Context(), readOnlyMetaURL(args[0]))
 			if err != nil {
 				return err
 			}
@@ -119,6 +125,32 @@ func metaCmd() *cobra.Command {
 		},
 	})
 	return m
+}
+
+// readOnlyBucketURL returns rawURL with nocreate=true added when it is a
+// file:// URL that does not set nocreate itself, so that opening it creates
+// nothing. Other URLs, and ones that do not parse (Open reports those),
+// are returned unchanged.
+func readOnlyBucketURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "file" || u.Opaque != "" || (u.Host != "" && u.Host != "localhost") ||
+		u.Query().Has("nocreate") {
+		return rawURL // not a file URL, or one Open rejects: let it say why
+	}
+	if u.RawQuery != "" {
+		u.RawQuery += "&"
+	}
+	u.RawQuery += "nocreate=true"
+	return u.String()
+}
+
+// readOnlyMetaURL is readOnlyBucketURL for the bucket of a bucket+ metadata
+// URL.
+func readOnlyMetaURL(rawURL string) string {
+	if rest, ok := strings.CutPrefix(rawURL, "bucket+"); ok {
+		return "bucket+" + readOnlyBucketURL(rest)
+	}
+	return rawURL
 }
 
 func demoCmd() *cobra.Command {

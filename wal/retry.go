@@ -32,7 +32,7 @@ func (c *Client) retrier() retrier { return retrier{cfg: &c.cfg} }
 // again is called after a transient failure. It waits the backoff and
 // reports true if another attempt is within the budget, false (at once)
 // when the budget — RetryBudget since the first failure, and
-// MaxFlushRetries when set — is spent or ctx is done.
+// MaxFlushRetries when set — is spent, or when ctx is done.
 func (r *retrier) again(ctx context.Context) bool {
 	r.attempt++
 	if r.attempt == 1 {
@@ -41,11 +41,13 @@ func (r *retrier) again(ctx context.Context) bool {
 	if r.cfg.MaxFlushRetries > 0 && r.attempt > r.cfg.MaxFlushRetries {
 		return false
 	}
-	d := backoff(r.cfg.RetryInterval, r.attempt)
-	if time.Since(r.first)+d > r.cfg.RetryBudget {
+	left := r.cfg.RetryBudget - time.Since(r.first)
+	if left <= 0 {
 		return false
 	}
-	return sleepCtx(ctx, d) == nil
+	// The last wait is cut to what is left, so the last attempt is made
+	// when the budget ends, not a backoff before.
+	return sleepCtx(ctx, min(backoff(r.cfg.RetryInterval, r.attempt), left)) == nil
 }
 
 // backoff returns the wait before retry attempt (1, 2, ...): base doubled

@@ -19,6 +19,16 @@
 //   - Corrupted data is detected by CRC-32C checksums and reported as
 //     ErrCorrupt naming the object, never returned as data.
 //   - An append that failed may or may not be in the log after recovery.
+//   - A Future resolves from the outcome of the fragment holding its last
+//     entry, never from another fragment that covered the same indexes
+//     before a truncation.
+//   - In the writer's process, Get, bounds and readers see exactly what is
+//     acknowledged, as one consistent view published by the writer; a
+//     failed writer's acknowledged entries stay readable until it closes.
+//     Readers in other processes see what the bucket holds, a poll late.
+//   - A writer's record updates are fenced by (log ID, epoch): a log
+//     deleted and created again under the same name is a new incarnation
+//     that no writer of the old one can touch.
 //
 // # Layout
 //

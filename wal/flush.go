@@ -84,24 +84,36 @@ func (w *Writer) Flush() {
 	w.poke()
 }
 
-// Sync flushes and waits until everything queued before the call is durable.
+// Sync flushes and waits until everything queued before the call —
+// appends, truncations and SetMeta — is durable. It returns the writer's
+// failure, if that came first.
 func (w *Writer) Sync(ctx context.Context) error {
 	w.mu.Lock()
 	if err := w.checkLocked(); err != nil {
 		w.mu.Unlock()
 		return err
 	}
-	var fut *Future
-	if n := len(w.mu.waiting); n > 0 {
-		fut = w.mu.waiting[n-1]
-	}
+	fut := w.mu.last
 	w.mu.flushNow = true
 	w.mu.Unlock()
 	w.poke()
 	if fut == nil {
 		return nil
 	}
-	return fut.Wait(ctx)
+	select {
+	case <-fut.Done():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Items resolve in order, so everything before the last one is done
+	// too. A SetMeta rejected for its value is its caller's error, not
+	// Sync's: report only the writer's own failure.
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.mu.err != nil && !errors.Is(w.mu.err, ErrClosed) {
+		return w.mu.err
+	}
+	return nil
 }
 
 // TruncateBack removes every entry above index i and returns when that is
@@ -259,13 +271,8 @@ func (w *Writer) Close() error {
 	if err == nil {
 		w.mu.err = ErrClosed
 	}
-	w.mu.released = true
-	rec := w.mu.rec
-	if v := w.st.view.Load(); v != nil && v.w == w {
-		w.st.view.CompareAndSwap(v, nil)
-	}
+	w.unpublishLocked()
 	w.mu.Unlock()
-	w.st.setRecord(rec)
 	w.st.mu.Lock()
 	if w.st.mu.writer == w {
 		w.st.mu.writer = nil
@@ -291,6 +298,7 @@ func (w *Writer) enqueueLocked(it *item) {
 		w.mu.queueSince = time.Now()
 	}
 	w.mu.queue = append(w.mu.queue, it)
+	w.mu.last = it.fut
 	if it.op != opEntries {
 		w.mu.flushNow = true
 	}
@@ -319,6 +327,10 @@ func (w *Writer) failLocked(err error) {
 		return
 	}
 	w.mu.err = err
+	// What this process reads of the log comes from the bucket from now on:
+	// a failed writer no longer knows what the log holds (another writer
+	// may have taken it over and truncated it).
+	w.unpublishLocked()
 	for _, f := range w.mu.waiting {
 		f.resolve(err)
 	}
@@ -612,7 +624,16 @@ func (w *Writer) runOp(it *item) error {
 	var err error
 	switch it.op {
 	case opReset:
-		err = w.openSegment(ctx, it.arg, func(r *logRecord) { r.Empty, r.First = false, it.arg })
+		cut := uint64(0) // chosen on the first application (mutate's fns are idempotent)
+		err = w.openSegment(ctx, it.arg, func(r *logRecord) {
+			if cut == 0 {
+				cut = r.Cuts
+				if it.arg != r.First {
+					cut++ // entries at indexes a reader may have read come back different
+				}
+			}
+			r.Empty, r.First, r.Cuts = false, it.arg, max(r.Cuts, cut)
+		})
 		if err == nil {
 			w.mu.Lock()
 			w.mu.dfirst, w.mu.dempty = it.arg, false
@@ -676,7 +697,12 @@ func (w *Writer) truncateBack(ctx context.Context, i uint64) error {
 	w.mu.Unlock()
 	var newSeg uint64 // chosen on the first application: a re-applied fn opens no second segment
 	var emptied bool
+	cut := uint64(0)
 	err := w.mutate(ctx, func(r *logRecord) error {
+		if cut == 0 {
+			cut = r.Cuts + 1
+		}
+		r.Cuts = max(r.Cuts, cut)
 		emptied = i < r.First
 		for k := range r.Segments {
 			s := &r.Segments[k]

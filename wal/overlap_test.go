@@ -421,7 +421,7 @@ func TestReopenAfterFailureNeverStealsTheLog(t *testing.T) {
 	if err := other.CreateLog(ctx, "r"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.ReopenWriter(ctx, w3.LogID(), w3.Epoch()); !errors.Is(err, wal.ErrFenced) {
+	if _, err := l.ReopenWriter(ctx, w3.ID()); !errors.Is(err, wal.ErrFenced) {
 		t.Fatalf("ReopenWriter of a deleted incarnation = %v, want ErrFenced", err)
 	}
 }

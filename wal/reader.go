@@ -40,6 +40,9 @@ type Reader struct {
 	seg  segRec          // the segment of frag as the record said when frag was located
 	pfx  string          // the log's key prefix
 	pos  uint64          // lowest index this reader may still read; GC keeps it; guarded by l.st.mu
+	// logID and cuts are the log incarnation and its record's Cuts when
+	// the reader last verified that the entries it returned are intact.
+	logID, cuts uint64
 
 	leaseKey     string       // "" without a lease
 	leaseVer     meta.Version // version of our lease record
@@ -66,6 +69,9 @@ func (l *Log) NewReader(ctx context.Context, from uint64) (*Reader, error) {
 		from = last + 1
 	}
 	r := &Reader{l: l, next: from, pos: from}
+	if rec, err := l.record(ctx, false); err == nil {
+		r.logID, r.cuts = rec.ID, rec.Cuts
+	}
 	if l.c.cfg.ReaderLease > 0 {
 		r.leaseKey = fmt.Sprintf("%s/leases/%s/%016x", l.c.cfg.Prefix, l.name, random64())
 		b, _ := json.Marshal(leaseValue{Pos: from, TTL: l.c.cfg.ReaderLease.Milliseconds()})
@@ -169,27 +175,55 @@ func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
 }
 
 // checkContinuity verifies that the entry before the next one is still the
-// one this reader returned: a TruncateBack below it voids what was read.
+// one this reader returned: a TruncateBack below it, or the log deleted
+// and created again, voids what was read.
 func (r *Reader) checkContinuity(ctx context.Context, next *codec.Fragment) error {
 	prev := r.frag
 	if prev == nil || next == prev {
 		return nil
 	}
-	rec, err := r.l.record(ctx, false)
-	if err != nil {
-		return err
+	if next.Header.LogID != prev.Header.LogID {
+		return r.errIncarnation()
 	}
-	s := rec.segFor(r.next - 1)
-	if s == nil || s.ID != prev.Header.Segment {
-		rec, err = r.l.record(ctx, true)
+	return r.verifyReturned(ctx)
+}
+
+func (r *Reader) errIncarnation() error {
+	return fmt.Errorf("%w: log %q was deleted and created again: the entries up to %d that this reader returned are gone",
+		ErrTruncated, r.l.name, r.next-1)
+}
+
+// verifyReturned checks that the entries this reader returned are still
+// the log's: the same incarnation, and no cut (TruncateBack, reset at a
+// new index) since they were verified — or, after a cut, the entry before
+// the next one still in the segment it was read from.
+func (r *Reader) verifyReturned(ctx context.Context) error {
+	prev := r.frag
+	for refresh := false; ; refresh = true {
+		rec, err := r.l.record(ctx, refresh)
 		if err != nil {
 			return err
 		}
-		if s = rec.segFor(r.next - 1); s == nil || s.ID != prev.Header.Segment {
+		if rec.ID != prev.Header.LogID {
+			if refresh {
+				return r.errIncarnation()
+			}
+			continue
+		}
+		if rec.ID == r.logID && rec.Cuts == r.cuts {
+			return nil // nothing was replaced since
+		}
+		if s := rec.segFor(r.next - 1); s != nil && s.ID == prev.Header.Segment {
+			r.logID, r.cuts = rec.ID, rec.Cuts
+			return nil
+		}
+		if rec.First > r.next-1 && rec.Cuts == r.cuts {
+			return nil // only the front was truncated past what was read
+		}
+		if refresh {
 			return fmt.Errorf("%w: log %q: entries up to %d that this reader returned were truncated", ErrTruncated, r.l.name, r.next-1)
 		}
 	}
-	return nil
 }
 
 // nextInSealed steps to the next fragment of a sealed segment without a
@@ -215,18 +249,10 @@ func (r *Reader) nextInSealed(ctx context.Context) *codec.Fragment {
 // not removed by a TruncateBack: otherwise the reader would wait for an index
 // the log may not reach again for a long time.
 func (r *Reader) checkStillThere(ctx context.Context) error {
-	prev := r.frag
-	if prev == nil {
+	if r.frag == nil {
 		return nil
 	}
-	rec, err := r.l.record(ctx, false)
-	if err != nil {
-		return err
-	}
-	if s := rec.segFor(r.next - 1); s == nil || s.ID != prev.Header.Segment {
-		return fmt.Errorf("%w: log %q: entries up to %d that this reader returned were truncated", ErrTruncated, r.l.name, r.next-1)
-	}
-	return nil
+	return r.verifyReturned(ctx)
 }
 
 func (r *Reader) setPos(i uint64) {

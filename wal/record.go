@@ -31,6 +31,16 @@ type logRecord struct {
 	// ID) the one with the higher Rev is the newer. A process never
 	// replaces a cached record with an older one (logState.setRecord).
 	Rev uint64 `json:"rev,omitempty"`
+	// Owner is the owner token of the writer that took Epoch
+	// (WriterID.Owner): a reopen by the same owner may take the log back
+	// from an epoch its own failed attempt took.
+	Owner uint64 `json:"owner,omitempty"`
+	// Cuts counts the changes that replaced entries at existing indexes:
+	// every TruncateBack, and every reset of an emptied log at an index
+	// other than First. A reader whose entries were located while Cuts had
+	// its current value knows none of them was replaced; truncating the
+	// front and appending after it are not cuts.
+	Cuts uint64 `json:"cuts,omitempty"`
 	// First is the truncation point: entries below it are removed.
 	First uint64 `json:"first"`
 	// Empty means the log holds no entries and the next append may start at

@@ -14,8 +14,9 @@ package wal
 //   - seg is the writer's open segment (0 when none), and its fragments
 //     0..frags-1 are acknowledged; nothing at or above frags is.
 //
-// A writer that failed keeps its last view until it is closed: what it
-// acknowledged stays readable.
+// A writer that fails or closes withdraws its view (unpublishLocked):
+// readers then read the record and the bucket, where everything it
+// acknowledged is.
 type logView struct {
 	w           *Writer
 	rec         *logRecord
@@ -34,6 +35,22 @@ func (w *Writer) publishLocked() {
 		v.first, v.last = 1, 0
 	}
 	w.st.view.Store(v)
+}
+
+// unpublishLocked withdraws the writer's view for good: readers in this
+// process go back to the record and the bucket, starting from the
+// writer's last record. REQUIRES: w.mu held.
+func (w *Writer) unpublishLocked() {
+	if w.mu.released {
+		return
+	}
+	w.mu.released = true
+	if w.mu.rec != nil {
+		w.st.setRecord(w.mu.rec)
+	}
+	if v := w.st.view.Load(); v != nil && v.w == w {
+		w.st.view.CompareAndSwap(v, nil)
+	}
 }
 
 // setRecord caches r as the log's record unless the cache already holds a

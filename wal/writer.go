@@ -102,6 +102,7 @@ type Writer struct {
 	logID  uint64
 	epoch  uint64
 	nonce  uint64
+	owner  uint64 // the owner token (WriterID.Owner)
 
 	// casMu serializes record updates. Lock order: casMu, then mu.
 	casMu sync.Mutex
@@ -142,7 +143,8 @@ type Writer struct {
 		err        error     // sticky failure
 		closing    bool
 		closed     bool
-		released   bool // Close let go of the log: nothing is published any more
+		released   bool    // failed or closed: nothing is published any more
+		last       *Future // of the item enqueued last (Sync waits for it)
 	}
 }
 
@@ -159,30 +161,40 @@ func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
 	return l.openWriter(ctx, nil)
 }
 
-// ReopenWriter opens the log's writer like OpenWriter, but only if the log
-// is still the incarnation logID and its epoch is still epoch — that is, if
-// nobody opened a writer since the one (logID, epoch) names: a conditional
-// takeover for a writer that failed (ErrBroken) and resumes. If the epoch
-// moved or the log was deleted (and perhaps created again), it returns
-// ErrFenced and changes nothing: the store that took the log over keeps
-// it.
-func (l *Log) ReopenWriter(ctx context.Context, logID, epoch uint64) (*Writer, error) {
-	return l.openWriter(ctx, &writerID{logID: logID, epoch: epoch})
+// ReopenWriter opens the log's writer like OpenWriter, but only if nobody
+// else opened a writer since the one id names: a conditional takeover for
+// a writer that failed (ErrBroken) and resumes. It succeeds if the log is
+// still the incarnation id.LogID and either still at epoch id.Epoch or at a
+// later epoch that id.Owner's own earlier attempts took (a reopen whose
+// fence write failed, or whose reply was lost, leaves such an epoch). If
+// anyone else took the log, or it was deleted (and perhaps created again),
+// it returns ErrFenced and changes nothing: the store that took the log
+// over keeps it.
+func (l *Log) ReopenWriter(ctx context.Context, id WriterID) (*Writer, error) {
+	return l.openWriter(ctx, &id)
 }
 
-// writerID names one writer: the log incarnation and the epoch it held.
-type writerID struct{ logID, epoch uint64 }
+// WriterID names a writer for ReopenWriter: the log incarnation (the random
+// ID CreateLog chose), the epoch the writer held, and its owner token — a
+// random number OpenWriter chooses and every reopen inherits, stored in the
+// log record with each epoch it takes.
+type WriterID struct {
+	LogID, Epoch, Owner uint64
+}
 
-// Reopen closes w and takes its log back with ReopenWriter, naming w's
-// incarnation and epoch: the way to resume after ErrBroken. It returns
-// ErrFenced if another writer took the log meanwhile.
+// ID returns what names this writer for ReopenWriter.
+func (w *Writer) ID() WriterID { return WriterID{LogID: w.logID, Epoch: w.epoch, Owner: w.owner} }
+
+// Reopen closes w and takes its log back with ReopenWriter(w.ID()): the
+// way to resume after ErrBroken. It returns ErrFenced if another writer
+// took the log meanwhile.
 func (w *Writer) Reopen(ctx context.Context) (*Writer, error) {
 	_ = w.Close() // its failure is why we reopen
 	l := &Log{c: w.c, name: w.name, st: w.st}
-	return l.ReopenWriter(ctx, w.logID, w.epoch)
+	return l.ReopenWriter(ctx, w.ID())
 }
 
-func (l *Log) openWriter(ctx context.Context, expect *writerID) (*Writer, error) {
+func (l *Log) openWriter(ctx context.Context, expect *WriterID) (*Writer, error) {
 	c := l.c
 	l.st.mu.Lock()
 	if l.st.mu.writer != nil || l.st.mu.opening {
@@ -198,6 +210,10 @@ func (l *Log) openWriter(ctx context.Context, expect *writerID) (*Writer, error)
 	}()
 
 	// Take a new epoch: from now on every CAS of an older writer fails.
+	owner := random64() | 1 // never 0, which older records hold
+	if expect != nil {
+		owner = expect.Owner
+	}
 	var rec *logRecord
 	var ver meta.Version
 	for {
@@ -208,12 +224,13 @@ func (l *Log) openWriter(ctx context.Context, expect *writerID) (*Writer, error)
 		if err != nil {
 			return nil, err
 		}
-		if expect != nil && (r.ID != expect.logID || r.Epoch != expect.epoch) {
+		if expect != nil && (r.ID != expect.LogID || (r.Epoch != expect.Epoch && r.Owner != expect.Owner) || r.Epoch < expect.Epoch) {
 			return nil, fmt.Errorf("%w: log %q is incarnation %d at epoch %d; the writer held incarnation %d at epoch %d",
-				ErrFenced, l.name, r.ID, r.Epoch, expect.logID, expect.epoch)
+				ErrFenced, l.name, r.ID, r.Epoch, expect.LogID, expect.Epoch)
 		}
 		r.Epoch++
 		r.Rev++
+		r.Owner = owner
 		b, _ := r.marshal()
 		actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 		v, err = c.cfg.Meta.Update(actx, c.metaKey(l.name), b, v)
@@ -229,7 +246,7 @@ func (l *Log) openWriter(ctx context.Context, expect *writerID) (*Writer, error)
 	}
 	w := &Writer{
 		c: c, name: l.name, st: l.st, prefix: c.logPrefix(rec), logID: rec.ID,
-		epoch: rec.Epoch, nonce: random64(), rec: rec, ver: ver,
+		epoch: rec.Epoch, nonce: random64(), owner: owner, rec: rec, ver: ver,
 		kick: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	w.bgCtx, w.bgCancel = context.WithCancel(context.Background())
@@ -450,7 +467,9 @@ func (w *Writer) mutate(ctx context.Context, fn func(*logRecord) error) error {
 				return fmt.Errorf("%w: log %q: update record: %v", ErrBroken, w.name, err)
 			}
 		}
-		fresh, fv, rerr := c.readRecord(ctx, w.name)
+		rctx, rcancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		fresh, fv, rerr := c.readRecord(rctx, w.name)
+		rcancel()
 		if errors.Is(rerr, ErrLogNotFound) {
 			return fmt.Errorf("%w: log %q was deleted", ErrFenced, w.name)
 		}

@@ -226,6 +226,15 @@ func (c *Client) DeleteLog(ctx context.Context, name string) error {
 			return fmt.Errorf("wal: delete log %q: %w", name, err)
 		}
 	}
+	// A writer of the log in this process is fenced now; fail it at once,
+	// so that this process stops serving reads from its view.
+	st := c.state(name)
+	st.mu.Lock()
+	w := st.mu.writer
+	st.mu.Unlock()
+	if w != nil && w.logID == rec.ID {
+		w.fail(fmt.Errorf("%w: log %q was deleted", ErrFenced, name))
+	}
 	// Fence the open segment like a new writer would, so a zombie writer's
 	// next PUT fails instead of landing in a deleted log; the fence object
 	// (80 bytes) is left in place for that reason.

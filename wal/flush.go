@@ -331,6 +331,7 @@ func (w *Writer) failLocked(err error) {
 	// a failed writer no longer knows what the log holds (another writer
 	// may have taken it over and truncated it).
 	w.unpublishLocked()
+	w.bgCancel() // uploads still in flight are moot: stop their retries
 	for _, f := range w.mu.waiting {
 		f.resolve(err)
 	}

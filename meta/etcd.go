@@ -22,6 +22,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -50,6 +52,8 @@ const (
 	// gRPC keepalive of clients made by NewEtcd.
 	etcdKeepAliveTime    = 30 * time.Second
 	etcdKeepAliveTimeout = 10 * time.Second
+	// etcdMaxReconnectDelay caps gRPC's reconnect backoff.
+	etcdMaxReconnectDelay = 2 * time.Second
 
 	// Watch resync backoff bounds.
 	etcdWatchMinBackoff = 50 * time.Millisecond
@@ -523,6 +527,13 @@ func NewEtcd(ctx context.Context, cfg EtcdConfig) (*EtcdStore, error) {
 		// server refuses pings more often than every 5s by default.
 		DialKeepAliveTime:    etcdKeepAliveTime,
 		DialKeepAliveTimeout: etcdKeepAliveTimeout,
+		// gRPC's default reconnect backoff grows to 120s: after a 20s
+		// outage the client could stay away long after the server is back,
+		// past the WAL's retry budget. Reconnect at least every 2s.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: etcdMaxReconnectDelay},
+			MinConnectTimeout: 5 * time.Second,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("meta: etcd: connect to %v%s (dial timeout %v): %w", cfg.Endpoints, who, cfg.DialTimeout, err)

@@ -6,8 +6,12 @@ package testserver
 import (
 	"context"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"net/url"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,16 +33,76 @@ const etcdReadyTimeout = 20 * time.Second
 // (go.etcd.io/etcd/server/v3/embed), listening on 127.0.0.1 only, with its
 // data in a t.TempDir(). It is tuned for tests: 10 ms ticks, 100 ms election
 // timeout, no fsync, the cheapest bcrypt cost, no logging. It is closed by
-// t.Cleanup of the test that started it.
+// t.Cleanup of the test that started it. Stop and Restart take it down and
+// bring it back on the same addresses with the same data, to test outages.
 type EtcdServer struct {
-	// Endpoints are the client endpoints, "127.0.0.1:port".
+	// Endpoints are the client endpoints, "127.0.0.1:port". They stay the
+	// same across Stop and Restart.
 	Endpoints []string
 
-	e *embed.Etcd
+	dir        string
+	clientAddr string // host:port the client listener is bound to
+	peerAddr   string // host:port the peer listener is bound to
 
 	mu struct {
 		sync.Mutex
-		user, pass string // set by EnableAuth; guarded by mu
+		user, pass string      // set by EnableAuth; guarded by mu
+		e          *embed.Etcd // the running server; nil while stopped
+	}
+}
+
+// etcdRestartAttempts and etcdRestartBackoff bound Restart's retries of a
+// port that is briefly taken.
+const (
+	etcdRestartAttempts = 10
+	etcdRestartBackoff  = 100 * time.Millisecond
+)
+
+// etcdConfig is the server's configuration, listening on clientAddr and
+// peerAddr ("127.0.0.1:0" binds free ports). The advertised URLs stay
+// "127.0.0.1:0" across restarts, so the member's stored attributes never
+// change: a single member never dials its own peer URL, and clients are
+// given Endpoints, not the advertised URLs.
+func etcdConfig(dir, clientAddr, peerAddr string) *embed.Config {
+	cfg := embed.NewConfig()
+	cfg.Name = "test"
+	cfg.Dir = dir
+	advertise := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
+	cfg.ListenClientUrls = []url.URL{{Scheme: "http", Host: clientAddr}}
+	cfg.AdvertiseClientUrls = []url.URL{advertise}
+	cfg.ListenPeerUrls = []url.URL{{Scheme: "http", Host: peerAddr}}
+	cfg.AdvertisePeerUrls = []url.URL{advertise}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.TickMs = 10
+	cfg.ElectionMs = 100
+	cfg.UnsafeNoFsync = true
+	cfg.BcryptCost = uint(bcrypt.MinCost)
+	cfg.EnableGRPCGateway = false
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	return cfg
+}
+
+// errEtcdPortClash marks a start that failed because a port was taken.
+var errEtcdPortClash = errors.New("port already in use")
+
+// startEtcd starts a server with cfg and waits until it serves.
+func startEtcd(cfg *embed.Config) (*embed.Etcd, error) {
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use") {
+			return nil, fmt.Errorf("%w: %v", errEtcdPortClash, err)
+		}
+		return nil, err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return e, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("failed before serving: %v", err)
+	case <-time.After(etcdReadyTimeout):
+		e.Close()
+		return nil, fmt.Errorf("not ready after %v", etcdReadyTimeout)
 	}
 }
 
@@ -47,40 +111,69 @@ type EtcdServer struct {
 // one between subtests by giving each a prefix of its own.
 func Etcd(t testing.TB) *EtcdServer {
 	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Name = "test"
-	cfg.Dir = t.TempDir()
-	local := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
-	// Port 0 binds a free port. The advertised peer URL keeps port 0: a
-	// single member never dials its own peer URL.
-	cfg.ListenClientUrls = []url.URL{local}
-	cfg.AdvertiseClientUrls = []url.URL{local}
-	cfg.ListenPeerUrls = []url.URL{local}
-	cfg.AdvertisePeerUrls = []url.URL{local}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.TickMs = 10
-	cfg.ElectionMs = 100
-	cfg.UnsafeNoFsync = true
-	cfg.BcryptCost = uint(bcrypt.MinCost)
-	cfg.EnableGRPCGateway = false
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-
-	e, err := embed.StartEtcd(cfg)
+	dir := t.TempDir()
+	e, err := startEtcd(etcdConfig(dir, "127.0.0.1:0", "127.0.0.1:0"))
 	if err != nil {
-		t.Fatalf("testserver: start embedded etcd: %v", err)
+		t.Fatalf("testserver: embedded etcd: %v", err)
 	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		t.Fatalf("testserver: embedded etcd failed before serving: %v", err)
-	case <-time.After(etcdReadyTimeout):
-		t.Fatalf("testserver: embedded etcd not ready after %v", etcdReadyTimeout)
+	s := &EtcdServer{
+		Endpoints:  []string{e.Clients[0].Addr().String()},
+		dir:        dir,
+		clientAddr: e.Clients[0].Addr().String(),
+		peerAddr:   e.Peers[0].Addr().String(),
 	}
-	return &EtcdServer{
-		Endpoints: []string{e.Clients[0].Addr().String()},
-		e:         e,
+	s.mu.e = e
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Stop closes the server, as a shutdown: it stops accepting connections,
+// gives requests in flight up to etcd's request timeout (5 s and two
+// elections) to finish, then closes every connection. Its data stays for
+// Restart. It is a no-op when the server is stopped, and safe to call from
+// any goroutine.
+func (s *EtcdServer) Stop() {
+	s.mu.Lock()
+	e := s.mu.e
+	s.mu.e = nil
+	s.mu.Unlock()
+	if e != nil {
+		e.Close()
 	}
+}
+
+// Running reports whether the server is up (not stopped).
+func (s *EtcdServer) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.e != nil
+}
+
+// Restart starts the server again with the same data directory and the
+// same client and peer addresses (stopping it first if it is running), and
+// waits until it serves. A port found busy is retried for a few seconds.
+// Users and auth set by EnableAuth are part of the data and stay. It fails
+// the test if the server cannot come back; call it from the test's
+// goroutine.
+func (s *EtcdServer) Restart(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	var err error
+	for attempt := 1; attempt <= etcdRestartAttempts; attempt++ {
+		var e *embed.Etcd
+		e, err = startEtcd(etcdConfig(s.dir, s.clientAddr, s.peerAddr))
+		if err == nil {
+			s.mu.Lock()
+			s.mu.e = e
+			s.mu.Unlock()
+			return
+		}
+		if !errors.Is(err, errEtcdPortClash) {
+			break
+		}
+		time.Sleep(time.Duration(attempt) * etcdRestartBackoff)
+	}
+	t.Fatalf("testserver: embedded etcd: restart on %s: %v", s.clientAddr, err)
 }
 
 func (s *EtcdServer) creds() (user, pass string) {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -38,8 +39,11 @@ const (
 const VersitygwVersion = "v1.8.0"
 
 // S3Server is an S3-compatible server running for one test (or benchmark).
+// Stop and Restart take it down and bring it back on the same address with
+// the same objects, to test outages.
 type S3Server struct {
-	// Endpoint is host:port of the plain-HTTP S3 API on 127.0.0.1.
+	// Endpoint is host:port of the plain-HTTP S3 API on 127.0.0.1. It stays
+	// the same across Stop and Restart.
 	Endpoint string
 	// AccessKey and SecretKey are the root credentials. gofakes3 checks no
 	// credentials at all.
@@ -48,10 +52,19 @@ type S3Server struct {
 	Dir string
 	// Kind is KindVersitygw or KindGofakes3.
 	Kind string
-	// Pid is the versitygw process id (0 for gofakes3).
+	// Pid is the id of the versitygw process started last (0 for
+	// gofakes3). Restart changes it: read it from the goroutine that calls
+	// Restart.
 	Pid int
 
-	stderr *s3SyncBuffer // versitygw's output, for failure messages
+	stderr  *s3SyncBuffer // versitygw's output across restarts, for failure messages
+	bin     string        // the versitygw binary
+	handler http.Handler  // gofakes3's handler, holding its objects across restarts
+
+	mu struct {
+		sync.Mutex
+		stop func() // stops the running server and waits for it; nil while stopped
+	}
 }
 
 // Output returns what versitygw printed so far (empty for gofakes3).
@@ -126,17 +139,102 @@ func (s *S3Server) outputSuffix() string {
 
 // FakeS3 starts gofakes3 (in memory, in process) on 127.0.0.1 for the test.
 // It is fast but checks no credentials, ignores conditional GETs, and needs
-// DisableContentSha256 for multipart uploads (Config sets it).
+// DisableContentSha256 for multipart uploads (Config sets it). Its objects
+// survive Stop and Restart (they live in this process).
 func FakeS3(t testing.TB) *S3Server {
 	t.Helper()
-	ts := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
-	t.Cleanup(ts.Close)
-	return &S3Server{
-		Endpoint:  strings.TrimPrefix(ts.URL, "http://"),
+	s := &S3Server{
 		AccessKey: "fakeaccess",
 		SecretKey: "fakesecret" + s3RandHex(8),
 		Kind:      KindGofakes3,
+		handler:   gofakes3.New(s3mem.New()).Server(),
 	}
+	ts := httptest.NewServer(s.handler)
+	s.Endpoint = strings.TrimPrefix(ts.URL, "http://")
+	s.setStop(ts.Close)
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Stop takes the server down: versitygw is killed (SIGKILL to its process
+// group, as in a crash; requests in flight get their connections reset) and
+// waited for; gofakes3 stops listening and closes its connections. The
+// objects stay (in Dir, or in memory) for Restart. Stop returns once the
+// port refuses connections. It is a no-op when the server is stopped, and
+// safe to call from any goroutine.
+func (s *S3Server) Stop() {
+	s.mu.Lock()
+	stop := s.mu.stop
+	s.mu.stop = nil
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// Running reports whether the server is up (not stopped).
+func (s *S3Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.stop != nil
+}
+
+func (s *S3Server) setStop(stop func()) {
+	s.mu.Lock()
+	s.mu.stop = stop
+	s.mu.Unlock()
+}
+
+// s3RestartAttempts and s3RestartBackoff bound Restart's retries of a port
+// that is briefly taken (by a connection attempt of a client that happened
+// to get it as its local port, or the killed process's socket not yet
+// released).
+const (
+	s3RestartAttempts = 10
+	s3RestartBackoff  = 100 * time.Millisecond
+)
+
+// Restart starts the server again on the same Endpoint with the same
+// objects and credentials (stopping it first if it is running), and waits
+// until it serves. A port found busy is retried for a few seconds. It fails
+// the test if the server cannot come back; call it from the test's
+// goroutine.
+func (s *S3Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	var err error
+	for attempt := 1; attempt <= s3RestartAttempts; attempt++ {
+		if s.Kind == KindVersitygw {
+			fmt.Fprintf(s.stderr, "--- testserver: restarting versitygw on %s (attempt %d) ---\n", s.Endpoint, attempt)
+			err = s.startVersitygw(s.Endpoint)
+		} else {
+			err = s.startFake()
+		}
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errS3PortClash) {
+			break
+		}
+		time.Sleep(time.Duration(attempt) * s3RestartBackoff)
+	}
+	t.Fatalf("testserver: %s: restart on %s: %v", s.Kind, s.Endpoint, err)
+}
+
+func (s *S3Server) startFake() error {
+	ln, err := net.Listen("tcp", s.Endpoint)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("%w: %s: %v", errS3PortClash, s.Endpoint, err)
+		}
+		return err
+	}
+	ts := httptest.NewUnstartedServer(s.handler)
+	ts.Listener.Close()
+	ts.Listener = ln
+	ts.Start()
+	s.setStop(ts.Close)
+	return nil
 }
 
 // Versitygw starts a versitygw posix gateway as a child process on a free
@@ -145,20 +243,34 @@ func FakeS3(t testing.TB) *S3Server {
 // (Pdeathsig). The binary is $WOODPECKER_VERSITYGW, else
 // <module root>/.cache/bin/versitygw, built there with `go install` under a
 // file lock if missing. It fails the test (never skips) when it cannot start.
+// Stop kills it (as in a crash) and Restart starts a new process on the same
+// port, directory and credentials.
 func Versitygw(t testing.TB) *S3Server {
 	t.Helper()
-	bin := VersitygwBinary(t)
-	dir := t.TempDir()
 	s := &S3Server{
 		AccessKey: "wpaccess" + s3RandHex(4),
 		SecretKey: "wpsecret" + s3RandHex(12),
-		Dir:       dir,
+		Dir:       t.TempDir(),
 		Kind:      KindVersitygw,
+		bin:       VersitygwBinary(t),
+		stderr:    &s3SyncBuffer{},
 	}
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() && s.stderr.Len() > 0 {
+			t.Logf("versitygw output:\n%s", s.stderr.String())
+		}
+	})
 	var lastErr error
 	for range 5 {
-		err := s.startVersitygw(t, bin)
+		port, err := s3FreePort()
+		if err != nil {
+			t.Fatalf("testserver: versitygw: %v", err)
+		}
+		addr := net.JoinHostPort("127.0.0.1", port)
+		err = s.startVersitygw(addr)
 		if err == nil {
+			s.Endpoint = addr
 			return s
 		}
 		lastErr = err
@@ -172,30 +284,27 @@ func Versitygw(t testing.TB) *S3Server {
 
 var errS3PortClash = errors.New("port already in use")
 
-func (s *S3Server) startVersitygw(t testing.TB, bin string) error {
-	port, err := s3FreePort()
-	if err != nil {
-		return err
-	}
-	addr := net.JoinHostPort("127.0.0.1", port)
-	out := &s3SyncBuffer{}
+// startVersitygw starts versitygw on addr and waits until it serves.
+func (s *S3Server) startVersitygw(addr string) error {
+	out := &s3SyncBuffer{} // this process's output; s.stderr gets all of them
+	w := io.MultiWriter(out, s.stderr)
 	// Without --keep-alive (versitygw closes each connection after one
 	// request): with it, v1.8.0 leaves the unread body of a PUT it refused
 	// (412) on the connection and answers it as the next request
 	// ("400 BadRequest ... parsing the HTTP request").
-	cmd := exec.Command(bin,
+	cmd := exec.Command(s.bin,
 		"--port", addr, "--access", s.AccessKey, "--secret", s.SecretKey, "--quiet",
 		"posix", s.Dir)
-	cmd.Stdout = out
-	cmd.Stderr = out
+	cmd.Stdout = w
+	cmd.Stderr = w
 	cmd.Env = s3ChildEnv()
-	// Own process group, so cleanup kills everything it may spawn; SIGKILL
+	// Own process group, so Stop kills everything it may spawn; SIGKILL
 	// when the thread that started it dies (the Go runtime does not retire
 	// threads of goroutines that do not lock them, so in practice: when the
 	// test binary exits).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", bin, err)
+		return fmt.Errorf("start %s: %w", s.bin, err)
 	}
 	exited := make(chan struct{})
 	var waitErr error
@@ -237,15 +346,8 @@ func (s *S3Server) startVersitygw(t testing.TB, bin string) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	s.Endpoint = addr
 	s.Pid = cmd.Process.Pid
-	s.stderr = out
-	t.Cleanup(func() {
-		kill()
-		if t.Failed() && out.Len() > 0 {
-			t.Logf("versitygw output:\n%s", out.String())
-		}
-	})
+	s.setStop(kill)
 	return nil
 }
 

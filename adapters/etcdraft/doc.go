@@ -33,12 +33,34 @@
 // # Timeouts and failures
 //
 // raft.Storage has no context: every call's I/O is bounded by
-// Options.CallTimeout. A write that fails leaves the durable state
-// uncertain (an object-store write may land after reporting an error), so
-// after the first failed write every mutator fails until the Storage is
-// reopened; recovery then decides. Raft treats such errors as fatal anyway.
-// Opening a Storage fences any earlier writer of the log (another process
-// or a stale handle): its later writes fail with wal.ErrFenced.
+// Options.CallTimeout. Each layer retries only what no other layer does
+// (see "Which layer retries what" in package wal). The backends make one
+// attempt per request. The WAL engine alone retries the writes it makes —
+// fragment PUTs, fences, record updates — with backoff for up to its
+// client's wal.Config.RetryBudget of outage (default 30s, each attempt
+// bounded by RequestTimeout); the Storage never retries those itself. What
+// the engine does not retry the Storage does: reads of entries (until
+// CallTimeout) and the PUT of a snapshot's data (within the same
+// RetryBudget). CallTimeout bounds all of it per call, so a call rides out
+// at most that much outage whatever the layers do inside it; it is at
+// least the RetryBudget — by default RetryBudget + RequestTimeout; a
+// shorter one is refused — so a call never gives up while the engine still
+// retries.
+//
+// A write that still fails (the stores unreachable for longer than that)
+// leaves the durable state uncertain — an object-store write may land after
+// reporting an error — at one of the step boundaries listed under Crash
+// safety. The mutator's error wraps ErrWriteFailed, and the Storage stays
+// usable: the next mutator reopens the log and takes up what the reopened
+// writer recovered, exactly as a new process would, then goes on, so a Raft
+// loop that saves the same Ready again rides out an outage of any length
+// without a restart. Reads are served throughout. Reopening is a
+// conditional takeover naming the writer the Storage held: opening a
+// Storage fences any earlier writer of the log (another process or a stale
+// handle), and a Storage whose writer failed while another one opened the
+// log never takes it back. Once fenced — found out by a write or by the
+// reopen — every mutator fails with an error wrapping wal.ErrFenced. Errors
+// other than ErrWriteFailed and raft's sentinels are permanent.
 //
 // # Stored format
 //

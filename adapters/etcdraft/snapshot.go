@@ -3,9 +3,11 @@ package etcdraft
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
+	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 
@@ -23,6 +25,13 @@ func (s *Storage) snapKey(index uint64) string {
 // putSnapshot writes data (if not empty) to a new object and returns the
 // record describing the snapshot. Nothing references the object yet: a crash
 // or failure leaves an orphan that the next Open deletes.
+//
+// The engine does not write snapshot objects, so their PUT is retried here,
+// as the engine retries its own writes: with backoff from the client's
+// RetryInterval, each attempt bounded by its RequestTimeout, until its
+// RetryBudget has passed since the first failure, or MaxFlushRetries retries
+// when set, or ctx is done. Then the error wraps ErrWriteFailed; nothing
+// changed.
 func (s *Storage) putSnapshot(ctx context.Context, md *pb.SnapshotMetadata, data []byte) (snapRecord, error) {
 	rec := snapRecord{md: md, hasData: data != nil, size: int64(len(data))}
 	if len(data) == 0 {
@@ -30,10 +39,28 @@ func (s *Storage) putSnapshot(ctx context.Context, md *pb.SnapshotMetadata, data
 	}
 	rec.crc = crc32.Checksum(data, castagnoli)
 	rec.key = s.snapKey(md.GetIndex())
-	if _, err := s.client.Bucket().Put(ctx, rec.key, bytes.NewReader(data), int64(len(data))); err != nil {
-		return snapRecord{}, fmt.Errorf("etcdraft: write snapshot %d data: %w", md.GetIndex(), err)
+	cfg := s.client.Config()
+	var first time.Time
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+		_, err := s.client.Bucket().Put(actx, rec.key, bytes.NewReader(data), int64(len(data)))
+		cancel()
+		if err == nil {
+			return rec, nil
+		}
+		if attempt == 1 {
+			first = time.Now()
+		}
+		d := cfg.RetryInterval << min(attempt-1, 6)
+		d = d/2 + rand.N(d/2+1)
+		spent := time.Since(first)+d > cfg.RetryBudget || (cfg.MaxFlushRetries > 0 && attempt > cfg.MaxFlushRetries)
+		if spent || errors.Is(err, objstore.ErrInvalidKey) || ctx.Err() != nil || sleepCtx(ctx, d) != nil {
+			return snapRecord{}, fmt.Errorf("%w: etcdraft: write snapshot %d data (%d attempts): %w",
+				ErrWriteFailed, md.GetIndex(), attempt, err)
+		}
+		s.logger.Warn("etcdraft: snapshot data write failed; retrying", "log", s.name, "key", rec.key,
+			"attempt", attempt, "err", err)
 	}
-	return rec, nil
 }
 
 // loadSnapshot reads and verifies the data of rec, and keeps it in memory if

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -12,11 +13,24 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
 // ErrClosed is returned by every method after Close.
 var ErrClosed = errors.New("etcdraft: storage closed")
+
+// ErrWriteFailed is wrapped by the error of a mutator that failed for a
+// reason that may go away: the stores were unreachable for longer than the
+// engine's retry budget or the call's CallTimeout. What it wrote has an
+// unknown outcome — the durable state is one of the steps the mutator makes
+// (see Crash safety in the package documentation), as after a crash there
+// — but the Storage stays usable: the next mutator reopens the log, takes
+// up the state the reopened writer recovered, and goes on. Retry when it
+// suits (a Raft loop saves the same Ready again). The reopen is a
+// conditional takeover: if another writer opened the log meanwhile, it and
+// every later mutator fail with an error wrapping wal.ErrFenced instead.
+var ErrWriteFailed = errors.New("etcdraft: write failed; the next write reopens the log")
 
 // Options configures a Storage. Zero values mean the documented defaults.
 type Options struct {
@@ -24,8 +38,12 @@ type Options struct {
 	// of [0-9a-z_]. Default "raft". Snapshot data objects live under
 	// "<Client.Prefix()>/<LogName>/snap/" in the client's bucket.
 	LogName string
-	// CallTimeout bounds each call's I/O: raft.Storage has no context.
-	// Default 30s.
+	// CallTimeout bounds each call's I/O (raft.Storage has no context),
+	// including the engine's retries of transient failures, which ride out
+	// up to the client's wal.Config.RetryBudget of outage. It must be at
+	// least that budget, or a call would give up while the engine still
+	// retries: New and Open refuse a shorter one. Default: the client's
+	// RetryBudget plus one RequestTimeout (40s with the engine's defaults).
 	CallTimeout time.Duration
 	// TailCacheBytes bounds the adapter's cache of decoded entries at the
 	// tail of the log (the last entry is always kept). Older entries are read
@@ -46,9 +64,6 @@ func (o Options) withDefaults() Options {
 	if o.LogName == "" {
 		o.LogName = "raft"
 	}
-	if o.CallTimeout == 0 {
-		o.CallTimeout = 30 * time.Second
-	}
 	if o.TailCacheBytes == 0 {
 		o.TailCacheBytes = 16 << 20
 	}
@@ -56,6 +71,42 @@ func (o Options) withDefaults() Options {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o
+}
+
+// defaultCallTimeout is CallTimeout's default for a storage over a client
+// configured by cfg (with its defaults filled in): the retry budget, plus
+// one RequestTimeout for the attempt that may start just before it ends.
+func defaultCallTimeout(cfg wal.Config) time.Duration {
+	return cfg.RetryBudget + cfg.RequestTimeout
+}
+
+// retryBudget returns how long the engine of a client configured by cfg
+// may go on retrying one operation after its first failure, and which of
+// cfg's fields set it: RetryBudget, or the waits of MaxFlushRetries retries
+// (RetryInterval, doubling up to 64 times) when that cap is shorter.
+func retryBudget(cfg wal.Config) (time.Duration, string) {
+	what := fmt.Sprintf("wal.Config.RetryBudget = %v", cfg.RetryBudget)
+	if n := cfg.MaxFlushRetries; n > 0 {
+		var waits time.Duration
+		for k := 1; k <= n && waits < cfg.RetryBudget; k++ {
+			waits += cfg.RetryInterval << min(k-1, 6)
+		}
+		if waits < cfg.RetryBudget {
+			return waits, fmt.Sprintf("%s, capped at %v by MaxFlushRetries = %d (RetryInterval = %v)",
+				what, waits, n, cfg.RetryInterval)
+		}
+	}
+	return cfg.RetryBudget, what
+}
+
+// checkBudget refuses a CallTimeout shorter than the client's retry budget.
+func (o Options) checkBudget(cfg wal.Config) error {
+	if budget, what := retryBudget(cfg); o.CallTimeout < budget {
+		return fmt.Errorf("etcdraft: Options.CallTimeout = %v is shorter than the client's %s: a call would give up "+
+			"while the engine still retries it; give at least %v, or leave it 0 for RetryBudget + RequestTimeout (%v)",
+			o.CallTimeout, what, budget, defaultCallTimeout(cfg))
+	}
+	return nil
 }
 
 func (o Options) validate() error {
@@ -82,7 +133,6 @@ type Storage struct {
 	client     *wal.Client
 	owned      bool // Open created client; Close closes it
 	log        *wal.Log
-	w          *wal.Writer
 	name       string
 	snapPrefix string // "<prefix>/<name>/snap/"
 	opts       Options
@@ -91,9 +141,13 @@ type Storage struct {
 	// wmu serializes mutators and is held across their I/O. Lock order: wmu,
 	// then mu. The fields in mu are written only with both held, so a holder
 	// of wmu may read them without mu.
-	wmu    sync.Mutex
-	broken error // a write failed with an uncertain outcome; guarded by wmu
-	closed bool  // guarded by wmu
+	wmu     sync.Mutex
+	w       *wal.Writer   // the log's writer; nil after a failed write until the next mutator reopens it; guarded by wmu
+	held    wal.WriterID  // the writer last opened, which a reopen names; guarded by wmu
+	closing chan struct{} // closed when the abandoned writer's Close returned; guarded by wmu
+	failed  error         // why the writer was abandoned; guarded by wmu
+	dead    error         // permanent failure (fenced, or inconsistent): every mutator fails with it; guarded by wmu
+	closed  bool          // guarded by wmu
 
 	loadMu sync.Mutex // serializes loads of snapshot data
 
@@ -137,13 +191,13 @@ var _ raft.Storage = (*Storage)(nil)
 // stores named by URLs (see wal.OpenURL; an empty metaURL keeps metadata in
 // the bucket). The Storage owns the client and closes it on Close.
 func Open(ctx context.Context, bucketURL, metaURL string, opts Options) (*Storage, error) {
-	opts = opts.withDefaults()
-	if err := opts.validate(); err != nil {
+	d := opts.withDefaults()
+	if err := d.validate(); err != nil {
 		return nil, err
 	}
-	wcfg := opts.WAL
+	wcfg := d.WAL
 	if wcfg.Logger == nil {
-		wcfg.Logger = opts.Logger
+		wcfg.Logger = d.Logger
 	}
 	if wcfg.GCInterval == 0 {
 		wcfg.GCInterval = time.Minute
@@ -152,7 +206,7 @@ func Open(ctx context.Context, bucketURL, metaURL string, opts Options) (*Storag
 	if err != nil {
 		return nil, err
 	}
-	s, err := New(ctx, c, opts.LogName, opts)
+	s, err := New(ctx, c, d.LogName, opts) // New defaults CallTimeout from the client's budget
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -165,11 +219,18 @@ func Open(ctx context.Context, bucketURL, metaURL string, opts Options) (*Storag
 // (opts.LogName is ignored). It takes the log's writer, fencing any earlier
 // one, and recovers the state an earlier process left: it finishes an
 // interrupted compaction or snapshot reset and deletes snapshot objects no
-// longer referenced. The client stays the caller's.
+// longer referenced. The client stays the caller's. ctx bounds the opening
+// only.
 func New(ctx context.Context, client *wal.Client, logName string, opts Options) (*Storage, error) {
 	opts.LogName = logName
+	if opts.CallTimeout == 0 {
+		opts.CallTimeout = defaultCallTimeout(client.Config())
+	}
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if err := opts.checkBudget(client.Config()); err != nil {
 		return nil, err
 	}
 	l, err := client.OpenLog(ctx, logName)
@@ -186,68 +247,84 @@ func New(ctx context.Context, client *wal.Client, logName string, opts Options) 
 		return nil, fmt.Errorf("etcdraft: %w", err)
 	}
 	s := &Storage{
-		client: client, log: l, w: w, name: logName,
+		client: client, log: l, w: w, held: w.ID(), name: logName,
 		snapPrefix: client.Prefix() + "/" + logName + "/snap/",
 		opts:       opts, logger: opts.Logger,
 	}
 	s.mu.rwDone = make(chan struct{})
 	close(s.mu.rwDone)
-	if err := s.recover(ctx); err != nil {
+	start := time.Now()
+	if err := s.takeUpLocked(ctx); err != nil {
 		w.Close()
 		return nil, err
 	}
+	s.logger.Info("etcdraft: storage opened", "log", s.name, "first", s.mu.ls.off+1, "last", s.mu.last,
+		"snapshot", s.mu.snap.rec.md.GetIndex(), "gen", s.mu.ls.gen, "took", time.Since(start))
 	return s, nil
 }
 
-// recover loads the state from the log's metadata record and brings the WAL
-// in line with it: the WAL must hold exactly the entries (off, last].
-func (s *Storage) recover(ctx context.Context) error {
-	start := time.Now()
+// recovered is the state recovery finds in the log: what the Storage
+// shows once it takes it up.
+type recovered struct {
+	hs         *pb.HardState // nil when none was set
+	snap       snapState
+	ls         logState
+	last       uint64
+	cache      []cached // the tail of the log, ending at last
+	cacheBytes int64
+	// clean brings the WAL in line with ls and last (finishing an
+	// interrupted compaction or snapshot reset); nil when it already is.
+	clean func(ctx context.Context) error
+}
+
+// recoverState reads the state from the log's metadata record, as s.w
+// recovered it, and finds how the WAL must change to hold exactly the
+// entries (off, last]. It only reads. REQUIRES: wmu (or no other user).
+func (s *Storage) recoverState(ctx context.Context) (recovered, error) {
+	var r recovered
 	m := s.w.Meta()
 	if b, ok := m[metaHardState]; ok {
 		hs, err := decodeHardState(b)
 		if err != nil {
-			return err
+			return r, err
 		}
-		s.mu.hs = hs
+		r.hs = hs
 	}
-	s.mu.snap.rec.md = pb.EnsureSnapshotMetadata(nil)
+	r.snap.rec.md = pb.EnsureSnapshotMetadata(nil)
 	if b, ok := m[metaSnap]; ok {
-		r, err := decodeSnapRecord(b)
+		rec, err := decodeSnapRecord(b)
 		if err != nil {
-			return err
+			return r, err
 		}
-		s.mu.snap.rec = r
+		r.snap.rec = rec
 	}
-	s.mu.snap.loaded = s.mu.snap.rec.key == ""
-	if s.mu.snap.loaded && s.mu.snap.rec.hasData {
-		s.mu.snap.data = []byte{}
+	r.snap.loaded = r.snap.rec.key == ""
+	if r.snap.loaded && r.snap.rec.hasData {
+		r.snap.data = []byte{}
 	}
 	if b, ok := m[metaLog]; ok {
 		ls, err := decodeLogState(b)
 		if err != nil {
-			return err
+			return r, err
 		}
-		s.mu.ls = ls
+		r.ls = ls
 	}
-	off, gen := s.mu.ls.off, s.mu.ls.gen
-	s.mu.last = off
+	off, gen := r.ls.off, r.ls.gen
+	r.last = off
 	first, last := s.w.FirstIndex(), s.w.LastIndex()
 	switch {
 	case last == 0: // empty WAL
 	case last <= off: // every entry was compacted or replaced by a snapshot
-		if err := s.emptyWAL(ctx); err != nil {
-			return err
-		}
+		r.clean = s.emptyWAL
 	default:
 		probe := max(first, off+1)
-		b, err := s.log.Get(ctx, probe)
+		b, err := s.read(ctx, probe)
 		if err != nil {
-			return fmt.Errorf("etcdraft: recover: read entry %d: %w", probe, err)
+			return r, fmt.Errorf("etcdraft: recover: read entry %d: %w", probe, err)
 		}
 		_, egen, err := decodeEntry(b, probe)
 		if err != nil {
-			return err
+			return r, err
 		}
 		switch {
 		case egen != gen:
@@ -255,54 +332,125 @@ func (s *Storage) recover(ctx context.Context) error {
 			// its entries belong to the history the snapshot replaced.
 			s.logger.Info("etcdraft: discarding entries of a replaced log", "log", s.name,
 				"first", first, "last", last, "gen", egen, "current_gen", gen)
-			if err := s.emptyWAL(ctx); err != nil {
-				return err
-			}
+			r.clean = s.emptyWAL
 		case first > off+1:
-			return corrupt("log %q: WAL starts at %d but the compaction point is %d", s.name, first, off)
+			return r, corrupt("log %q: WAL starts at %d but the compaction point is %d", s.name, first, off)
 		default:
 			if first <= off { // finish an interrupted compaction
-				if err := s.w.TruncateFront(ctx, off+1); err != nil {
-					return fmt.Errorf("etcdraft: recover: %w", err)
+				r.clean = func(ctx context.Context) error {
+					if err := s.w.TruncateFront(ctx, off+1); err != nil {
+						return fmt.Errorf("etcdraft: recover: %w", err)
+					}
+					return nil
 				}
 			}
-			s.mu.last = last
+			r.last = last
 		}
 	}
-	s.mu.cacheFirst = s.mu.last + 1
-	if err := s.warm(ctx); err != nil {
-		return err
+	if err := s.warm(ctx, &r); err != nil {
+		return r, err
 	}
-	s.sweepSnapshots(ctx)
-	if hs := s.mu.hs; hs != nil && hs.GetCommit() > s.mu.last {
-		s.logger.Warn("etcdraft: recovered HardState.Commit is beyond the last index", "log", s.name,
-			"commit", hs.GetCommit(), "last", s.mu.last)
-	}
-	s.logger.Info("etcdraft: storage opened", "log", s.name, "first", off+1, "last", s.mu.last,
-		"snapshot", s.mu.snap.rec.md.GetIndex(), "gen", gen, "took", time.Since(start))
-	return nil
+	return r, nil
 }
 
 // warmEntries is how many tail entries recovery loads into the cache.
 const warmEntries = 256
 
-func (s *Storage) warm(ctx context.Context) error {
-	last := s.mu.last
-	if last == s.mu.ls.off {
+// warm loads the tail of r's log into r.cache, within the cache's budget
+// (the last entry is always kept).
+func (s *Storage) warm(ctx context.Context, r *recovered) error {
+	last := r.last
+	if last == r.ls.off {
 		return nil
 	}
-	from := max(s.mu.ls.off+1, last-min(last, warmEntries-1))
-	ents := make([]*pb.Entry, 0, last-from+1)
+	from := max(r.ls.off+1, last-min(last, warmEntries-1))
+	r.cache = make([]cached, 0, last-from+1)
 	for i := from; i <= last; i++ {
 		e, err := s.fetch(ctx, i)
 		if err != nil {
 			return fmt.Errorf("etcdraft: recover: %w", err)
 		}
-		ents = append(ents, e)
+		sz := uint64(proto.Size(e))
+		r.cache = append(r.cache, cached{e: e, size: sz})
+		r.cacheBytes += int64(sz)
 	}
-	s.mu.cacheFirst = from
-	s.mu.last = from - 1
-	s.cacheAppendLocked(ents)
+	k := 0
+	for r.cacheBytes > s.opts.TailCacheBytes && k < len(r.cache)-1 {
+		r.cacheBytes -= int64(r.cache[k].size)
+		k++
+	}
+	clear(r.cache[:k]) // let the entries be collected
+	r.cache = r.cache[k:]
+	return nil
+}
+
+// takeUpLocked recovers the state s.w found in the log and makes it the
+// Storage's: readers see it at once and whole (a reader that raced with it
+// starts over), then the WAL is brought in line with it, and snapshot
+// objects it no longer references are deleted. REQUIRES: wmu (or no other
+// user).
+func (s *Storage) takeUpLocked(ctx context.Context) error {
+	r, err := s.recoverState(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.beginRewriteLocked()
+	if cur := s.mu.snap; cur.loaded && cur.rec.key != "" && cur.rec.key == r.snap.rec.key {
+		r.snap.data, r.snap.loaded = cur.data, true // the same snapshot: keep its data
+	}
+	s.mu.hs, s.mu.snap, s.mu.ls, s.mu.last = r.hs, r.snap, r.ls, r.last
+	clear(s.mu.cache)
+	s.mu.cache, s.mu.cacheBytes, s.mu.cacheFirst = r.cache, r.cacheBytes, r.last+1-uint64(len(r.cache))
+	s.endRewriteLocked()
+	s.mu.Unlock()
+	if r.clean != nil {
+		// The entries it removes are outside the state just published:
+		// no reader asks for them.
+		if err := r.clean(ctx); err != nil {
+			return err
+		}
+	}
+	s.sweepSnapshots(ctx)
+	if hs := r.hs; hs != nil && hs.GetCommit() > r.last {
+		s.logger.Warn("etcdraft: recovered HardState.Commit is beyond the last index", "log", s.name,
+			"commit", hs.GetCommit(), "last", r.last)
+	}
+	return nil
+}
+
+// resumeLocked reopens the log after a failed write and takes up the state
+// the reopened writer recovered. The reopen names the writer the Storage
+// held (wal.Log.ReopenWriter): if another writer opened the log meanwhile,
+// the Storage is fenced for good. REQUIRES: wmu, s.w == nil.
+func (s *Storage) resumeLocked(ctx context.Context) error {
+	if s.closing != nil {
+		select {
+		case <-s.closing:
+			s.closing = nil
+		case <-ctx.Done():
+			return fmt.Errorf("%w: log %q: waiting for the failed writer to close: %w", ErrWriteFailed, s.name, ctx.Err())
+		}
+	}
+	start := time.Now()
+	w, err := s.log.ReopenWriter(ctx, s.held)
+	if errors.Is(err, wal.ErrFenced) {
+		s.dead = fmt.Errorf("etcdraft: log %q was taken over by another writer while this storage's writer was down "+
+			"(after: %v); this storage can no longer write it: %w", s.name, s.failed, err)
+		s.logger.Info("etcdraft: log taken over by another writer; every later mutator fails", "log", s.name, "err", err)
+		return s.dead
+	}
+	if err != nil {
+		return fmt.Errorf("%w: reopen log %q: %w", ErrWriteFailed, s.name, err)
+	}
+	s.w, s.held = w, w.ID()
+	if err := s.takeUpLocked(ctx); err != nil {
+		return s.fail(fmt.Errorf("etcdraft: reopen log %q: %w", s.name, err))
+	}
+	s.logger.Info("etcdraft: storage resumed after a failed write", "log", s.name, "first", s.mu.ls.off+1,
+		"last", s.mu.last, "snapshot", s.mu.snap.rec.md.GetIndex(), "gen", s.mu.ls.gen,
+		"failure", s.failed, "took", time.Since(start))
+	s.failed = nil
 	return nil
 }
 
@@ -318,9 +466,51 @@ func (s *Storage) emptyWAL(ctx context.Context) error {
 	return nil
 }
 
+// read returns the encoded entry i from the WAL. The engine does not retry
+// reads: read retries those that may succeed later (a failed or timed-out
+// GET) with backoff until ctx is done.
+func (s *Storage) read(ctx context.Context, i uint64) ([]byte, error) {
+	base := s.client.Config().RetryInterval
+	for attempt := 1; ; attempt++ {
+		b, err := s.log.Get(ctx, i)
+		if err == nil || !retryableRead(err) || ctx.Err() != nil {
+			return b, err
+		}
+		s.logger.Warn("etcdraft: read failed; retrying", "log", s.name, "index", i, "attempt", attempt, "err", err)
+		d := base << min(attempt-1, 6)
+		if sleepCtx(ctx, d/2+rand.N(d/2+1)) != nil {
+			return nil, err
+		}
+	}
+}
+
+// retryableRead reports whether a failed read may succeed if repeated.
+func retryableRead(err error) bool {
+	for _, target := range []error{
+		wal.ErrTruncated, wal.ErrOutOfRange, wal.ErrCorrupt, wal.ErrUnsupportedVersion, wal.ErrLogNotFound,
+		wal.ErrClosed, objstore.ErrNotFound, objstore.ErrInvalidKey, context.Canceled, context.DeadlineExceeded,
+	} {
+		if errors.Is(err, target) {
+			return false
+		}
+	}
+	return true
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // fetch reads and decodes entry i from the WAL.
 func (s *Storage) fetch(ctx context.Context, i uint64) (*pb.Entry, error) {
-	b, err := s.log.Get(ctx, i)
+	b, err := s.read(ctx, i)
 	if err != nil {
 		return nil, err
 	}
@@ -345,7 +535,13 @@ func (s *Storage) Close() error {
 	s.mu.Lock()
 	s.mu.closed = true
 	s.mu.Unlock()
-	err := s.w.Close()
+	var err error
+	if s.w != nil {
+		err = s.w.Close()
+	}
+	if s.closing != nil {
+		<-s.closing // the abandoned writer: its failure was reported
+	}
 	if errors.Is(err, wal.ErrFenced) {
 		err = nil // another process took over: nothing of ours is pending
 	}

@@ -2,11 +2,14 @@ package etcdraft
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
 // maxEntrySize is the largest encoded entry the WAL can ever take (its
@@ -14,42 +17,76 @@ import (
 // the WAL itself).
 const maxEntrySize = 15 << 20
 
-// beginWrite takes the mutator lock and checks the storage can be written.
-// It returns the unlock function and a context bounded by CallTimeout.
+// beginWrite takes the mutator lock and checks the storage can be written,
+// reopening the log first if the last write failed. It returns the unlock
+// function and a context bounded by CallTimeout.
 func (s *Storage) beginWrite() (context.Context, func(), error) {
 	s.wmu.Lock()
-	if err := s.writableLocked(); err != nil {
-		s.wmu.Unlock()
+	ctx, cancel := s.callCtx()
+	unlock := func() { cancel(); s.wmu.Unlock() }
+	if err := s.writableLocked(ctx); err != nil {
+		unlock()
 		return nil, nil, err
 	}
-	ctx, cancel := s.callCtx()
-	return ctx, func() { cancel(); s.wmu.Unlock() }, nil
+	return ctx, unlock, nil
 }
 
-// writableLocked reports why mutators must fail, if they must. REQUIRES: wmu.
-func (s *Storage) writableLocked() error {
+// writableLocked reports why mutators must fail, if they must, after
+// resuming from a failed write. REQUIRES: wmu.
+func (s *Storage) writableLocked(ctx context.Context) error {
 	if s.closed {
 		return ErrClosed
 	}
-	if s.broken != nil {
-		return fmt.Errorf("etcdraft: storage unusable after a failed write (reopen it): %w", s.broken)
+	if s.dead != nil {
+		return s.dead
+	}
+	if s.w == nil {
+		if err := s.resumeLocked(ctx); err != nil {
+			return err
+		}
 	}
 	// Invariant: the WAL holds exactly the entries (off, last].
 	off, last := s.mu.ls.off, s.mu.last
 	wf, wl := s.w.FirstIndex(), s.w.LastIndex()
 	if (last == off && wl != 0) || (last != off && (wf != off+1 || wl != last)) {
-		s.broken = fmt.Errorf("etcdraft: internal: WAL holds [%d, %d], storage expects (%d, %d]", wf, wl, off, last)
-		return s.broken
+		s.dead = fmt.Errorf("etcdraft: internal: WAL holds [%d, %d], storage expects (%d, %d]", wf, wl, off, last)
+		return s.dead
 	}
 	return nil
 }
 
-// fail records err as the reason every later mutator fails: after a write
-// error the durable state is uncertain (an ambiguous write may still land),
-// and only reopening reconciles it. REQUIRES: wmu.
+// fail handles a write that failed with err; it returns the mutator's
+// error. The outcome is unknown (an ambiguous write may still land), so the
+// writer is abandoned: the next mutator reopens the log and takes up what
+// the reopened writer recovers (resumeLocked), and err is returned wrapped
+// in ErrWriteFailed. A failure no reopening can cure — the log taken over
+// by another writer (wal.ErrFenced), damaged data, an inconsistency — makes
+// the Storage unusable instead. REQUIRES: wmu.
 func (s *Storage) fail(err error) error {
-	s.broken = err
-	return err
+	if s.w != nil {
+		w := s.w
+		s.w = nil
+		done := make(chan struct{})
+		s.closing = done
+		go func() {
+			defer close(done)
+			_ = w.Close() // its error is err, or what the reopened writer recovers
+		}()
+	}
+	for _, target := range []error{wal.ErrBadIndex, wal.ErrCorrupt, wal.ErrUnsupportedVersion, wal.ErrLogNotFound} {
+		if errors.Is(err, target) {
+			s.dead = fmt.Errorf("etcdraft: storage unusable: %w", err)
+			return s.dead
+		}
+	}
+	if errors.Is(err, wal.ErrFenced) {
+		s.dead = fmt.Errorf("etcdraft: log %q was opened by another writer; this storage can no longer write it: %w", s.name, err)
+		s.logger.Info("etcdraft: fenced by a newer writer; every later mutator fails", "log", s.name, "err", err)
+		return s.dead
+	}
+	s.failed = err
+	s.logger.Warn("etcdraft: write failed; the next write reopens the log", "log", s.name, "err", err)
+	return fmt.Errorf("%w: %w", ErrWriteFailed, err)
 }
 
 // beginRewriteLocked starts replacing entries: readers going to the WAL wait.
@@ -120,6 +157,10 @@ func (s *Storage) termLocked(ctx context.Context, i uint64) (uint64, error) {
 		return s.mu.cache[i-s.mu.cacheFirst].e.GetTerm(), nil
 	}
 	e, err := s.fetch(ctx, i)
+	if err != nil && retryableRead(err) || errors.Is(err, context.DeadlineExceeded) {
+		// Nothing was written: the mutator may simply be tried again.
+		return 0, fmt.Errorf("%w: etcdraft: term of entry %d: %w", ErrWriteFailed, i, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("etcdraft: term of entry %d: %w", i, err)
 	}

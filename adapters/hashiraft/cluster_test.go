@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/woodpecker-wal/woodpecker/adapters/hashiraft"
+	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
 // kvFSM is a map of counters: each command "key" adds the command's value
@@ -143,6 +144,7 @@ func (c *testCluster) start(n *testNode, bootstrap bool) {
 	s, err := hashiraft.Open(ctx, n.url, "", hashiraft.Options{
 		CallTimeout: 10 * time.Second,
 		Logger:      hashiraft.FromHclog(c.logger.Named(string(n.id) + "-store")),
+		WAL:         wal.Config{RetryBudget: 5 * time.Second}, // within CallTimeout
 	})
 	if err != nil {
 		t.Fatalf("node %s: open store: %v", n.id, err)

@@ -11,7 +11,7 @@
 // (and metadata store) to come back: a fresh process opening the same URLs
 // and log name sees the same log, term, vote and snapshots.
 //
-// # Contract (shared/CONTRACTS.md)
+// # Contract (docs/raft-contracts.md)
 //
 //   - StoreLogs, DeleteRange, Set and SetUint64 are durable when they return.
 //     StoreLogs is all or nothing: a write whose outcome is unknown (a PUT
@@ -52,6 +52,29 @@
 //   - Every method is safe for concurrent use; mutations are serialized.
 //   - The Store runs the WAL's garbage collection of its log every
 //     Options.GCInterval, so what raft compacts away is eventually deleted.
+//
+// # Retries and timeouts
+//
+// Each layer retries only what no other layer does (see "Which layer
+// retries what" in package wal). The backends make one attempt per
+// request. The WAL engine alone retries the writes it makes — fragment
+// PUTs, fences, record updates — with backoff for up to its client's
+// wal.Config.RetryBudget of outage (default 30s, each attempt bounded by
+// RequestTimeout), and only then breaks the writer (wal.ErrBroken). The
+// Store never retries those writes itself: when the writer breaks, or a
+// call runs out of time with an operation still queued, it reopens the log
+// — a conditional takeover naming the incarnation and epoch of the writer
+// it held, so that a log another process opened meanwhile is never taken
+// back (the Store is fenced instead, for good) — and the reopened writer's
+// recovery tells it what is left to do. What the engine does not retry the
+// Store retries itself: reads (GetLog, GetCommitIndex) and the snapshot
+// objects' requests. All of it runs within one Options.CallTimeout per
+// call (per chunk or metadata request for snapshots): that bounds the
+// outage a call rides out, whatever the layers do inside it, and it is at
+// least the RetryBudget — by default RetryBudget + RequestTimeout; a
+// shorter one is refused — so a call never gives up while the engine is
+// still retrying. An outage longer than that fails the call; once the
+// stores are back, the next call reopens the writer and carries on.
 //
 // # Snapshots
 //

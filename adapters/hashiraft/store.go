@@ -39,9 +39,15 @@ type Options struct {
 	// log name. Default "raft"; 1 to 64 bytes of [0-9a-z_].
 	LogName string
 	// CallTimeout bounds each call from raft (its interfaces take no
-	// context), including the retries of transient failures inside it.
+	// context), including everything it waits for: the engine's retries
+	// of transient failures, which ride out up to the client's
+	// wal.Config.RetryBudget of outage, and the reopening of a writer that
+	// failed. It must be at least that budget, or a call would give up
+	// while the engine still retries: New and Open refuse a shorter one.
 	// For snapshots it bounds each chunk and each metadata request, not
-	// the whole stream. Default 30s.
+	// the whole stream. Default: the client's RetryBudget plus one
+	// RequestTimeout (40s with the engine's defaults); 30s for a
+	// SnapshotStore made by NewSnapshotStore, which has no client.
 	CallTimeout time.Duration
 	// Logger receives lifecycle records (Info) and retries (Warn). nil
 	// discards. NewHclogHandler adapts raft's hclog.Logger.
@@ -101,6 +107,42 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// defaultCallTimeout is CallTimeout's default for a store over a client
+// configured by cfg (with its defaults filled in): the retry budget, plus
+// one RequestTimeout for the attempt that may start just before it ends.
+func defaultCallTimeout(cfg wal.Config) time.Duration {
+	return cfg.RetryBudget + cfg.RequestTimeout
+}
+
+// retryBudget returns how long the engine of a client configured by cfg
+// may go on retrying one operation after its first failure, and which of
+// cfg's fields set it: RetryBudget, or the waits of MaxFlushRetries retries
+// (RetryInterval, doubling up to 64 times) when that cap is shorter.
+func retryBudget(cfg wal.Config) (time.Duration, string) {
+	what := fmt.Sprintf("wal.Config.RetryBudget = %v", cfg.RetryBudget)
+	if n := cfg.MaxFlushRetries; n > 0 {
+		var waits time.Duration
+		for k := 1; k <= n && waits < cfg.RetryBudget; k++ {
+			waits += cfg.RetryInterval << min(k-1, 6)
+		}
+		if waits < cfg.RetryBudget {
+			return waits, fmt.Sprintf("%s, capped at %v by MaxFlushRetries = %d (RetryInterval = %v)",
+				what, waits, n, cfg.RetryInterval)
+		}
+	}
+	return cfg.RetryBudget, what
+}
+
+// checkBudget refuses a CallTimeout shorter than the client's retry budget.
+func (o Options) checkBudget(cfg wal.Config) error {
+	if budget, what := retryBudget(cfg); o.CallTimeout < budget {
+		return fmt.Errorf("hashiraft: Options.CallTimeout = %v is shorter than the client's %s: a call would give up "+
+			"while the engine still retries it; give at least %v, or leave it 0 for RetryBudget + RequestTimeout (%v)",
+			o.CallTimeout, what, budget, defaultCallTimeout(cfg))
+	}
+	return nil
+}
+
 func (o Options) validate() error {
 	bad := func(field string, v any, why string) error {
 		return fmt.Errorf("hashiraft: Options.%s = %v: %s", field, v, why)
@@ -130,12 +172,16 @@ func (o Options) validate() error {
 // goroutine per follower while its main goroutine appends and truncates.
 // Mutations (StoreLogs, DeleteRange, Set, SetUint64) are serialized. Each
 // call runs under Options.CallTimeout; transient failures are retried inside
-// it, reopening the writer (which resolves what an ambiguous write left) when
-// the WAL gives up on it.
+// it (see the package documentation for which layer retries what),
+// reopening the writer (which resolves what an ambiguous write left) when
+// the WAL gives up on it. A reopen is a conditional takeover: it names the
+// log incarnation and epoch of the writer the Store held, and finds the log
+// taken over if another process opened it meanwhile.
 //
 // Errors are wrapped with the operation and index, except raft's sentinel
 // raft.ErrLogNotFound, which GetLog returns unwrapped because raft compares
-// it with ==. A fenced Store (wal.ErrFenced) fails every later mutation.
+// it with ==. A fenced Store (wal.ErrFenced: another Store opened the log,
+// before or during a failure of this one) fails every later mutation.
 type Store struct {
 	c     *wal.Client
 	owned bool // Open created c; Close closes it
@@ -162,6 +208,7 @@ type Store struct {
 		w       *wal.Writer   // the log's writer; nil after a failure until reopened
 		closing chan struct{} // closed when the dropped writer's Close returned
 		dead    error         // permanent failure (fenced): every mutation fails with it
+		held    wal.WriterID  // the writer last opened, which a reopen names
 		// rollback, when pending, is where the log must end (0: empty)
 		// before the next mutation: a StoreLogs that failed may have left a
 		// prefix of its entries, which raft never saw acknowledged.
@@ -180,15 +227,15 @@ type Store struct {
 //	s, err := hashiraft.Open(ctx, "file:///var/lib/app/raft", "", hashiraft.Options{})
 //	r, err := raft.NewRaft(conf, fsm, s, s, s.Snapshots(), trans)
 func Open(ctx context.Context, bucketURL, metaURL string, opts Options) (*Store, error) {
-	opts = opts.withDefaults()
-	if err := opts.validate(); err != nil {
+	d := opts.withDefaults()
+	if err := d.validate(); err != nil {
 		return nil, err
 	}
-	c, err := wal.OpenURL(ctx, bucketURL, metaURL, opts.WAL)
+	c, err := wal.OpenURL(ctx, bucketURL, metaURL, d.WAL)
 	if err != nil {
 		return nil, fmt.Errorf("hashiraft: open: %w", err)
 	}
-	s, err := New(ctx, c, opts.LogName, opts)
+	s, err := New(ctx, c, d.LogName, opts) // New defaults CallTimeout from the client's budget
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -205,8 +252,14 @@ func New(ctx context.Context, c *wal.Client, logName string, opts Options) (*Sto
 	if logName != "" {
 		opts.LogName = logName
 	}
+	if opts.CallTimeout == 0 {
+		opts.CallTimeout = defaultCallTimeout(c.Config())
+	}
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if err := opts.checkBudget(c.Config()); err != nil {
 		return nil, err
 	}
 	name := opts.LogName
@@ -225,9 +278,11 @@ func New(ctx context.Context, c *wal.Client, logName string, opts Options) (*Sto
 	s.tail.max = opts.TailCacheBytes
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, err := s.writerLocked(ctx); err != nil {
+	w, err := l.OpenWriter(ctx) // the only unconditional takeover: see writerLocked
+	if err != nil {
 		return nil, fmt.Errorf("hashiraft: open writer of log %q: %w", name, err)
 	}
+	s.useWriterLocked(w)
 	if opts.GCInterval > 0 {
 		var gcCtx context.Context
 		gcCtx, s.gcStop = context.WithCancel(context.Background())
@@ -340,9 +395,13 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// writerLocked returns the open writer, opening one if the last failed: the
-// new writer fences the old one's segment and recovers exactly what it made
-// durable. REQUIRES: s.mu held.
+// writerLocked returns the open writer, reopening the log if the last one
+// failed: the new writer fences the old one's segment and recovers exactly
+// what it made durable. Only the first writer, which New opens, takes the
+// log unconditionally; a reopen is a conditional takeover naming the writer
+// the store held (wal.Log.ReopenWriter), so a store that failed never takes
+// the log back from another process that opened it meanwhile: it is fenced
+// instead, for good. REQUIRES: s.mu held.
 func (s *Store) writerLocked(ctx context.Context) (*wal.Writer, error) {
 	if s.mu.dead != nil {
 		return nil, s.mu.dead
@@ -361,19 +420,32 @@ func (s *Store) writerLocked(ctx context.Context) (*wal.Writer, error) {
 			return nil, fmt.Errorf("waiting for the failed writer to close: %w", ctx.Err())
 		}
 	}
-	w, err := s.log.OpenWriter(ctx)
+	w, err := s.log.ReopenWriter(ctx, s.mu.held)
+	if errors.Is(err, wal.ErrFenced) {
+		s.mu.dead = fmt.Errorf("hashiraft: log %q: %w", s.name, err)
+		s.lg.Info("hashiraft: log taken over by another writer while this store's writer was down; every later mutation fails",
+			"log", s.name, "err", err)
+		return nil, s.mu.dead
+	}
 	if err != nil {
 		return nil, err
 	}
+	s.useWriterLocked(w)
+	return w, nil
+}
+
+// useWriterLocked makes w, just opened, the store's writer and takes up the
+// state it recovered. REQUIRES: s.mu held.
+func (s *Store) useWriterLocked(w *wal.Writer) {
+	s.mu.held = w.ID()
 	s.mu.w = w
 	s.mu.stable = w.Meta()
 	s.refreshBoundsLocked()
-	return w, nil
 }
 
 // dropWriterLocked abandons the writer after a failure. Its Close (which
 // waits for its queue) runs in the background; the next writerLocked waits
-// for it, then opens a new writer. REQUIRES: s.mu held.
+// for it, then reopens the log. REQUIRES: s.mu held.
 func (s *Store) dropWriterLocked(cause error) {
 	w := s.mu.w
 	if w == nil {
@@ -405,8 +477,10 @@ func (s *Store) refreshBoundsLocked() {
 
 // mutateLocked runs fn with the writer, retrying transient failures until
 // the call's deadline. After a failure fn runs again on a reopened writer, so
-// it must compute what is left to do from the writer's state. REQUIRES: s.mu
-// held.
+// it must compute what is left to do from the writer's state. The engine's
+// retries inside each attempt, and each reopen, run under that one
+// deadline: however often the writer breaks and is reopened, the call
+// rides out at most CallTimeout of outage. REQUIRES: s.mu held.
 func (s *Store) mutateLocked(op string, fn func(ctx context.Context, w *wal.Writer) error) error {
 	ctx, cancel := s.callCtx()
 	defer cancel()

@@ -241,7 +241,8 @@ func TestGetLogRetries(t *testing.T) {
 	fb := fault.Wrap(objstore.NewMem(), 2)
 	m := meta.NewMem()
 	open := func() (*wal.Client, *hashiraft.Store) {
-		c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: m, RetryInterval: time.Millisecond, MaxEntries: 2})
+		c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: m, RetryInterval: time.Millisecond, MaxEntries: 2,
+			RetryBudget: 5 * time.Second}) // within CallTimeout
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -250,6 +250,10 @@ func (n *etcdNode) run(tick time.Duration) {
 			}
 		}
 		if err := n.handleReady(); err != nil {
+			if errors.Is(err, errStopping) {
+				n.failWaiters(ErrStopped, ErrStopped)
+				return
+			}
 			n.err = err
 			n.lg.Error("node stopped: storage failure", "err", err)
 			n.failWaiters(fmt.Errorf("%w: %v", ErrUnknownOutcome, err), ErrStopped)
@@ -312,8 +316,8 @@ func (n *etcdNode) proposeErr(err error) error {
 func (n *etcdNode) handleReady() error {
 	for n.rn.HasReady() {
 		rd := n.rn.Ready()
-		if err := n.store.Save(n.hardStateToSave(rd), rd.Entries, rd.Snapshot); err != nil {
-			return fmt.Errorf("persist ready: %w", err)
+		if err := n.save(n.hardStateToSave(rd), rd.Entries, rd.Snapshot); err != nil {
+			return err
 		}
 		if !raft.IsEmptySnap(rd.Snapshot) {
 			md := rd.Snapshot.GetMetadata()
@@ -349,6 +353,48 @@ func (n *etcdNode) handleReady() error {
 	}
 	n.refreshStatus()
 	return nil
+}
+
+// errStopping is returned by save when the node is closed while it waits
+// for the storage.
+var errStopping = errors.New("node closing")
+
+// save persists one Ready. A write the storage failed but recovers from
+// (etcdraft.ErrWriteFailed: the stores were unreachable for longer than a
+// storage call; the storage reopens the log at its next write) is not the
+// end of the node: the same Ready is saved again, with backoff, until it
+// goes through, the node is closed, or the storage fails for good (fenced
+// by another process, closed, damaged data), which stops the node. The
+// loop waits meanwhile, as it would for a slow disk; the cluster carries on
+// without this node.
+func (n *etcdNode) save(hs *pb.HardState, ents []*pb.Entry, snap *pb.Snapshot) error {
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		err := n.store.Save(hs, ents, snap)
+		switch {
+		case err == nil:
+			if attempt > 1 {
+				n.lg.Info("storage back: ready persisted", "attempts", attempt, "took", time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		case attempt > 1 && err == raft.ErrSnapOutOfDate && snap != nil:
+			// The failed attempt's snapshot landed; what is left is the
+			// entries and the HardState.
+			snap = nil
+			continue
+		case !errors.Is(err, etcdraft.ErrWriteFailed):
+			return fmt.Errorf("persist ready: %w", err)
+		}
+		d := min(100*time.Millisecond<<min(attempt-1, 5), 3*time.Second)
+		n.lg.Warn("storage write failed; saving the ready again", "attempt", attempt, "retry_in", d, "err", err)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-n.stop:
+			t.Stop()
+			return errStopping
+		}
+	}
 }
 
 // hardStateToSave returns the part of rd to persist as HardState: nil when
@@ -478,15 +524,24 @@ func (n *etcdNode) maybeSnapshot() error {
 	if applied < n.snapIndex+n.cfg.SnapshotThreshold {
 		return nil
 	}
+	// A write the storage recovers from (etcdraft.ErrWriteFailed) only
+	// postpones the snapshot or the compaction to a later Ready.
+	later := func(what string, err error) error {
+		if errors.Is(err, etcdraft.ErrWriteFailed) {
+			n.lg.Warn(what+" failed; trying again later", "applied", applied, "err", err)
+			return nil
+		}
+		return fmt.Errorf("%s at %d: %w", what, applied, err)
+	}
 	if err := n.saveCommit(); err != nil {
-		return fmt.Errorf("persist commit index before snapshot: %w", err)
+		return later("persist commit index before snapshot", err)
 	}
 	data := n.st.Snapshot()
 	if _, err := n.store.CreateSnapshot(applied, n.confState, data); err != nil {
 		if errors.Is(err, raft.ErrSnapOutOfDate) {
 			return nil
 		}
-		return fmt.Errorf("create snapshot at %d: %w", applied, err)
+		return later("create snapshot", err)
 	}
 	n.snapIndex = applied
 	keep := n.cfg.SnapshotThreshold / 2
@@ -494,7 +549,7 @@ func (n *etcdNode) maybeSnapshot() error {
 		first, _ := n.store.FirstIndex()
 		if at := applied - keep; at >= first {
 			if err := n.store.Compact(at); err != nil && !errors.Is(err, raft.ErrCompacted) {
-				return fmt.Errorf("compact to %d: %w", at, err)
+				return later(fmt.Sprintf("compact to %d", at), err)
 			}
 		}
 	}

@@ -2,7 +2,10 @@ package node
 
 import (
 	"errors"
+	"log/slog"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -15,10 +18,22 @@ import (
 // zombie) through onFenced, so the node stops instead of running on with a
 // storage that refuses every write. hashicorp/raft itself would only step
 // down and keep retrying.
+//
+// Once riding is set (the node runs), it also rides out storage outages
+// longer than a call: hashicorp/raft panics when it cannot store its term
+// or read an entry it applies, which would end the process over a
+// transient failure the Store recovers from at its next call (reopening
+// its writer, or finding it taken over: then ErrFenced stops the node). So
+// Set, SetUint64 and GetLog are retried, with backoff, while their error
+// may go away, until the node stops. The raft goroutine making the call
+// waits meanwhile, as it would for a slow disk.
 type fencedStore struct {
 	*hashiraft.Store
 	once     sync.Once
 	onFenced func(error)
+	lg       *slog.Logger
+	riding   atomic.Bool
+	stop     <-chan struct{} // closed when the node stops: retries end
 }
 
 var (
@@ -35,10 +50,51 @@ func (f *fencedStore) check(err error) error {
 	return err
 }
 
+// transient reports whether a failed Store call may succeed if repeated.
+func transient(err error) bool {
+	for _, target := range []error{
+		wal.ErrFenced, hashiraft.ErrClosed, raft.ErrLogNotFound, wal.ErrCorrupt, wal.ErrUnsupportedVersion,
+	} {
+		if errors.Is(err, target) {
+			return false
+		}
+	}
+	return true
+}
+
+// ride runs call, and again while it fails transiently, the node runs and
+// riding is set.
+func (f *fencedStore) ride(op string, call func() error) error {
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		err := f.check(call())
+		if err == nil || !transient(err) || !f.riding.Load() {
+			if err == nil && attempt > 1 {
+				f.lg.Info("storage back", "op", op, "attempts", attempt, "took", time.Since(start).Round(time.Millisecond))
+			}
+			return err
+		}
+		d := min(100*time.Millisecond<<min(attempt-1, 5), 3*time.Second)
+		f.lg.Warn("storage call failed; retrying it", "op", op, "attempt", attempt, "retry_in", d, "err", err)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-f.stop:
+			t.Stop()
+			return err
+		}
+	}
+}
+
 func (f *fencedStore) StoreLog(l *raft.Log) error      { return f.check(f.Store.StoreLog(l)) }
 func (f *fencedStore) StoreLogs(ls []*raft.Log) error  { return f.check(f.Store.StoreLogs(ls)) }
 func (f *fencedStore) DeleteRange(lo, hi uint64) error { return f.check(f.Store.DeleteRange(lo, hi)) }
-func (f *fencedStore) Set(k, v []byte) error           { return f.check(f.Store.Set(k, v)) }
+func (f *fencedStore) Set(k, v []byte) error {
+	return f.ride("set", func() error { return f.Store.Set(k, v) })
+}
 func (f *fencedStore) SetUint64(k []byte, v uint64) error {
-	return f.check(f.Store.SetUint64(k, v))
+	return f.ride("set", func() error { return f.Store.SetUint64(k, v) })
+}
+func (f *fencedStore) GetLog(index uint64, out *raft.Log) error {
+	return f.ride("get log", func() error { return f.Store.GetLog(index, out) })
 }

@@ -76,7 +76,7 @@ func startHashicorp(ctx context.Context, cfg Config) (Engine, error) {
 	}
 	n := &hashiNode{cfg: cfg, lg: cfg.Logger, st: kv.New(),
 		stop: make(chan struct{}), done: make(chan struct{})}
-	n.store = &fencedStore{Store: store, onFenced: func(err error) {
+	n.store = &fencedStore{Store: store, lg: n.lg, stop: n.stop, onFenced: func(err error) {
 		n.doneOnce.Do(func() {
 			n.err = fmt.Errorf("another process opened this node's log (same --id and storage?): %w", err)
 			close(n.done)
@@ -86,6 +86,7 @@ func startHashicorp(ctx context.Context, cfg Config) (Engine, error) {
 		store.Close()
 		return nil, err
 	}
+	n.store.riding.Store(true) // from now on storage outages stall the node instead of ending it
 	return n, nil
 }
 

@@ -131,7 +131,10 @@ type Config struct {
 	// ElectionTimeout (hashicorp: heartbeat and election timeout; etcd: 10
 	// ticks of ElectionTimeout/10, heartbeat every tick).
 	ElectionTimeout time.Duration
-	// CallTimeout bounds each storage call (the adapters' CallTimeout).
+	// CallTimeout bounds each storage call (the adapters' CallTimeout). It
+	// must be at least the WAL's retry budget (wal.Config.RetryBudget, 30 s
+	// by default), which the adapters enforce. 0: the adapters' default,
+	// the retry budget plus one request timeout.
 	CallTimeout time.Duration
 	Logger      *slog.Logger // kvstore's own records; nil discards
 	// RaftLog receives the Raft library's records at RaftLogLevel and
@@ -155,9 +158,6 @@ func (c *Config) check() error {
 	}
 	if c.ElectionTimeout <= 0 {
 		c.ElectionTimeout = time.Second
-	}
-	if c.CallTimeout <= 0 {
-		c.CallTimeout = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

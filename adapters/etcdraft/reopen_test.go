@@ -1,0 +1,381 @@
+package etcdraft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	"github.com/woodpecker-wal/woodpecker/wal"
+)
+
+// logWriter sends a storage's log records to the test log.
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+func reopenSeed(t *testing.T) uint64 {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	return seed
+}
+
+// proc is one process: its own client over a fault-injecting view of the
+// shared bucket, and a Storage of log "raft".
+type proc struct {
+	fb *fault.Bucket
+	c  *wal.Client
+	s  *Storage
+}
+
+// openProc opens a process over mem. With shared nil the metadata lives in
+// the bucket (through this process's fault wrapper, so an outage of the
+// bucket is one of the metadata too); otherwise every process shares it.
+func openProc(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64) *proc {
+	t.Helper()
+	ctx := context.Background()
+	fb := fault.Wrap(mem, seed)
+	m := shared
+	if m == nil {
+		var err error
+		if m, err = meta.NewBucketStore(fb, meta.DefaultBucketPrefix); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: m, MaxInterval: time.Millisecond,
+		RetryInterval: time.Millisecond, MaxFlushRetries: 2, RetryBudget: 100 * time.Millisecond, RequestTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(ctx, c, "raft", Options{TailCacheBytes: 64, // reads go through the WAL too
+		Logger: slog.New(slog.NewTextHandler(logWriter{t}, nil))})
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	p := &proc{fb: fb, c: c, s: s}
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *proc) close() {
+	p.s.Close()
+	p.c.Close()
+}
+
+// failWrites makes every write to the bucket fail without landing.
+func failWrites(fb *fault.Bucket) {
+	fb.SetHook(func(op fault.Op, _ string) fault.Action {
+		if op&fault.OpWrite != 0 {
+			return fault.Fail
+		}
+		return fault.Pass
+	})
+}
+
+func ents(first, n, term uint64) []*pb.Entry {
+	out := make([]*pb.Entry, n)
+	for k := range out {
+		i := first + uint64(k)
+		out[k] = &pb.Entry{Index: new(i), Term: new(term), Type: pb.EntryNormal.Enum(),
+			Data: fmt.Appendf(nil, "entry %d term %d", i, term)}
+	}
+	return out
+}
+
+func hardState(term, vote, commit uint64) *pb.HardState {
+	return &pb.HardState{Term: new(term), Vote: new(vote), Commit: new(commit)}
+}
+
+// wantState checks s holds exactly the entries want, [1, len(want)], and
+// the HardState hs.
+func wantState(t *testing.T, s *Storage, want []*pb.Entry, hs *pb.HardState) {
+	t.Helper()
+	first, err := s.FirstIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := s.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first != 1 || last != uint64(len(want)) {
+		t.Fatalf("log [%d, %d], want [1, %d]", first, last, len(want))
+	}
+	got, err := s.Entries(1, last+1, math.MaxUint64)
+	if err != nil {
+		t.Fatalf("Entries(1, %d): %v", last+1, err)
+	}
+	for k := range want {
+		if !proto.Equal(got[k], want[k]) {
+			t.Fatalf("entry %d = %v, want %v", k+1, got[k], want[k])
+		}
+	}
+	for _, e := range want {
+		if term, err := s.Term(e.GetIndex()); err != nil || term != e.GetTerm() {
+			t.Fatalf("Term(%d) = %d, %v; want %d", e.GetIndex(), term, err, e.GetTerm())
+		}
+	}
+	gotHS, _, err := s.InitialState()
+	if err != nil || !proto.Equal(gotHS, hs) {
+		t.Fatalf("HardState %v, %v; want %v", gotHS, err, hs)
+	}
+}
+
+// metaPlacements runs f with the metadata store beside the bucket (shared
+// by the processes) and inside it.
+func metaPlacements(t *testing.T, f func(t *testing.T, mem objstore.Bucket, shared func() meta.Store)) {
+	t.Run("MetaApart", func(t *testing.T) {
+		m := meta.NewMem()
+		f(t, objstore.NewMem(), func() meta.Store { return m })
+	})
+	t.Run("MetaInBucket", func(t *testing.T) {
+		f(t, objstore.NewMem(), func() meta.Store { return nil })
+	})
+}
+
+// A storage whose write failed during an outage, while another process
+// took the log over, never takes it back once the outage ends: its writes
+// fail as fenced, and the new owner's log and HardState stand.
+func TestFailedStorageNeverTakesBackALogTakenOver(t *testing.T) {
+	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := reopenSeed(t)
+		a := openProc(t, mem, shared(), seed)
+		want, hs := ents(1, 3, 1), hardState(1, 1, 3)
+		if err := a.s.Save(hs, want, nil); err != nil {
+			t.Fatal(err)
+		}
+
+		failWrites(a.fb)
+		if err := a.s.Save(hardState(1, 1, 5), ents(4, 2, 1), nil); err == nil {
+			t.Fatal("Save succeeded with every bucket write failing")
+		}
+
+		b := openProc(t, mem, shared(), seed+1) // another process takes over
+		wantState(t, b.s, want, hs)
+		hs = hardState(2, 2, 5)
+		if err := b.s.Save(hs, ents(4, 2, 2), nil); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, ents(4, 2, 2)...)
+
+		a.fb.Heal()
+		if err := a.s.Append(ents(4, 1, 1)); !errors.Is(err, wal.ErrFenced) {
+			t.Fatalf("the failed storage's Append after the takeover = %v, want ErrFenced", err)
+		}
+		if err := a.s.SetHardState(hardState(1, 1, 4)); !errors.Is(err, wal.ErrFenced) {
+			t.Fatalf("the failed storage's SetHardState after the takeover = %v, want ErrFenced", err)
+		}
+
+		hs = hardState(3, 2, 6)
+		if err := b.s.Save(hs, ents(6, 1, 3), nil); err != nil {
+			t.Fatalf("the new owner's Save: %v", err)
+		}
+		want = append(want, ents(6, 1, 3)...)
+		wantState(t, b.s, want, hs)
+		b.close()
+		wantState(t, openProc(t, mem, shared(), seed+2).s, want, hs)
+	})
+}
+
+// A storage whose writes failed during an outage nobody used to take the
+// log over resumes once the outage ends, by itself: its next write reopens
+// the log and goes through, with nothing acknowledged lost.
+func TestStorageResumesAfterAnOutageWithoutTakeover(t *testing.T) {
+	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := reopenSeed(t)
+		a := openProc(t, mem, shared(), seed)
+		want, hs := ents(1, 3, 1), hardState(1, 1, 3)
+		if err := a.s.Save(hs, want, nil); err != nil {
+			t.Fatal(err)
+		}
+
+		failWrites(a.fb)
+		for range 3 { // several writes fail: the storage stays usable
+			err := a.s.Save(hardState(2, 1, 6), ents(4, 3, 2), nil)
+			if err == nil {
+				t.Fatal("Save succeeded with every bucket write failing")
+			}
+			if errors.Is(err, wal.ErrFenced) || errors.Is(err, ErrClosed) {
+				t.Fatalf("Save during the outage = %v, a permanent error", err)
+			}
+			if !errors.Is(err, ErrWriteFailed) {
+				t.Fatalf("Save during the outage = %v, want ErrWriteFailed", err)
+			}
+		}
+		wantState(t, a.s, want, hs) // reads are served meanwhile
+		a.fb.Heal()
+
+		hs = hardState(2, 1, 6)
+		if err := a.s.Save(hs, ents(4, 3, 2), nil); err != nil { // raft saves the Ready again
+			t.Fatalf("Save after the outage: %v", err)
+		}
+		want = append(want, ents(4, 3, 2)...)
+		wantState(t, a.s, want, hs)
+		if err := a.s.Compact(2); err != nil {
+			t.Fatalf("Compact after the outage: %v", err)
+		}
+		if err := a.s.Compact(1); err == nil {
+			t.Fatal("Compact below the compaction point succeeded")
+		}
+		a.close()
+
+		r := openProc(t, mem, shared(), seed+1).s
+		if first, _ := r.FirstIndex(); first != 3 {
+			t.Fatalf("FirstIndex after reopening = %d, want 3", first)
+		}
+		got, err := r.Entries(3, 7, math.MaxUint64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, e := range want[2:] {
+			if !proto.Equal(got[k], e) {
+				t.Fatalf("entry %d = %v, want %v", e.GetIndex(), got[k], e)
+			}
+		}
+		if got, _, _ := r.InitialState(); !proto.Equal(got, hs) {
+			t.Fatalf("HardState after reopening %v, want %v", got, hs)
+		}
+	})
+}
+
+// A write that failed after part of it landed (a snapshot's metadata, the
+// first of an Append's entries) leaves the storage in one of the states a
+// crash there would: the next write finds it and goes on from it.
+func TestStorageResumesFromWhatAFailedWriteLeft(t *testing.T) {
+	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := reopenSeed(t)
+		a := openProc(t, mem, shared(), seed)
+		if err := a.s.Save(hardState(1, 1, 4), ents(1, 4, 1), nil); err != nil {
+			t.Fatal(err)
+		}
+		// A snapshot at 10 from the leader: its data and metadata land, then
+		// the bucket fails.
+		writes := 0
+		snapWrites := 2 // the data object, the metadata CAS
+		if shared() != nil {
+			snapWrites = 1 // the metadata is not in the bucket
+		}
+		a.fb.SetHook(func(op fault.Op, _ string) fault.Action {
+			if op&fault.OpWrite == 0 {
+				return fault.Pass
+			}
+			if writes++; writes <= snapWrites {
+				return fault.Pass
+			}
+			return fault.Fail
+		})
+		snap := &pb.Snapshot{Data: []byte("state at 10"), Metadata: &pb.SnapshotMetadata{
+			Index: new(uint64(10)), Term: new(uint64(2)), ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}}
+		hs := hardState(2, 0, 12)
+		if err := a.s.Save(hs, ents(11, 2, 2), snap); err == nil {
+			t.Fatal("Save succeeded with the bucket failing after the snapshot's metadata")
+		}
+		a.fb.Heal()
+		if err := a.s.Save(hs, ents(11, 2, 2), nil); err != nil { // raft saves the entries again
+			t.Fatalf("Save after the failure: %v", err)
+		}
+		first, _ := a.s.FirstIndex()
+		last, _ := a.s.LastIndex()
+		if first != 11 || last != 12 {
+			t.Fatalf("log [%d, %d] after the snapshot at 10 and entries 11, 12; want [11, 12]", first, last)
+		}
+		got, err := a.s.Snapshot()
+		if want := pb.EnsureSnapshot(proto.CloneOf(snap)); err != nil || !proto.Equal(got, want) {
+			t.Fatalf("Snapshot() = %v, %v; want %v", got, err, want)
+		}
+		if term, err := a.s.Term(10); err != nil || term != 2 {
+			t.Fatalf("Term(10) = %d, %v; want 2", term, err)
+		}
+		if got, _, _ := a.s.InitialState(); !proto.Equal(got, hs) {
+			t.Fatalf("HardState %v, want %v", got, hs)
+		}
+	})
+}
+
+// By default a call outlives the engine's retries: CallTimeout is at least
+// the client's RetryBudget plus one RequestTimeout.
+func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
+	ctx := context.Background()
+	c, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem(),
+		RetryBudget: 45 * time.Second, RequestTimeout: 7 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := New(ctx, c, "raft", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.opts.CallTimeout < 52*time.Second {
+		t.Fatalf("default CallTimeout %v, want at least RetryBudget + RequestTimeout = 52s", s.opts.CallTimeout)
+	}
+
+	s2, err := Open(ctx, "mem://", "", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if s2.opts.CallTimeout < 40*time.Second {
+		t.Fatalf("default CallTimeout with the engine's defaults = %v, want at least 30s + 10s", s2.opts.CallTimeout)
+	}
+}
+
+// A CallTimeout shorter than the engine's retry budget would give up on
+// calls the engine is still retrying: Open and New refuse it, naming both.
+func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
+	ctx := context.Background()
+	c, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem(), RetryBudget: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = New(ctx, c, "raft", Options{CallTimeout: time.Second})
+	if err == nil {
+		t.Fatal("New accepted CallTimeout 1s with a RetryBudget of 5s")
+	}
+	for _, want := range []string{"CallTimeout", "1s", "RetryBudget", "5s"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("New's error %q does not name %q", err, want)
+		}
+	}
+	_, err = Open(ctx, "mem://", "", Options{CallTimeout: 10 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "CallTimeout") || !strings.Contains(err.Error(), "RetryBudget = 30s") {
+		t.Fatalf("Open with CallTimeout 10s and the default 30s budget = %v, want an error naming both", err)
+	}
+
+	s, err := New(ctx, c, "raft", Options{CallTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("New with CallTimeout equal to the budget: %v", err)
+	}
+	s.Close()
+
+	// A cap on the number of retries shortens the budget to what they can
+	// wait.
+	c2, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem(),
+		RetryInterval: time.Millisecond, MaxFlushRetries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	s, err = New(ctx, c2, "raft", Options{CallTimeout: 150 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("New with CallTimeout 150ms and at most 3 retries 1ms apart: %v", err)
+	}
+	s.Close()
+}

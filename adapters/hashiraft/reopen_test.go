@@ -1,0 +1,335 @@
+package hashiraft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	"github.com/woodpecker-wal/woodpecker/wal"
+)
+
+var keyTerm = []byte("CurrentTerm")
+
+// logWriter sends a store's log records to the test log.
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+func testSeed(t *testing.T) uint64 {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	return seed
+}
+
+// proc is one process: its own client over a fault-injecting view of the
+// shared bucket, and a Store of log "raft".
+type proc struct {
+	fb *fault.Bucket
+	c  *wal.Client
+	s  *Store
+}
+
+// openProc opens a process over mem. With shared nil the metadata lives in
+// the bucket (through this process's fault wrapper, so an outage of the
+// bucket is one of the metadata too); otherwise every process shares it.
+func openProc(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64) *proc {
+	t.Helper()
+	return openProcTimeout(t, mem, shared, seed, 300*time.Millisecond)
+}
+
+// openProcTimeout is openProc with the given CallTimeout.
+func openProcTimeout(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64, callTimeout time.Duration) *proc {
+	t.Helper()
+	ctx := context.Background()
+	fb := fault.Wrap(mem, seed)
+	m := shared
+	if m == nil {
+		var err error
+		if m, err = meta.NewBucketStore(fb, meta.DefaultBucketPrefix); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: m, MaxInterval: time.Millisecond,
+		RetryInterval: time.Millisecond, MaxFlushRetries: 2, RetryBudget: 100 * time.Millisecond, RequestTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(ctx, c, "raft", Options{CallTimeout: callTimeout, GCInterval: -1,
+		Logger: slog.New(slog.NewTextHandler(logWriter{t}, nil))})
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	p := &proc{fb: fb, c: c, s: s}
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *proc) close() {
+	p.s.Close()
+	p.c.Close()
+}
+
+// failWrites makes every write to the bucket fail without landing.
+func failWrites(fb *fault.Bucket) {
+	fb.SetHook(func(op fault.Op, _ string) fault.Action {
+		if op&fault.OpWrite != 0 {
+			return fault.Fail
+		}
+		return fault.Pass
+	})
+}
+
+func logs(first, n, term uint64) []*raft.Log {
+	out := make([]*raft.Log, n)
+	for k := range out {
+		i := first + uint64(k)
+		out[k] = &raft.Log{Index: i, Term: term, Type: raft.LogCommand, Data: fmt.Appendf(nil, "entry %d term %d", i, term)}
+	}
+	return out
+}
+
+func mustStore(t *testing.T, s *Store, l []*raft.Log) {
+	t.Helper()
+	if err := s.StoreLogs(l); err != nil {
+		t.Fatalf("StoreLogs [%d, %d]: %v", l[0].Index, l[len(l)-1].Index, err)
+	}
+}
+
+// wantLog checks s holds exactly the entries want, [1, len(want)], and the
+// term.
+func wantLog(t *testing.T, s *Store, want []*raft.Log, term uint64) {
+	t.Helper()
+	first, _ := s.FirstIndex()
+	last, _ := s.LastIndex()
+	if first != 1 || last != uint64(len(want)) {
+		t.Fatalf("log [%d, %d], want [1, %d]", first, last, len(want))
+	}
+	for _, w := range want {
+		var got raft.Log
+		if err := s.GetLog(w.Index, &got); err != nil {
+			t.Fatalf("GetLog(%d): %v", w.Index, err)
+		}
+		if got.Term != w.Term || string(got.Data) != string(w.Data) {
+			t.Fatalf("entry %d: term %d %q, want term %d %q", w.Index, got.Term, got.Data, w.Term, w.Data)
+		}
+	}
+	if got, err := s.GetUint64(keyTerm); err != nil || got != term {
+		t.Fatalf("CurrentTerm = %d, %v; want %d", got, err, term)
+	}
+}
+
+// metaPlacements runs f with the metadata store beside the bucket (shared
+// by the processes) and inside it.
+func metaPlacements(t *testing.T, f func(t *testing.T, mem objstore.Bucket, shared func() meta.Store)) {
+	t.Run("MetaApart", func(t *testing.T) {
+		m := meta.NewMem()
+		f(t, objstore.NewMem(), func() meta.Store { return m })
+	})
+	t.Run("MetaInBucket", func(t *testing.T) {
+		f(t, objstore.NewMem(), func() meta.Store { return nil })
+	})
+}
+
+// A store whose writer failed during an outage, while another process took
+// the log over, never takes it back once the outage ends: its writes fail
+// as fenced, and the new owner's log and term stand.
+func TestFailedStoreNeverTakesBackALogTakenOver(t *testing.T) {
+	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := testSeed(t)
+		a := openProc(t, mem, shared(), seed)
+		mustStore(t, a.s, logs(1, 3, 1))
+		if err := a.s.SetUint64(keyTerm, 1); err != nil {
+			t.Fatal(err)
+		}
+
+		failWrites(a.fb)
+		if err := a.s.StoreLogs(logs(4, 2, 1)); err == nil {
+			t.Fatal("StoreLogs succeeded with every bucket write failing")
+		}
+
+		b := openProc(t, mem, shared(), seed+1) // another process takes over
+		want := logs(1, 3, 1)
+		wantLog(t, b.s, want, 1)
+		if err := b.s.SetUint64(keyTerm, 2); err != nil {
+			t.Fatal(err)
+		}
+		mustStore(t, b.s, logs(4, 2, 2))
+		want = append(want, logs(4, 2, 2)...)
+
+		a.fb.Heal()
+		if err := a.s.StoreLogs(logs(4, 1, 1)); !errors.Is(err, wal.ErrFenced) {
+			t.Fatalf("the failed store's StoreLogs after the takeover = %v, want ErrFenced", err)
+		}
+		if err := a.s.SetUint64(keyTerm, 1); !errors.Is(err, wal.ErrFenced) {
+			t.Fatalf("the failed store's SetUint64 after the takeover = %v, want ErrFenced", err)
+		}
+
+		mustStore(t, b.s, logs(6, 1, 2))
+		want = append(want, logs(6, 1, 2)...)
+		if err := b.s.SetUint64(keyTerm, 3); err != nil {
+			t.Fatalf("the new owner's SetUint64: %v", err)
+		}
+		wantLog(t, b.s, want, 3)
+		b.close()
+		wantLog(t, openProc(t, mem, shared(), seed+2).s, want, 3)
+	})
+}
+
+// A store whose writer failed during an outage nobody used to take the log
+// over resumes once the outage ends, in the same Store, with nothing
+// acknowledged lost.
+func TestStoreResumesAfterAnOutageWithoutTakeover(t *testing.T) {
+	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := testSeed(t)
+		a := openProc(t, mem, shared(), seed)
+		want := logs(1, 3, 1)
+		mustStore(t, a.s, want)
+		if err := a.s.SetUint64(keyTerm, 1); err != nil {
+			t.Fatal(err)
+		}
+
+		failWrites(a.fb)
+		if err := a.s.StoreLogs(logs(4, 3, 1)); err == nil {
+			t.Fatal("StoreLogs succeeded with every bucket write failing")
+		}
+		if err := a.s.SetUint64(keyTerm, 2); err == nil {
+			t.Fatal("SetUint64 succeeded with every bucket write failing")
+		}
+		a.fb.Heal()
+
+		mustStore(t, a.s, logs(4, 3, 1)) // raft retries from its last index
+		want = append(want, logs(4, 3, 1)...)
+		if err := a.s.SetUint64(keyTerm, 2); err != nil {
+			t.Fatalf("SetUint64 after the outage: %v", err)
+		}
+		wantLog(t, a.s, want, 2)
+		a.close()
+		wantLog(t, openProc(t, mem, shared(), seed+1).s, want, 2)
+	})
+}
+
+// Failures that break the WAL's writer (and the reopened one) but end
+// within the call are ridden out inside it.
+func TestStoreRidesOutFailuresEndingWithinTheCall(t *testing.T) {
+	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := testSeed(t)
+		rng := rand.New(rand.NewPCG(seed, 1))
+		a := openProcTimeout(t, mem, shared(), seed, time.Minute) // the failures end: the call must not give up first
+		want := logs(1, 2, 1)
+		mustStore(t, a.s, want)
+		if err := a.s.SetUint64(keyTerm, 1); err != nil {
+			t.Fatal(err)
+		}
+		for round := range 5 {
+			var left atomic.Int64 // the next writes that fail
+			left.Store(int64(3 + rng.IntN(6)))
+			a.fb.SetHook(func(op fault.Op, _ string) fault.Action {
+				if op&fault.OpWrite != 0 && left.Add(-1) >= 0 {
+					return fault.Fail
+				}
+				return fault.Pass
+			})
+			next := logs(uint64(len(want))+1, 2, 1)
+			mustStore(t, a.s, next)
+			want = append(want, next...)
+			if err := a.s.SetUint64(keyTerm, uint64(round+2)); err != nil {
+				t.Fatalf("round %d: SetUint64: %v", round, err)
+			}
+			a.fb.Heal()
+		}
+		wantLog(t, a.s, want, 6)
+		a.close()
+		wantLog(t, openProc(t, mem, shared(), seed+1).s, want, 6)
+	})
+}
+
+// By default a call outlives the engine's retries: CallTimeout is at least
+// the client's RetryBudget plus one RequestTimeout, for the log and the
+// snapshots.
+func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
+	ctx := context.Background()
+	c, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem(),
+		RetryBudget: 45 * time.Second, RequestTimeout: 7 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := New(ctx, c, "raft", Options{GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.opts.CallTimeout < 52*time.Second || s.snaps.timeout < 52*time.Second {
+		t.Fatalf("default CallTimeout %v (snapshots %v), want at least RetryBudget + RequestTimeout = 52s",
+			s.opts.CallTimeout, s.snaps.timeout)
+	}
+
+	s2, err := Open(ctx, "mem://", "", Options{GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if s2.opts.CallTimeout < 40*time.Second {
+		t.Fatalf("default CallTimeout with the engine's defaults = %v, want at least 30s + 10s", s2.opts.CallTimeout)
+	}
+}
+
+// A CallTimeout shorter than the engine's retry budget would give up on
+// calls the engine is still retrying: Open and New refuse it, naming both.
+func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
+	ctx := context.Background()
+	c, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem(), RetryBudget: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = New(ctx, c, "raft", Options{CallTimeout: time.Second, GCInterval: -1})
+	if err == nil {
+		t.Fatal("New accepted CallTimeout 1s with a RetryBudget of 5s")
+	}
+	for _, want := range []string{"CallTimeout", "1s", "RetryBudget", "5s"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("New's error %q does not name %q", err, want)
+		}
+	}
+	_, err = Open(ctx, "mem://", "", Options{CallTimeout: 10 * time.Second, GCInterval: -1})
+	if err == nil || !strings.Contains(err.Error(), "CallTimeout") || !strings.Contains(err.Error(), "RetryBudget = 30s") {
+		t.Fatalf("Open with CallTimeout 10s and the default 30s budget = %v, want an error naming both", err)
+	}
+
+	s, err := New(ctx, c, "raft", Options{CallTimeout: 5 * time.Second, GCInterval: -1})
+	if err != nil {
+		t.Fatalf("New with CallTimeout equal to the budget: %v", err)
+	}
+	s.Close()
+
+	// A cap on the number of retries shortens the budget to what they can
+	// wait.
+	c2, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem(),
+		RetryInterval: time.Millisecond, MaxFlushRetries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	s, err = New(ctx, c2, "raft", Options{CallTimeout: 150 * time.Millisecond, GCInterval: -1})
+	if err != nil {
+		t.Fatalf("New with CallTimeout 150ms and at most 3 retries 1ms apart: %v", err)
+	}
+	s.Close()
+}

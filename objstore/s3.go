@@ -453,9 +453,10 @@ func S3ConfigFromURL(u *url.URL) (S3Config, error) {
 // If-Match: "etag"; the server must enforce them atomically (AWS S3 since
 // 2024, versitygw, MinIO, gofakes3 do; a server that ignores the headers
 // silently breaks fencing, which the conformance suite detects). minio-go
-// retries a request internally (up to 10 times) when the reply is lost or is
-// a 5xx, and this package retries 409/429/5xx answers too, so a 412 can be
-// the answer to a retry of our own write that had landed: ErrExists and
+// may resend a request once when the reply is lost or is a 5xx, this
+// package retries 409/429/5xx answers when MaxRetries is set, and the WAL
+// retries failed writes: a 412 can be the answer to a retry of our own
+// write that had landed: ErrExists and
 // ErrPrecondition are then not proof that someone else wrote. Callers that
 // must know read the object back (the WAL's fragments carry the writer's
 // epoch and nonce for this).
@@ -1043,7 +1044,7 @@ func (b *S3Bucket) Put(ctx context.Context, key string, r io.Reader, size int64)
 				}
 			}
 			// Fail a short body here: minio-go would send it, fail, and
-			// retry it ten times with backoff.
+			// resend it.
 			if err == nil && end-start < size {
 				return ObjectInfo{}, fmt.Errorf("objstore: s3 put %q: reader has %d bytes, size is %d: %w",
 					key, end-start, size, io.ErrUnexpectedEOF)

@@ -1,0 +1,231 @@
+package etcdraft_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/woodpecker-wal/woodpecker/adapters/etcdraft"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/wal"
+)
+
+// TestStorageRidesOutServerOutages: storages written continuously through
+// Save (entries and a HardState committing them) keep working, without
+// being reopened, through a 10 s outage of versitygw (killed, then
+// restarted on the same port and directory) and then a 10 s outage of etcd
+// (closed, then restarted on the same data). One storage keeps its
+// metadata in etcd, one in the bucket (it must not notice the etcd outage).
+// Calls during an outage may block until the server is back; every call
+// must succeed, within the engine's retry budget and one more attempt.
+// Afterwards a fresh client finds every acknowledged entry, unchanged, and
+// the last acknowledged HardState.
+func TestStorageRidesOutServerOutages(t *testing.T) {
+	seed := testSeed(t)
+	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
+	bucket := s3.NewBucket(t)
+	lg := outageLogger(t)
+
+	writers := []*etcdWriter{
+		{bucketURL: s3.URL(bucket, "etcd_meta"), metaURL: etcd.URL("etcdraft_outage"), tracker: newTracker("etcd_meta", true, lg)},
+		{bucketURL: s3.URL(bucket, "bucket_meta"), tracker: newTracker("bucket_meta", false, lg)},
+	}
+	trs := make([]*tracker, len(writers))
+	for k, w := range writers {
+		trs[k] = w.tracker
+		w.rng = rand.New(rand.NewPCG(seed, uint64(k)))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		s, err := etcdraft.Open(ctx, w.bucketURL, w.metaURL, w.options())
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: open: %v", w.name, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		w.s = s
+	}
+	stopAll := func() {
+		for _, w := range writers {
+			w.stop(t)
+		}
+	}
+	t.Cleanup(stopAll)
+	for _, w := range writers {
+		w.start(w.run)
+	}
+	for _, w := range writers {
+		if !w.waitAcks(0, outageWarmAcks, time.Now().Add(30*time.Second)) {
+			t.Fatalf("%s: no progress before any outage; failed calls:\n%s", w.name, w.failureText())
+		}
+	}
+	phases := []struct {
+		what string
+		srv  outageServer
+		hits func(*tracker) bool
+	}{
+		{"versitygw", s3, func(*tracker) bool { return true }},
+		{"etcd", etcd, func(tr *tracker) bool { return tr.usesEtcd }},
+	}
+	for _, p := range phases {
+		if !runOutage(t, p.what, p.srv, trs, p.hits) {
+			break // a storage that did not recover makes the next outage meaningless
+		}
+	}
+	stopAll()
+
+	for _, w := range writers {
+		w.report(t)
+		w.verifyFresh(t)
+	}
+}
+
+// etcdWriter writes a storage continuously the way an etcd raft node
+// persists its Readys: Save of a batch of entries at the end of the log
+// with a HardState committing them, the term rising every few batches. A
+// call that fails is retried with the same arguments.
+type etcdWriter struct {
+	*tracker
+	bucketURL, metaURL string
+	rng                *rand.Rand
+	s                  *etcdraft.Storage
+
+	rec struct {
+		sync.Mutex
+		acked   []*pb.Entry   // acked[k] is entry k+1, as acknowledged
+		hs      *pb.HardState // last acknowledged
+		pending []*pb.Entry   // entries of a Save given up on
+		pendHS  *pb.HardState // its HardState
+	}
+}
+
+func (w *etcdWriter) options() etcdraft.Options {
+	return etcdraft.Options{LogName: "node_" + w.name, Logger: w.lg}
+}
+
+func (w *etcdWriter) run() {
+	tick := time.NewTicker(outagePace)
+	defer tick.Stop()
+	next, term := uint64(1), uint64(0)
+	for i := 0; w.pace(tick); i++ {
+		if i%8 == 0 {
+			term++
+		}
+		n := 1 + w.rng.IntN(4)
+		ents := make([]*pb.Entry, n)
+		for k := range ents {
+			data := make([]byte, 16+w.rng.IntN(240))
+			for j := range data {
+				data[j] = byte(w.rng.Uint32())
+			}
+			ents[k] = &pb.Entry{Index: new(next + uint64(k)), Term: new(term), Type: pb.EntryNormal.Enum(), Data: data}
+		}
+		last := next + uint64(n) - 1
+		hs := &pb.HardState{Term: new(term), Vote: new(uint64(1)), Commit: new(last)}
+		op := fmt.Sprintf("save [%d, %d] term %d", next, last, term)
+		var before uint64
+		var hsBefore *pb.HardState
+		ok := w.call(op,
+			func() error {
+				before, _ = w.s.LastIndex()
+				hsBefore, _, _ = w.s.InitialState()
+				return w.s.Save(hs, ents, nil)
+			},
+			func(err error) []string {
+				var p []string
+				if errors.Is(err, etcdraft.ErrClosed) || errors.Is(err, wal.ErrFenced) {
+					p = append(p, fmt.Sprintf("%s: a permanent error during a mere outage: %v", op, err))
+				}
+				// The entries may be durable even though the HardState
+				// failed; nothing else may have changed, and the failed
+				// HardState must not be reported as the saved one.
+				if after, _ := w.s.LastIndex(); after != before && after != last {
+					p = append(p, fmt.Sprintf("%s failed but LastIndex moved from %d to %d", op, before, after))
+				}
+				if got, _, _ := w.s.InitialState(); !proto.Equal(got, hsBefore) {
+					p = append(p, fmt.Sprintf("%s failed but InitialState's HardState changed from %v to %v", op, hsBefore, got))
+				}
+				return p
+			})
+		w.rec.Lock()
+		if ok {
+			w.rec.acked = append(w.rec.acked, ents...)
+			w.rec.hs = hs
+		} else {
+			w.rec.pending, w.rec.pendHS = ents, hs
+		}
+		w.rec.Unlock()
+		if !ok {
+			return
+		}
+		next = last + 1
+	}
+}
+
+// verifyFresh opens the log from a new client (fencing the storage under
+// test) and checks every acknowledged entry and the last acknowledged
+// HardState.
+func (w *etcdWriter) verifyFresh(t *testing.T) {
+	t.Helper()
+	w.rec.Lock()
+	acked, pending, hs, pendHS := w.rec.acked, w.rec.pending, w.rec.hs, w.rec.pendHS
+	w.rec.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	fresh, err := etcdraft.Open(ctx, w.bucketURL, w.metaURL, w.options())
+	if err != nil {
+		t.Errorf("%s: open from a fresh client: %v", w.name, err)
+		return
+	}
+	defer fresh.Close()
+	first, _ := fresh.FirstIndex()
+	last, _ := fresh.LastIndex()
+	n := uint64(len(acked))
+	switch {
+	case first != 1:
+		t.Errorf("%s: fresh client: FirstIndex %d, want 1", w.name, first)
+	case last < n:
+		t.Errorf("%s: fresh client: LastIndex %d, but %d entries were acknowledged", w.name, last, n)
+	case len(pending) == 0 && last != n:
+		t.Errorf("%s: fresh client: LastIndex %d, want %d (the last call succeeded)", w.name, last, n)
+	case last > n+uint64(len(pending)):
+		t.Errorf("%s: fresh client: LastIndex %d beyond the %d acknowledged and %d given-up entries", w.name, last, n, len(pending))
+	}
+	if n > 0 {
+		got, err := fresh.Entries(1, n+1, math.MaxUint64)
+		if err != nil {
+			t.Errorf("%s: fresh client: Entries(1, %d): %v", w.name, n+1, err)
+		} else {
+			bad := 0
+			for k, want := range acked {
+				if k < len(got) && proto.Equal(got[k], want) {
+					continue
+				}
+				if bad++; bad <= 5 {
+					var g *pb.Entry
+					if k < len(got) {
+						g = got[k]
+					}
+					t.Errorf("%s: fresh client: entry %d = %v; want %v", w.name, k+1, g, want)
+				}
+			}
+			if bad > 0 {
+				t.Errorf("%s: fresh client: %d of %d acknowledged entries missing or changed", w.name, bad, n)
+			}
+		}
+	}
+	gotHS, _, err := fresh.InitialState()
+	switch {
+	case err != nil:
+		t.Errorf("%s: fresh client: InitialState: %v", w.name, err)
+	case !proto.Equal(gotHS, hs) && (pendHS == nil || !proto.Equal(gotHS, pendHS)):
+		t.Errorf("%s: fresh client: HardState %v, want %v (the last acknowledged)", w.name, gotHS, hs)
+	}
+	t.Logf("%s: a fresh client reads all %d acknowledged entries (log [%d, %d]) and HardState %v", w.name, n, first, last, gotHS)
+}

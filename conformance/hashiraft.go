@@ -52,7 +52,7 @@ const (
 )
 
 // TestHashiLogStore checks a hashicorp/raft log and stable store against
-// shared/CONTRACTS.md: fixed cases for every contract bullet (the exact
+// docs/raft-contracts.md: fixed cases for every contract bullet (the exact
 // raft.ErrLogNotFound, all six raft.Log fields including a zero AppendedAt,
 // no aliasing, the not-found answers raft accepts from a StableStore, the
 // DeleteRange shapes, truncate-back-first StoreLogs, commit tracking,

@@ -10,7 +10,7 @@
 // [ErrInvalidKey], so no key can escape a file backend's root. Backends that
 // store keys as paths (the file backend, versitygw) cannot hold both "a" and
 // "a/b"; callers that want portability never make one key a directory prefix
-// of another (see DESIGN: key naming).
+// of another (see docs/design.md, decision 11).
 //
 // Objects are immutable once written except through [Bucket.Put] (an
 // unconditional overwrite) and [CASBucket.PutIfMatch]. A successful write is

@@ -87,7 +87,7 @@ func TestS3Conformance(t *testing.T) {
 }
 
 // TestS3ServerQuirks pins the raw answers of each server that the backend's
-// error mapping relies on (see DESIGN: facts measured).
+// error mapping relies on (see docs/design.md, "Facts the code relies on").
 func TestS3ServerQuirks(t *testing.T) {
 	for _, k := range s3Kinds {
 		t.Run(k.name, func(t *testing.T) {

@@ -19,7 +19,7 @@ import (
 )
 
 // The engine measured next to the raw object store underneath it, in one run
-// against the same servers, so the ratios are like for like (DESIGN.md,
+// against the same servers, so the ratios are like for like (docs/design.md,
 // "Throughput baselines are like for like": same object sizes, same
 // parallelism, same signing mode):
 //

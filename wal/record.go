@@ -6,8 +6,8 @@ import (
 )
 
 // logRecord is the one metadata record per log that holds all writer state
-// (DESIGN decision 1). Every writer mutation is one compare-and-swap on it
-// that also checks Epoch == the writer's epoch.
+// (docs/design.md, decision 1). Every writer mutation is one compare-and-swap
+// on it that also checks ID and Epoch == the writer's log ID and epoch.
 //
 // Invariants:
 //   - Segments are in ascending ID order; IDs are never reused (NextSegment).

@@ -84,7 +84,8 @@ var (
 )
 
 // Config configures a Client. Zero values mean the documented defaults. The
-// policy names follow the seed's woodpecker.yaml.
+// policy names follow Zilliz Woodpecker's woodpecker.yaml (docs/design.md,
+// "Configuration names").
 type Config struct {
 	// Bucket holds the fragments. Required.
 	Bucket objstore.Bucket
@@ -107,10 +108,10 @@ type Config struct {
 	// (fragments must stay single-part PUTs).
 	MaxFlushSize int
 	// MaxQueueBytes bounds the payload bytes appended but not yet
-	// acknowledged (the seed's queueSize, in bytes): AppendAsync blocks while
-	// more would be queued, so memory stays bounded when the store is slower
-	// than the appenders. A single append larger than the bound is admitted
-	// when nothing else is queued. Default 64 MiB.
+	// acknowledged (woodpecker.yaml's queueSize, in bytes): AppendAsync
+	// blocks while more would be queued, so memory stays bounded when the
+	// store is slower than the appenders. A single append larger than the
+	// bound is admitted when nothing else is queued. Default 64 MiB.
 	MaxQueueBytes int
 	// MaxFlushThreads is how many fragments may be in flight at once.
 	// Default 4.

@@ -19,7 +19,8 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
-// Targets (issue 7, "Done when").
+// Targets the report judges each run against (docs/design.md, "Throughput
+// baselines are like for like").
 const (
 	targetAsyncRatio  = 0.90                   // async append >= 90% of raw PUT bandwidth (64 KiB entries)
 	targetSyncDelta   = 500 * time.Microsecond // sync append p50 within 0.5 ms of one PUT
@@ -445,7 +446,7 @@ func (r *benchResults) markdown() string {
 	}
 
 	if len(r.Cost) > 0 && r.Cost[0].Elapsed > 0 {
-		p("## Cost: PUT rate of the default configuration (DESIGN decision 12)\n\n")
+		p("## Cost: PUT rate of the default configuration (docs/design.md, decision 13)\n\n")
 		p("PUT/s counts every PUT-class request to the bucket (fragments, fences and, with metadata in the bucket, its\n")
 		p("records); $/month at S3 Standard's $0.005 per 1,000 PUTs, 30 days, per log.\n\n")
 		p("| Load | Workload | appends/s | PUT/s | fragment PUT/s | entries per fragment | metadata ops/s | $/month |\n")
@@ -501,7 +502,7 @@ func (r *benchResults) markdown() string {
 	}
 	p("\n## LogStore comparison: pending\n\n")
 	p("hashicorp `LogStore` StoreLogs/GetLog, ours vs raft-wal v0.4.0 vs raft-boltdb/v2 v2.3.0 (with raft v1.8.0), needs\n")
-	p("a separate Go module (DESIGN.md, \"Comparison stores for benchmarks\") and the adapters/hashiraft LogStore; it is\n")
+	p("a separate Go module (docs/design.md, \"Comparison stores for benchmarks\") and the adapters/hashiraft LogStore; it is\n")
 	p("not part of this command yet.\n")
 	return sb.String()
 }

@@ -1,10 +1,11 @@
 package main
 
 // The measurements of woodpecker bench. Every WAL figure has a raw figure
-// measured like for like next to it (DESIGN.md, "Throughput baselines are
-// like for like"): the same object sizes (the mean size of the fragments the
-// WAL actually wrote), the same parallelism (MaxFlushThreads per log), the
-// same signing mode, the same connections, the same run.
+// measured like for like next to it (docs/design.md, "Throughput
+// baselines are like for like"): the same object sizes (the mean size of
+// the fragments the WAL actually wrote), the same parallelism
+// (MaxFlushThreads per log), the same signing mode, the same connections,
+// the same run.
 
 import (
 	"context"

@@ -6,8 +6,8 @@ import (
 	"strconv"
 )
 
-// Object key layout (DESIGN decision 10). Part of the on-storage format;
-// never changes.
+// Object key layout (docs/design.md, decision 11). Part of the on-storage
+// format; never changes.
 //
 //	<logPrefix>/s/<segment>/<seq>
 //

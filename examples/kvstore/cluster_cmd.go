@@ -182,6 +182,10 @@ func supervise(ctx context.Context, n *cluster.Node, restart bool, out *prefixer
 			out.printf("node %d exited (%v)\n", n.ID, n.LastExit())
 			return
 		}
+		if st := n.LastExit(); st != nil && st.ExitCode() == exitFenced {
+			out.printf("node %d was fenced: another process holds its log; not restarting it (that would take the log back)\n", n.ID)
+			return
+		}
 		out.printf("node %d exited (%v); restarting it in 1s: it recovers from its bucket\n", n.ID, n.LastExit())
 		select {
 		case <-time.After(time.Second):

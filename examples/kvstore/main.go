@@ -30,6 +30,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
 func main() {
@@ -41,9 +43,17 @@ func main() {
 		if errors.As(err, &ee) {
 			os.Exit(int(ee))
 		}
+		if errors.Is(err, wal.ErrFenced) {
+			os.Exit(exitFenced)
+		}
 		os.Exit(1)
 	}
 }
+
+// exitFenced is the exit code of a node stopped because another process
+// took its log over: restarting it would take the log back (its first
+// open is unconditional), so the cluster supervisor does not.
+const exitFenced = 3
 
 // exitError carries an exit code through cobra.
 type exitError int

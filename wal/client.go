@@ -247,7 +247,7 @@ func (c *Client) DeleteLog(ctx context.Context, name string) error {
 		}
 		keep = codec.FragmentKey(c.logPrefix(rec), s.ID, g)
 	}
-	if _, err := c.deletePrefix(ctx, c.logPrefix(rec)+"/", keep); err != nil {
+	if _, err := c.deletePrefix(ctx, c.logPrefix(rec)+"/", func(o objstore.ObjectInfo) bool { return o.Key == keep }); err != nil {
 		return err
 	}
 	if err := c.cfg.Meta.Delete(ctx, c.metaKey(name), ver); err != nil && !errors.Is(err, meta.ErrPrecondition) {
@@ -259,14 +259,14 @@ func (c *Client) DeleteLog(ctx context.Context, name string) error {
 	return nil
 }
 
-// deletePrefix deletes every object under prefix, highest key first, so
-// what remains of a segment at any moment is a dense prefix of it: a reader
-// walking up from below never finds a hole followed by data. It returns how
-// many objects it deleted.
-func (c *Client) deletePrefix(ctx context.Context, prefix, keep string) (int, error) {
+// deletePrefix deletes every object under prefix but those keep (if not
+// nil) spares, highest key first, so what remains of a segment at any
+// moment is a dense prefix of it: a reader walking up from below never
+// finds a hole followed by data. It returns how many objects it deleted.
+func (c *Client) deletePrefix(ctx context.Context, prefix string, keep func(objstore.ObjectInfo) bool) (int, error) {
 	var keys []string
 	if err := objstore.ListAll(ctx, c.cfg.Bucket, prefix, 0, func(o objstore.ObjectInfo) error {
-		if o.Key != keep {
+		if keep == nil || !keep(o) {
 			keys = append(keys, o.Key)
 		}
 		return nil

@@ -407,3 +407,47 @@ func TestReaderRefusesToCrossIncarnations(t *testing.T) {
 		t.Fatalf("the reader returned %q from the new incarnation after old entries 1..5 of the deleted one", e)
 	}
 }
+
+// A zombie writer stays fenced after GC collected the segment it was
+// fenced in, however short the grace period: the fence object is kept.
+func TestZombieStaysFencedAfterItsSegmentIsCollected(t *testing.T) {
+	ctx := context.Background()
+	b, m := objstore.NewMem(), meta.NewMem()
+	grace := func(c *wal.Config) { c.GCGrace = time.Nanosecond }
+	c1 := newClient(t, b, m, grace)
+	c1.CreateLog(ctx, "g")
+	l1, _ := c1.OpenLog(ctx, "g")
+	zombie, err := l1.OpenWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zombie.Close()
+	if err := zombie.Append(ctx, 1, entries(1, 3)); err != nil {
+		t.Fatal(err)
+	}
+
+	c2 := newClient(t, b, m, grace) // another process takes over
+	l2, _ := c2.OpenLog(ctx, "g")
+	w2, err := l2.OpenWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	if err := w2.Append(ctx, 4, entries(4, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.TruncateFront(ctx, 5); err != nil { // the zombie's segment is wholly below
+		t.Fatal(err)
+	}
+	for range 2 { // mark, then (grace passed) collect
+		if _, err := c2.GC(ctx, "g"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zombie.Append(ctx, 4, [][]byte{[]byte("zombie-4")}); !errors.Is(err, wal.ErrFenced) {
+		t.Fatalf("zombie Append after its segment was collected = %v, want ErrFenced", err)
+	}
+	if got := mustGet(t, l2, 5); got != "entry-5" {
+		t.Fatalf("Get(5) = %q", got)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
 
@@ -81,8 +82,10 @@ type GCStats struct {
 // least Config.GCGrace ago (as seen by this client), highest key first, then
 // removes them from the record — unless a reader in this process, or a live
 // reader lease (Config.ReaderLease) from any process, is still positioned at
-// or before the segment's last entry. GC needs no writer, is
-// idempotent, and may run from any client.
+// or before the segment's last entry. A segment's fence object (80 bytes,
+// where a newer writer ended it) is kept, so that its old writer stays
+// fenced however long it pauses. GC needs no writer, is idempotent, and may
+// run from any client.
 func (c *Client) GC(ctx context.Context, name string) (GCStats, error) {
 	var st GCStats
 	if err := ValidateLogName(name); err != nil {
@@ -130,7 +133,11 @@ func (c *Client) GC(ctx context.Context, name string) (GCStats, error) {
 		}
 		prefix := c.logPrefix(rec)
 		for id := range removable {
-			n, err := c.deletePrefix(ctx, codec.SegmentPrefix(prefix, id), "")
+			// The fence (80 bytes) stays: it is what stops the segment's
+			// old writer, should it still be running, from writing there
+			// again — a zombie whose next PUT lands on a collected segment
+			// would otherwise be acknowledged for entries no reader sees.
+			n, err := c.deletePrefix(ctx, codec.SegmentPrefix(prefix, id), isFence)
 			st.ObjectsDeleted += n
 			if err != nil {
 				return st, err
@@ -167,6 +174,10 @@ func (c *Client) GC(ctx context.Context, name string) (GCStats, error) {
 		return st, nil
 	}
 }
+
+// isFence tells a fence (or seal) object from data by its size, as
+// recovery does.
+func isFence(o objstore.ObjectInfo) bool { return o.Size == codec.FixedHeaderSize }
 
 // minReaderPos returns the lowest position of an open reader of the log in
 // this process, or 0 when there is none.

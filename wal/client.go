@@ -236,18 +236,17 @@ func (c *Client) DeleteLog(ctx context.Context, name string) error {
 		w.fail(fmt.Errorf("%w: log %q was deleted", ErrFenced, name))
 	}
 	// Fence the open segment like a new writer would, so a zombie writer's
-	// next PUT fails instead of landing in a deleted log; the fence object
-	// (80 bytes) is left in place for that reason.
-	keep := ""
+	// next PUT fails instead of landing in a deleted log. Fence objects
+	// (80 bytes) are left in place for that reason — every one of them: a
+	// deletion resumed after a partial failure fences again, lower down,
+	// and the zombie's next slot may be the first fence's.
 	if s := rec.openSeg(); s != nil {
 		fw := &Writer{c: c, name: name, prefix: c.logPrefix(rec), logID: rec.ID, epoch: rec.Epoch, nonce: random64()}
-		g, _, err := fw.fenceSegment(ctx, *s)
-		if err != nil {
+		if _, _, err := fw.fenceSegment(ctx, *s); err != nil {
 			return err
 		}
-		keep = codec.FragmentKey(c.logPrefix(rec), s.ID, g)
 	}
-	if _, err := c.deletePrefix(ctx, c.logPrefix(rec)+"/", func(o objstore.ObjectInfo) bool { return o.Key == keep }); err != nil {
+	if _, err := c.deletePrefix(ctx, c.logPrefix(rec)+"/", isFence); err != nil {
 		return err
 	}
 	if err := c.cfg.Meta.Delete(ctx, c.metaKey(name), ver); err != nil && !errors.Is(err, meta.ErrPrecondition) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/fault"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -449,5 +450,37 @@ func TestZombieStaysFencedAfterItsSegmentIsCollected(t *testing.T) {
 	}
 	if got := mustGet(t, l2, 5); got != "entry-5" {
 		t.Fatalf("Get(5) = %q", got)
+	}
+}
+
+// A DeleteLog resumed after a partial failure fences the open segment again
+// (lower down, where objects were already deleted) and must keep the first
+// fence too: the zombie's next slot may be that one.
+func TestZombieStaysFencedAcrossAResumedDeleteLog(t *testing.T) {
+	ctx := context.Background()
+	fb := fault.Wrap(objstore.NewMem(), 1)
+	m := meta.NewMem()
+	one := func(c *wal.Config) { c.MaxEntries = 1 }
+	c1 := newClient(t, fb, m, one)
+	c1.CreateLog(ctx, "d")
+	l1, _ := c1.OpenLog(ctx, "d")
+	zombie, err := l1.OpenWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zombie.Close()
+	if err := zombie.Append(ctx, 1, entries(1, 3)); err != nil { // fragments 0, 1, 2
+		t.Fatal(err)
+	}
+	c2 := newClient(t, fb, m, one)
+	fb.FailNth(fault.OpDelete, 3) // the deletion stops after removing fragments 2 and 1
+	if err := c2.DeleteLog(ctx, "d"); err == nil {
+		t.Fatal("DeleteLog with a failing delete succeeded")
+	}
+	if err := c2.DeleteLog(ctx, "d"); err != nil {
+		t.Fatalf("resumed DeleteLog: %v", err)
+	}
+	if err := zombie.Append(ctx, 4, [][]byte{[]byte("zombie")}); !errors.Is(err, wal.ErrFenced) {
+		t.Fatalf("zombie Append after DeleteLog returned = %v, want ErrFenced", err)
 	}
 }

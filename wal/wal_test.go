@@ -12,6 +12,7 @@ import (
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
 	"github.com/woodpecker-wal/woodpecker/wal"
+	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
 
 func newClient(t testing.TB, b objstore.Bucket, m meta.Store, mod func(*wal.Config)) *wal.Client {
@@ -424,8 +425,18 @@ func TestDeleteLogResumes(t *testing.T) {
 	if err := c.DeleteLog(ctx, "d"); err != nil {
 		t.Fatal(err)
 	}
-	if n := countObjects(t, b, "wal/d/"); n > 1 {
-		t.Fatalf("resumed DeleteLog left %d objects", n)
+	// Only fences are left: the first deletion's and the resumed one's.
+	left, err := b.List(ctx, objstore.ListOptions{Prefix: "wal/d/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range left {
+		if o.Size != codec.FixedHeaderSize {
+			t.Fatalf("resumed DeleteLog left %s (%d bytes), not a fence", o.Key, o.Size)
+		}
+	}
+	if len(left) > 2 {
+		t.Fatalf("resumed DeleteLog left %d fences", len(left))
 	}
 	if _, err := m.Get(ctx, "wal/logs/d"); !errors.Is(err, meta.ErrNotFound) {
 		t.Fatalf("record left behind: %v", err)

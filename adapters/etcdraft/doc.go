@@ -43,7 +43,9 @@
 // CallTimeout) and the PUT of a snapshot's data (within the same
 // RetryBudget). CallTimeout bounds all of it per call, so a call rides out
 // at most that much outage whatever the layers do inside it; it is at
-// least the RetryBudget — by default RetryBudget + RequestTimeout; a
+// least the RetryBudget — by default RetryBudget + 2×RequestTimeout (the
+// budget counts from the first failure, which may come one RequestTimeout
+// after the call started, and the last attempt may take one more); a
 // shorter one is refused — so a call never gives up while the engine still
 // retries.
 //

@@ -75,9 +75,11 @@ func (o Options) withDefaults() Options {
 
 // defaultCallTimeout is CallTimeout's default for a storage over a client
 // configured by cfg (with its defaults filled in): the retry budget, plus
-// one RequestTimeout for the attempt that may start just before it ends.
+// two RequestTimeouts — the budget runs from an operation's first failure,
+// which against a hung store comes one RequestTimeout after the call
+// started, and the last attempt may start as the budget ends.
 func defaultCallTimeout(cfg wal.Config) time.Duration {
-	return cfg.RetryBudget + cfg.RequestTimeout
+	return cfg.RetryBudget + 2*cfg.RequestTimeout
 }
 
 // retryBudget returns how long the engine of a client configured by cfg
@@ -103,7 +105,7 @@ func retryBudget(cfg wal.Config) (time.Duration, string) {
 func (o Options) checkBudget(cfg wal.Config) error {
 	if budget, what := retryBudget(cfg); o.CallTimeout < budget {
 		return fmt.Errorf("etcdraft: Options.CallTimeout = %v is shorter than the client's %s: a call would give up "+
-			"while the engine still retries it; give at least %v, or leave it 0 for RetryBudget + RequestTimeout (%v)",
+			"while the engine still retries it; give at least %v, or leave it 0 for RetryBudget + 2×RequestTimeout (%v)",
 			o.CallTimeout, what, budget, defaultCallTimeout(cfg))
 	}
 	return nil

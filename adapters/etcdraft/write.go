@@ -453,6 +453,13 @@ func (s *Storage) ApplySnapshot(snap *pb.Snapshot) error {
 
 // checkSnapshot returns a private copy of snap with every metadata field set,
 // or exactly raft.ErrSnapOutOfDate. REQUIRES: wmu.
+// isCurrentSnapshot reports whether md names the snapshot the storage
+// already holds (same index and term). REQUIRES: wmu or mu.
+func (s *Storage) isCurrentSnapshot(md *pb.SnapshotMetadata) bool {
+	cur := s.mu.snap.rec.md
+	return cur.GetIndex() != 0 && cur.GetIndex() == md.GetIndex() && cur.GetTerm() == md.GetTerm()
+}
+
 func (s *Storage) checkSnapshot(snap *pb.Snapshot) (*pb.Snapshot, error) {
 	c := pb.EnsureSnapshot(proto.CloneOf(snap))
 	cur := s.mu.snap.rec.md.GetIndex()
@@ -541,12 +548,15 @@ func (s *Storage) Save(hs *pb.HardState, entries []*pb.Entry, snap *pb.Snapshot)
 	defer unlock()
 	off, last, gen := s.mu.ls.off, s.mu.last, s.mu.ls.gen
 	var sc *pb.Snapshot
-	if snap != nil && snap.GetMetadata().GetIndex() != 0 {
+	if md := snap.GetMetadata(); snap != nil && md.GetIndex() != 0 && !s.isCurrentSnapshot(md) {
 		if sc, err = s.checkSnapshot(snap); err != nil {
 			return err
 		}
 		off, last, gen = sc.GetMetadata().GetIndex(), sc.GetMetadata().GetIndex(), gen+1
 	}
+	// A snapshot that is already the current one (a Save retried after
+	// ErrWriteFailed, whose snapshot had landed) is not applied again: the
+	// entries and HardState go on from the state it left.
 	p, err := planAppend(entries, off, last, gen)
 	if err != nil {
 		return err

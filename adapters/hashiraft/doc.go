@@ -71,7 +71,9 @@
 // objects' requests. All of it runs within one Options.CallTimeout per
 // call (per chunk or metadata request for snapshots): that bounds the
 // outage a call rides out, whatever the layers do inside it, and it is at
-// least the RetryBudget — by default RetryBudget + RequestTimeout; a
+// least the RetryBudget — by default RetryBudget + 2×RequestTimeout (the
+// budget counts from the first failure, which may come one RequestTimeout
+// after the call started, and the last attempt may take one more); a
 // shorter one is refused — so a call never gives up while the engine is
 // still retrying. An outage longer than that fails the call; once the
 // stores are back, the next call reopens the writer and carries on.

@@ -109,9 +109,11 @@ func (o Options) withDefaults() Options {
 
 // defaultCallTimeout is CallTimeout's default for a store over a client
 // configured by cfg (with its defaults filled in): the retry budget, plus
-// one RequestTimeout for the attempt that may start just before it ends.
+// two RequestTimeouts — the budget runs from an operation's first failure,
+// which against a hung store comes one RequestTimeout after the call
+// started, and the last attempt may start as the budget ends.
 func defaultCallTimeout(cfg wal.Config) time.Duration {
-	return cfg.RetryBudget + cfg.RequestTimeout
+	return cfg.RetryBudget + 2*cfg.RequestTimeout
 }
 
 // retryBudget returns how long the engine of a client configured by cfg
@@ -137,7 +139,7 @@ func retryBudget(cfg wal.Config) (time.Duration, string) {
 func (o Options) checkBudget(cfg wal.Config) error {
 	if budget, what := retryBudget(cfg); o.CallTimeout < budget {
 		return fmt.Errorf("hashiraft: Options.CallTimeout = %v is shorter than the client's %s: a call would give up "+
-			"while the engine still retries it; give at least %v, or leave it 0 for RetryBudget + RequestTimeout (%v)",
+			"while the engine still retries it; give at least %v, or leave it 0 for RetryBudget + 2×RequestTimeout (%v)",
 			o.CallTimeout, what, budget, defaultCallTimeout(cfg))
 	}
 	return nil
@@ -468,6 +470,9 @@ func (s *Store) dropWriterLocked(cause error) {
 // REQUIRES: s.mu held and s.mu.w open.
 func (s *Store) refreshBoundsLocked() {
 	first, last := s.mu.w.FirstIndex(), s.mu.w.LastIndex()
+	if s.mu.rollback.pending && last > s.mu.rollback.last {
+		last = s.mu.rollback.last // what a failed StoreLogs left is not the log raft knows
+	}
 	if first == 0 || last < first { // empty (or a reset that appended nothing)
 		first, last = 0, 0
 	}
@@ -566,6 +571,13 @@ func (s *Store) LastIndex() (uint64, error) { return s.last.Load(), nil }
 func (s *Store) GetLog(index uint64, out *raft.Log) error {
 	if s.closed.Load() {
 		return ErrClosed
+	}
+	// Nothing above the end raft saw acknowledged is served: a StoreLogs
+	// that failed may have left part of its batch in the bucket (and in a
+	// reopened writer's view) until the next mutation rolls it back, and
+	// raft treats a found entry as part of its log.
+	if index == 0 || index > s.last.Load() {
+		return raft.ErrLogNotFound
 	}
 	if b, ok := s.tail.get(index); ok {
 		return s.decode(index, b, out)

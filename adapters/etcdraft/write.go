@@ -73,7 +73,7 @@ func (s *Storage) fail(err error) error {
 			_ = w.Close() // its error is err, or what the reopened writer recovers
 		}()
 	}
-	for _, target := range []error{wal.ErrBadIndex, wal.ErrCorrupt, wal.ErrUnsupportedVersion, wal.ErrLogNotFound} {
+	for _, target := range []error{wal.ErrBadIndex, wal.ErrCorrupt, wal.ErrUnsupportedVersion, wal.ErrLogNotFound, wal.ErrClosed} {
 		if errors.Is(err, target) {
 			s.dead = fmt.Errorf("etcdraft: storage unusable: %w", err)
 			return s.dead

@@ -42,7 +42,7 @@ func (w *Writer) AppendAsync(first uint64, entries [][]byte) *Future {
 		return failedFuture(fmt.Errorf("%w: append at %d", ErrBadIndex, first))
 	}
 	if w.mu.empty {
-		w.enqueueLocked(&item{op: opReset, arg: first, fut: newFuture(0)})
+		w.enqueueLocked(&item{op: opReset, arg: first, fut: newFuture()})
 		w.mu.empty, w.mu.first, w.mu.next = false, first, first
 	} else if first != w.mu.next {
 		what := "leaves a gap"
@@ -53,7 +53,7 @@ func (w *Writer) AppendAsync(first uint64, entries [][]byte) *Future {
 	}
 	w.mu.next = first + uint64(len(entries))
 	w.mu.unacked += n
-	fut := newFuture(w.mu.next - 1)
+	fut := newFuture()
 	w.enqueueLocked(&item{op: opEntries, first: first, entries: entries, fut: fut})
 	w.mu.waiting = append(w.mu.waiting, fut)
 	for _, e := range entries {
@@ -130,7 +130,7 @@ func (w *Writer) TruncateBack(ctx context.Context, i uint64) error {
 		w.mu.Unlock()
 		return nil
 	}
-	fut := newFuture(0)
+	fut := newFuture()
 	w.enqueueLocked(&item{op: opTruncateBack, arg: i, fut: fut})
 	if i < w.mu.first {
 		w.mu.empty, w.mu.next = true, w.mu.first
@@ -156,7 +156,7 @@ func (w *Writer) TruncateFront(ctx context.Context, i uint64) error {
 		w.mu.Unlock()
 		return nil
 	}
-	fut := newFuture(0)
+	fut := newFuture()
 	w.enqueueLocked(&item{op: opTruncateFront, arg: i, fut: fut})
 	w.mu.first = i
 	if i >= w.mu.next {
@@ -193,7 +193,7 @@ func (w *Writer) SetMeta(ctx context.Context, kv map[string][]byte) error {
 		w.mu.Unlock()
 		return err
 	}
-	fut := newFuture(0)
+	fut := newFuture()
 	w.enqueueLocked(&item{op: opSetMeta, kv: cp, fut: fut})
 	w.mu.Unlock()
 	w.poke()
@@ -242,11 +242,6 @@ func (w *Writer) DurableIndex() uint64 {
 
 // Epoch returns the writer's epoch.
 func (w *Writer) Epoch() uint64 { return w.epoch }
-
-// LogID returns the incarnation of the log the writer writes: a random ID
-// chosen by CreateLog, different for a log deleted and created again under
-// the same name. With Epoch it names the writer for ReopenWriter.
-func (w *Writer) LogID() uint64 { return w.logID }
 
 // Close flushes and waits for every queued operation, then releases the
 // log. It returns the writer's failure, if any. Close is idempotent.

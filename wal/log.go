@@ -36,11 +36,13 @@ func (c *Client) OpenLog(ctx context.Context, name string) (*Log, error) {
 // Name returns the log's name.
 func (l *Log) Name() string { return l.name }
 
-// record returns the log record: the one this process's writer published
-// when it has one, else the cached copy, re-read from the store when
-// refresh is set.
-func (l *Log) record(ctx context.Context, refresh bool) (*logRecord, error) {
-	if v := l.st.view.Load(); v != nil {
+// record returns the log record: the one in v, the view this process's
+// writer published, when there is one; else the cached copy, re-read from
+// the store when refresh is set. Callers that look at the log more than
+// once in one operation load the view once and pass it to each step, so
+// that they never mix two states of the log.
+func (l *Log) record(ctx context.Context, v *logView, refresh bool) (*logRecord, error) {
+	if v != nil {
 		return v.rec, nil // never waits for the writer's metadata I/O
 	}
 	l.st.mu.Lock()
@@ -62,11 +64,11 @@ func (l *Log) record(ctx context.Context, refresh bool) (*logRecord, error) {
 // need says what the caller looks for: without the writer in this process,
 // the open segment's tail is listed only if need is beyond what is already
 // known to be there (math.MaxUint64 always lists: the true last index).
-func (l *Log) bounds(ctx context.Context, refresh bool, need uint64) (first, last uint64, err error) {
-	if v := l.st.view.Load(); v != nil {
+func (l *Log) bounds(ctx context.Context, v *logView, refresh bool, need uint64) (first, last uint64, err error) {
+	if v != nil {
 		return v.first, v.last, nil
 	}
-	rec, err := l.record(ctx, refresh)
+	rec, err := l.record(ctx, nil, refresh)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -78,7 +80,7 @@ func (l *Log) bounds(ctx context.Context, refresh bool, need uint64) (first, las
 		last = l
 	}
 	if s := rec.openSeg(); s != nil {
-		n, err := l.openFrags(ctx, rec, *s, need)
+		n, err := l.openFrags(ctx, nil, rec, *s, need)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -106,8 +108,8 @@ func (l *Log) bounds(ctx context.Context, refresh bool, need uint64) (first, las
 // reaches, the LIST is skipped when need is within it, and otherwise only
 // the keys after the known count are listed — one short LIST per poll at
 // the tail, however long the segment is.
-func (l *Log) openFrags(ctx context.Context, rec *logRecord, s segRec, need uint64) (uint64, error) {
-	if v := l.st.view.Load(); v != nil && v.rec.ID == rec.ID && v.seg == s.ID {
+func (l *Log) openFrags(ctx context.Context, v *logView, rec *logRecord, s segRec, need uint64) (uint64, error) {
+	if v != nil && v.rec.ID == rec.ID && v.seg == s.ID {
 		return v.frags, nil
 	}
 	l.st.mu.Lock()
@@ -134,7 +136,7 @@ func (l *Log) openFrags(ctx context.Context, rec *logRecord, s segRec, need uint
 
 // FirstIndex returns the first index of the log, or 0 if it is empty.
 func (l *Log) FirstIndex(ctx context.Context) (uint64, error) {
-	first, last, err := l.bounds(ctx, true, math.MaxUint64)
+	first, last, err := l.bounds(ctx, l.st.view.Load(), true, math.MaxUint64)
 	if err != nil || last < first {
 		return 0, err
 	}
@@ -145,7 +147,7 @@ func (l *Log) FirstIndex(ctx context.Context) (uint64, error) {
 // Without a writer in this process it reads the tail of the open segment
 // from the bucket.
 func (l *Log) LastIndex(ctx context.Context) (uint64, error) {
-	first, last, err := l.bounds(ctx, true, math.MaxUint64)
+	first, last, err := l.bounds(ctx, l.st.view.Load(), true, math.MaxUint64)
 	if err != nil || last < first {
 		return 0, err
 	}
@@ -208,7 +210,8 @@ func (l *Log) locate(ctx context.Context, i uint64, hint *codec.Fragment) (*code
 	// afresh. With the writer here, its published view is always current.
 	local := l.st.view.Load() != nil
 	for refresh := !local; ; refresh = true {
-		first, last, err := l.bounds(ctx, refresh, i)
+		v := l.st.view.Load() // one state of the log for this attempt
+		first, last, err := l.bounds(ctx, v, refresh, i)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -221,7 +224,7 @@ func (l *Log) locate(ctx context.Context, i uint64, hint *codec.Fragment) (*code
 			}
 			continue
 		}
-		rec, err := l.record(ctx, refresh)
+		rec, err := l.record(ctx, v, refresh)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -232,7 +235,7 @@ func (l *Log) locate(ctx context.Context, i uint64, hint *codec.Fragment) (*code
 			}
 			continue
 		}
-		f, err := l.findInSegment(ctx, rec, *s, i, hint)
+		f, err := l.findInSegment(ctx, v, rec, *s, i, hint)
 		if err == nil {
 			limit := min(f.Header.LastIndex(), last)
 			if s.State == segSealed {
@@ -252,7 +255,7 @@ func (l *Log) locate(ctx context.Context, i uint64, hint *codec.Fragment) (*code
 
 // findInSegment binary-searches the segment's fragments, whose index ranges
 // are contiguous and increasing, for the one holding i.
-func (l *Log) findInSegment(ctx context.Context, rec *logRecord, s segRec, i uint64, hint *codec.Fragment) (*codec.Fragment, error) {
+func (l *Log) findInSegment(ctx context.Context, v *logView, rec *logRecord, s segRec, i uint64, hint *codec.Fragment) (*codec.Fragment, error) {
 	prefix := l.c.logPrefix(rec)
 	if i == s.First && (s.State == segOpen || s.Frags > 0) { // a segment's first entry is in fragment 0
 		f, err := l.c.fragment(ctx, codec.FragmentKey(prefix, s.ID, 0))
@@ -276,7 +279,7 @@ func (l *Log) findInSegment(ctx context.Context, rec *logRecord, s segRec, i uin
 	n := s.Frags
 	if s.State == segOpen {
 		var err error
-		if n, err = l.openFrags(ctx, rec, s, i); err != nil {
+		if n, err = l.openFrags(ctx, v, rec, s, i); err != nil {
 			return nil, err
 		}
 	}
@@ -311,7 +314,7 @@ func (l *Log) findInSegment(ctx context.Context, rec *logRecord, s segRec, i uin
 // Meta returns the log's key/value state (see Writer.SetMeta), read from
 // the metadata store unless this process has the log's writer.
 func (l *Log) Meta(ctx context.Context) (map[string][]byte, error) {
-	rec, err := l.record(ctx, true)
+	rec, err := l.record(ctx, l.st.view.Load(), true)
 	if err != nil {
 		return nil, err
 	}

@@ -58,7 +58,7 @@ type leaseValue struct {
 // first entry when from is Earliest, or the next entry appended when from is
 // Latest.
 func (l *Log) NewReader(ctx context.Context, from uint64) (*Reader, error) {
-	first, last, err := l.bounds(ctx, true, math.MaxUint64)
+	first, last, err := l.bounds(ctx, l.st.view.Load(), true, math.MaxUint64)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +69,7 @@ func (l *Log) NewReader(ctx context.Context, from uint64) (*Reader, error) {
 		from = last + 1
 	}
 	r := &Reader{l: l, next: from, pos: from}
-	if rec, err := l.record(ctx, false); err == nil {
+	if rec, err := l.record(ctx, l.st.view.Load(), false); err == nil {
 		r.logID, r.cuts = rec.ID, rec.Cuts
 	}
 	if l.c.cfg.ReaderLease > 0 {
@@ -200,7 +200,7 @@ func (r *Reader) errIncarnation() error {
 func (r *Reader) verifyReturned(ctx context.Context) error {
 	prev := r.frag
 	for refresh := false; ; refresh = true {
-		rec, err := r.l.record(ctx, refresh)
+		rec, err := r.l.record(ctx, r.l.st.view.Load(), refresh)
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package wal
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -66,4 +67,34 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// RetryWindow returns how long the engine of a client configured by c
+// (with defaults filled in, as Client.Config returns it) may go on
+// retrying one operation after its first failure — RetryBudget, or the
+// waits of MaxFlushRetries retries when that cap is shorter — and a text
+// naming the fields that set it, for error messages.
+func (c Config) RetryWindow() (time.Duration, string) {
+	what := fmt.Sprintf("wal.Config.RetryBudget = %v", c.RetryBudget)
+	if n := c.MaxFlushRetries; n > 0 {
+		var waits time.Duration
+		for k := 1; k <= n && waits < c.RetryBudget; k++ {
+			waits += c.RetryInterval << min(k-1, 6)
+		}
+		if waits < c.RetryBudget {
+			return waits, fmt.Sprintf("%s, capped at %v by MaxFlushRetries = %d (RetryInterval = %v)",
+				what, waits, n, c.RetryInterval)
+		}
+	}
+	return c.RetryBudget, what
+}
+
+// OperationBound is how long one engine operation may take against a
+// failing store: RetryBudget plus two RequestTimeouts — the budget runs
+// from the first failure, which against a hung store comes one
+// RequestTimeout after the call started, and the last attempt may start as
+// the budget ends. A caller's timeout for one operation should be at least
+// this.
+func (c Config) OperationBound() time.Duration {
+	return c.RetryBudget + 2*c.RequestTimeout
 }

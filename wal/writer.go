@@ -14,14 +14,13 @@ import (
 
 // Future is the pending result of an asynchronous append or truncation.
 type Future struct {
-	last  uint64 // for appends: the last index of the batch
 	done  chan struct{}
 	err   error     // set before done is closed
 	start time.Time // when the append was queued
 }
 
-func newFuture(last uint64) *Future {
-	return &Future{last: last, done: make(chan struct{}), start: time.Now()}
+func newFuture() *Future {
+	return &Future{done: make(chan struct{}), start: time.Now()}
 }
 
 func (f *Future) resolve(err error) {
@@ -30,7 +29,7 @@ func (f *Future) resolve(err error) {
 }
 
 func failedFuture(err error) *Future {
-	f := newFuture(0)
+	f := newFuture()
 	f.resolve(err)
 	return f
 }

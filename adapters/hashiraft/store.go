@@ -107,40 +107,12 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// defaultCallTimeout is CallTimeout's default for a store over a client
-// configured by cfg (with its defaults filled in): the retry budget, plus
-// two RequestTimeouts — the budget runs from an operation's first failure,
-// which against a hung store comes one RequestTimeout after the call
-// started, and the last attempt may start as the budget ends.
-func defaultCallTimeout(cfg wal.Config) time.Duration {
-	return cfg.RetryBudget + 2*cfg.RequestTimeout
-}
-
-// retryBudget returns how long the engine of a client configured by cfg
-// may go on retrying one operation after its first failure, and which of
-// cfg's fields set it: RetryBudget, or the waits of MaxFlushRetries retries
-// (RetryInterval, doubling up to 64 times) when that cap is shorter.
-func retryBudget(cfg wal.Config) (time.Duration, string) {
-	what := fmt.Sprintf("wal.Config.RetryBudget = %v", cfg.RetryBudget)
-	if n := cfg.MaxFlushRetries; n > 0 {
-		var waits time.Duration
-		for k := 1; k <= n && waits < cfg.RetryBudget; k++ {
-			waits += cfg.RetryInterval << min(k-1, 6)
-		}
-		if waits < cfg.RetryBudget {
-			return waits, fmt.Sprintf("%s, capped at %v by MaxFlushRetries = %d (RetryInterval = %v)",
-				what, waits, n, cfg.RetryInterval)
-		}
-	}
-	return cfg.RetryBudget, what
-}
-
 // checkBudget refuses a CallTimeout shorter than the client's retry budget.
 func (o Options) checkBudget(cfg wal.Config) error {
-	if budget, what := retryBudget(cfg); o.CallTimeout < budget {
+	if budget, what := cfg.RetryWindow(); o.CallTimeout < budget {
 		return fmt.Errorf("hashiraft: Options.CallTimeout = %v is shorter than the client's %s: a call would give up "+
 			"while the engine still retries it; give at least %v, or leave it 0 for RetryBudget + 2×RequestTimeout (%v)",
-			o.CallTimeout, what, budget, defaultCallTimeout(cfg))
+			o.CallTimeout, what, budget, cfg.OperationBound())
 	}
 	return nil
 }
@@ -255,7 +227,7 @@ func New(ctx context.Context, c *wal.Client, logName string, opts Options) (*Sto
 		opts.LogName = logName
 	}
 	if opts.CallTimeout == 0 {
-		opts.CallTimeout = defaultCallTimeout(c.Config())
+		opts.CallTimeout = c.Config().OperationBound()
 	}
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {

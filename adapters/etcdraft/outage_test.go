@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/woodpecker-wal/woodpecker/adapters/etcdraft"
+	"github.com/woodpecker-wal/woodpecker/internal/outagetest"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
@@ -29,59 +30,59 @@ import (
 // Afterwards a fresh client finds every acknowledged entry, unchanged, and
 // the last acknowledged HardState.
 func TestStorageRidesOutServerOutages(t *testing.T) {
-	seed := testSeed(t)
+	seed := outagetest.Seed(t)
 	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
 	bucket := s3.NewBucket(t)
-	lg := outageLogger(t)
+	lg := outagetest.Logger(t)
 
 	writers := []*etcdWriter{
-		{bucketURL: s3.URL(bucket, "etcd_meta"), metaURL: etcd.URL("etcdraft_outage"), tracker: newTracker("etcd_meta", true, lg)},
-		{bucketURL: s3.URL(bucket, "bucket_meta"), tracker: newTracker("bucket_meta", false, lg)},
+		{bucketURL: s3.URL(bucket, "etcd_meta"), metaURL: etcd.URL("etcdraft_outage"), Tracker: outagetest.NewTracker("etcd_meta", true, lg)},
+		{bucketURL: s3.URL(bucket, "bucket_meta"), Tracker: outagetest.NewTracker("bucket_meta", false, lg)},
 	}
-	trs := make([]*tracker, len(writers))
+	trs := make([]*outagetest.Tracker, len(writers))
 	for k, w := range writers {
-		trs[k] = w.tracker
+		trs[k] = w.Tracker
 		w.rng = rand.New(rand.NewPCG(seed, uint64(k)))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		s, err := etcdraft.Open(ctx, w.bucketURL, w.metaURL, w.options())
 		cancel()
 		if err != nil {
-			t.Fatalf("%s: open: %v", w.name, err)
+			t.Fatalf("%s: open: %v", w.Name, err)
 		}
 		t.Cleanup(func() { s.Close() })
 		w.s = s
 	}
 	stopAll := func() {
 		for _, w := range writers {
-			w.stop(t)
+			w.Stop(t)
 		}
 	}
 	t.Cleanup(stopAll)
 	for _, w := range writers {
-		w.start(w.run)
+		w.Start(w.run)
 	}
 	for _, w := range writers {
-		if !w.waitAcks(0, outageWarmAcks, time.Now().Add(30*time.Second)) {
-			t.Fatalf("%s: no progress before any outage; failed calls:\n%s", w.name, w.failureText())
+		if !w.WaitAcks(0, outagetest.WarmAcks, time.Now().Add(30*time.Second)) {
+			t.Fatalf("%s: no progress before any outage; failed calls:\n%s", w.Name, w.FailureText())
 		}
 	}
 	phases := []struct {
 		what string
-		srv  outageServer
-		hits func(*tracker) bool
+		srv  outagetest.Server
+		hits func(*outagetest.Tracker) bool
 	}{
-		{"versitygw", s3, func(*tracker) bool { return true }},
-		{"etcd", etcd, func(tr *tracker) bool { return tr.usesEtcd }},
+		{"versitygw", s3, func(*outagetest.Tracker) bool { return true }},
+		{"etcd", etcd, func(tr *outagetest.Tracker) bool { return tr.UsesEtcd }},
 	}
 	for _, p := range phases {
-		if !runOutage(t, p.what, p.srv, trs, p.hits) {
+		if !outagetest.Run(t, p.what, p.srv, trs, p.hits) {
 			break // a storage that did not recover makes the next outage meaningless
 		}
 	}
 	stopAll()
 
 	for _, w := range writers {
-		w.report(t)
+		w.Report(t)
 		w.verifyFresh(t)
 	}
 }
@@ -91,7 +92,7 @@ func TestStorageRidesOutServerOutages(t *testing.T) {
 // with a HardState committing them, the term rising every few batches. A
 // call that fails is retried with the same arguments.
 type etcdWriter struct {
-	*tracker
+	*outagetest.Tracker
 	bucketURL, metaURL string
 	rng                *rand.Rand
 	s                  *etcdraft.Storage
@@ -106,14 +107,14 @@ type etcdWriter struct {
 }
 
 func (w *etcdWriter) options() etcdraft.Options {
-	return etcdraft.Options{LogName: "node_" + w.name, Logger: w.lg}
+	return etcdraft.Options{LogName: "node_" + w.Name, Logger: w.Log}
 }
 
 func (w *etcdWriter) run() {
-	tick := time.NewTicker(outagePace)
+	tick := time.NewTicker(outagetest.Pace)
 	defer tick.Stop()
 	next, term := uint64(1), uint64(0)
-	for i := 0; w.pace(tick); i++ {
+	for i := 0; w.Pace(tick); i++ {
 		if i%8 == 0 {
 			term++
 		}
@@ -131,7 +132,7 @@ func (w *etcdWriter) run() {
 		op := fmt.Sprintf("save [%d, %d] term %d", next, last, term)
 		var before uint64
 		var hsBefore *pb.HardState
-		ok := w.call(op,
+		ok := w.Call(op,
 			func() error {
 				before, _ = w.s.LastIndex()
 				hsBefore, _, _ = w.s.InitialState()
@@ -180,7 +181,7 @@ func (w *etcdWriter) verifyFresh(t *testing.T) {
 	defer cancel()
 	fresh, err := etcdraft.Open(ctx, w.bucketURL, w.metaURL, w.options())
 	if err != nil {
-		t.Errorf("%s: open from a fresh client: %v", w.name, err)
+		t.Errorf("%s: open from a fresh client: %v", w.Name, err)
 		return
 	}
 	defer fresh.Close()
@@ -189,18 +190,18 @@ func (w *etcdWriter) verifyFresh(t *testing.T) {
 	n := uint64(len(acked))
 	switch {
 	case first != 1:
-		t.Errorf("%s: fresh client: FirstIndex %d, want 1", w.name, first)
+		t.Errorf("%s: fresh client: FirstIndex %d, want 1", w.Name, first)
 	case last < n:
-		t.Errorf("%s: fresh client: LastIndex %d, but %d entries were acknowledged", w.name, last, n)
+		t.Errorf("%s: fresh client: LastIndex %d, but %d entries were acknowledged", w.Name, last, n)
 	case len(pending) == 0 && last != n:
-		t.Errorf("%s: fresh client: LastIndex %d, want %d (the last call succeeded)", w.name, last, n)
+		t.Errorf("%s: fresh client: LastIndex %d, want %d (the last call succeeded)", w.Name, last, n)
 	case last > n+uint64(len(pending)):
-		t.Errorf("%s: fresh client: LastIndex %d beyond the %d acknowledged and %d given-up entries", w.name, last, n, len(pending))
+		t.Errorf("%s: fresh client: LastIndex %d beyond the %d acknowledged and %d given-up entries", w.Name, last, n, len(pending))
 	}
 	if n > 0 {
 		got, err := fresh.Entries(1, n+1, math.MaxUint64)
 		if err != nil {
-			t.Errorf("%s: fresh client: Entries(1, %d): %v", w.name, n+1, err)
+			t.Errorf("%s: fresh client: Entries(1, %d): %v", w.Name, n+1, err)
 		} else {
 			bad := 0
 			for k, want := range acked {
@@ -212,20 +213,20 @@ func (w *etcdWriter) verifyFresh(t *testing.T) {
 					if k < len(got) {
 						g = got[k]
 					}
-					t.Errorf("%s: fresh client: entry %d = %v; want %v", w.name, k+1, g, want)
+					t.Errorf("%s: fresh client: entry %d = %v; want %v", w.Name, k+1, g, want)
 				}
 			}
 			if bad > 0 {
-				t.Errorf("%s: fresh client: %d of %d acknowledged entries missing or changed", w.name, bad, n)
+				t.Errorf("%s: fresh client: %d of %d acknowledged entries missing or changed", w.Name, bad, n)
 			}
 		}
 	}
 	gotHS, _, err := fresh.InitialState()
 	switch {
 	case err != nil:
-		t.Errorf("%s: fresh client: InitialState: %v", w.name, err)
+		t.Errorf("%s: fresh client: InitialState: %v", w.Name, err)
 	case !proto.Equal(gotHS, hs) && (pendHS == nil || !proto.Equal(gotHS, pendHS)):
-		t.Errorf("%s: fresh client: HardState %v, want %v (the last acknowledged)", w.name, gotHS, hs)
+		t.Errorf("%s: fresh client: HardState %v, want %v (the last acknowledged)", w.Name, gotHS, hs)
 	}
-	t.Logf("%s: a fresh client reads all %d acknowledged entries (log [%d, %d]) and HardState %v", w.name, n, first, last, gotHS)
+	t.Logf("%s: a fresh client reads all %d acknowledged entries (log [%d, %d]) and HardState %v", w.Name, n, first, last, gotHS)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/woodpecker-wal/woodpecker/adapters/hashiraft"
+	"github.com/woodpecker-wal/woodpecker/internal/outagetest"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
@@ -29,59 +30,59 @@ var keyCurrentTerm = []byte("CurrentTerm")
 // budget and one more attempt. Afterwards a fresh client finds every
 // acknowledged entry, unchanged, and the last acknowledged term.
 func TestStoreRidesOutServerOutages(t *testing.T) {
-	seed := testSeed(t)
+	seed := outagetest.Seed(t)
 	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
 	bucket := s3.NewBucket(t)
-	lg := outageLogger(t)
+	lg := outagetest.Logger(t)
 
 	writers := []*hashiWriter{
-		{bucketURL: s3.URL(bucket, "etcd_meta"), metaURL: etcd.URL("hashi_outage"), tracker: newTracker("etcd_meta", true, lg)},
-		{bucketURL: s3.URL(bucket, "bucket_meta"), tracker: newTracker("bucket_meta", false, lg)},
+		{bucketURL: s3.URL(bucket, "etcd_meta"), metaURL: etcd.URL("hashi_outage"), Tracker: outagetest.NewTracker("etcd_meta", true, lg)},
+		{bucketURL: s3.URL(bucket, "bucket_meta"), Tracker: outagetest.NewTracker("bucket_meta", false, lg)},
 	}
-	trs := make([]*tracker, len(writers))
+	trs := make([]*outagetest.Tracker, len(writers))
 	for k, w := range writers {
-		trs[k] = w.tracker
+		trs[k] = w.Tracker
 		w.rng = rand.New(rand.NewPCG(seed, uint64(k)))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		s, err := hashiraft.Open(ctx, w.bucketURL, w.metaURL, w.options())
 		cancel()
 		if err != nil {
-			t.Fatalf("%s: open: %v", w.name, err)
+			t.Fatalf("%s: open: %v", w.Name, err)
 		}
 		t.Cleanup(func() { s.Close() })
 		w.s = s
 	}
 	stopAll := func() {
 		for _, w := range writers {
-			w.stop(t)
+			w.Stop(t)
 		}
 	}
 	t.Cleanup(stopAll)
 	for _, w := range writers {
-		w.start(w.run)
+		w.Start(w.run)
 	}
 	for _, w := range writers {
-		if !w.waitAcks(0, outageWarmAcks, time.Now().Add(30*time.Second)) {
-			t.Fatalf("%s: no progress before any outage; failed calls:\n%s", w.name, w.failureText())
+		if !w.WaitAcks(0, outagetest.WarmAcks, time.Now().Add(30*time.Second)) {
+			t.Fatalf("%s: no progress before any outage; failed calls:\n%s", w.Name, w.FailureText())
 		}
 	}
 	phases := []struct {
 		what string
-		srv  outageServer
-		hits func(*tracker) bool
+		srv  outagetest.Server
+		hits func(*outagetest.Tracker) bool
 	}{
-		{"versitygw", s3, func(*tracker) bool { return true }},
-		{"etcd", etcd, func(tr *tracker) bool { return tr.usesEtcd }},
+		{"versitygw", s3, func(*outagetest.Tracker) bool { return true }},
+		{"etcd", etcd, func(tr *outagetest.Tracker) bool { return tr.UsesEtcd }},
 	}
 	for _, p := range phases {
-		if !runOutage(t, p.what, p.srv, trs, p.hits) {
+		if !outagetest.Run(t, p.what, p.srv, trs, p.hits) {
 			break // a store that did not recover makes the next outage meaningless
 		}
 	}
 	stopAll()
 
 	for _, w := range writers {
-		w.report(t)
+		w.Report(t)
 		w.verifyFresh(t)
 	}
 }
@@ -91,7 +92,7 @@ func TestStoreRidesOutServerOutages(t *testing.T) {
 // that term (StoreLogs) at the end of the log. A call that fails is retried
 // with the same arguments, as raft would.
 type hashiWriter struct {
-	*tracker
+	*outagetest.Tracker
 	bucketURL, metaURL string
 	rng                *rand.Rand
 	s                  *hashiraft.Store
@@ -106,18 +107,18 @@ type hashiWriter struct {
 }
 
 func (w *hashiWriter) options() hashiraft.Options {
-	return hashiraft.Options{LogName: "node_" + w.name, Logger: w.lg}
+	return hashiraft.Options{LogName: "node_" + w.Name, Logger: w.Log}
 }
 
 func (w *hashiWriter) run() {
-	tick := time.NewTicker(outagePace)
+	tick := time.NewTicker(outagetest.Pace)
 	defer tick.Stop()
 	next, term := uint64(1), uint64(0)
-	for i := 0; w.pace(tick); i++ {
+	for i := 0; w.Pace(tick); i++ {
 		if i%8 == 0 {
 			term++
 			tm := term
-			if !w.call(fmt.Sprintf("set term %d", tm),
+			if !w.Call(fmt.Sprintf("set term %d", tm),
 				func() error { return w.s.SetUint64(keyCurrentTerm, tm) },
 				func(err error) []string { return permanentProblem(err) }) {
 				w.rec.Lock()
@@ -140,7 +141,7 @@ func (w *hashiWriter) run() {
 		}
 		op := fmt.Sprintf("store logs [%d, %d]", next, next+uint64(n)-1)
 		var before uint64
-		ok := w.call(op,
+		ok := w.Call(op,
 			func() error {
 				before, _ = w.s.LastIndex()
 				return w.s.StoreLogs(logs)
@@ -192,7 +193,7 @@ func (w *hashiWriter) verifyFresh(t *testing.T) {
 	opts.GCInterval = -1
 	fresh, err := hashiraft.Open(ctx, w.bucketURL, w.metaURL, opts)
 	if err != nil {
-		t.Errorf("%s: open from a fresh client: %v", w.name, err)
+		t.Errorf("%s: open from a fresh client: %v", w.Name, err)
 		return
 	}
 	defer fresh.Close()
@@ -201,13 +202,13 @@ func (w *hashiWriter) verifyFresh(t *testing.T) {
 	n := uint64(len(acked))
 	switch {
 	case n > 0 && first != 1:
-		t.Errorf("%s: fresh client: FirstIndex %d, want 1", w.name, first)
+		t.Errorf("%s: fresh client: FirstIndex %d, want 1", w.Name, first)
 	case last < n:
-		t.Errorf("%s: fresh client: LastIndex %d, but %d entries were acknowledged", w.name, last, n)
+		t.Errorf("%s: fresh client: LastIndex %d, but %d entries were acknowledged", w.Name, last, n)
 	case len(pending) == 0 && last != n:
-		t.Errorf("%s: fresh client: LastIndex %d, want %d (the last call succeeded)", w.name, last, n)
+		t.Errorf("%s: fresh client: LastIndex %d, want %d (the last call succeeded)", w.Name, last, n)
 	case last > n+uint64(len(pending)):
-		t.Errorf("%s: fresh client: LastIndex %d beyond the %d acknowledged and %d given-up entries", w.name, last, n, len(pending))
+		t.Errorf("%s: fresh client: LastIndex %d beyond the %d acknowledged and %d given-up entries", w.Name, last, n, len(pending))
 	}
 	bad := 0
 	for k, want := range acked {
@@ -218,18 +219,18 @@ func (w *hashiWriter) verifyFresh(t *testing.T) {
 		}
 		if bad++; bad <= 5 {
 			t.Errorf("%s: fresh client: entry %d = {index %d term %d type %v, %d bytes}, %v; want {index %d term %d type %v, %d bytes}",
-				w.name, k+1, got.Index, got.Term, got.Type, len(got.Data), err, want.Index, want.Term, want.Type, len(want.Data))
+				w.Name, k+1, got.Index, got.Term, got.Type, len(got.Data), err, want.Index, want.Term, want.Type, len(want.Data))
 		}
 	}
 	if bad > 0 {
-		t.Errorf("%s: fresh client: %d of %d acknowledged entries missing or changed", w.name, bad, n)
+		t.Errorf("%s: fresh client: %d of %d acknowledged entries missing or changed", w.Name, bad, n)
 	}
 	gotTerm, err := fresh.GetUint64(keyCurrentTerm)
 	switch {
 	case err != nil:
-		t.Errorf("%s: fresh client: GetUint64(CurrentTerm): %v", w.name, err)
+		t.Errorf("%s: fresh client: GetUint64(CurrentTerm): %v", w.Name, err)
 	case gotTerm != term && (pendTerm == 0 || gotTerm != pendTerm):
-		t.Errorf("%s: fresh client: CurrentTerm %d, want %d (the last acknowledged)", w.name, gotTerm, term)
+		t.Errorf("%s: fresh client: CurrentTerm %d, want %d (the last acknowledged)", w.Name, gotTerm, term)
 	}
-	t.Logf("%s: a fresh client reads all %d acknowledged entries (log [%d, %d]) and CurrentTerm %d", w.name, n, first, last, gotTerm)
+	t.Logf("%s: a fresh client reads all %d acknowledged entries (log [%d, %d]) and CurrentTerm %d", w.Name, n, first, last, gotTerm)
 }

@@ -1,4 +1,7 @@
-package etcdraft_test
+// Package outagetest drives store writers through outages of the servers
+// their stores depend on (versitygw, etcd), records every call, and checks
+// that the stores ride the outages out. The adapters' outage tests share it.
+package outagetest
 
 import (
 	"flag"
@@ -14,27 +17,27 @@ import (
 var outageSeed = flag.Uint64("outage.seed", 0, "seed of the outage tests' payloads (0: from the clock)")
 
 const (
-	// outageDowntime is how long each server stays down.
-	outageDowntime = 10 * time.Second
-	// outageCallLimit bounds every call, failing or not: the outage the
+	// Downtime is how long each server stays down.
+	Downtime = 10 * time.Second
+	// CallLimit bounds every call, failing or not: the outage the
 	// engine rides out (the WAL's default RetryBudget, 30 s), one more
 	// attempt (its default RequestTimeout, 10 s), and slack for a loaded
 	// machine. The stores run with their default CallTimeout.
-	outageCallLimit = 30*time.Second + 10*time.Second + 5*time.Second
-	// outageWarmAcks and outageRecoverAcks are the successful calls each
+	CallLimit = 30*time.Second + 10*time.Second + 5*time.Second
+	// WarmAcks and RecoverAcks are the successful calls each
 	// store must make before an outage, and after the restart (counting only
 	// calls started after it).
-	outageWarmAcks    = 20
-	outageRecoverAcks = 10
-	// outagePace is the least time between two calls of a writer, so the
+	WarmAcks    = 20
+	RecoverAcks = 10
+	// Pace is the least time between two calls of a writer, so the
 	// log stays small enough to check quickly.
-	outagePace = 20 * time.Millisecond
-	// outageRetryPause is the pause before a writer retries a failed call.
-	outageRetryPause = 100 * time.Millisecond
+	Pace = 20 * time.Millisecond
+	// RetryPause is the pause before a writer retries a failed call.
+	RetryPause = 100 * time.Millisecond
 )
 
-// testSeed returns -outage.seed, or a seed from the clock, and logs it.
-func testSeed(t *testing.T) uint64 {
+// Seed returns -outage.seed, or a seed from the clock, and logs it.
+func Seed(t *testing.T) uint64 {
 	seed := *outageSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
@@ -43,59 +46,59 @@ func testSeed(t *testing.T) uint64 {
 	return seed
 }
 
-// outageServer is a test server that can be taken down and brought back.
-type outageServer interface {
+// Server is a test server that can be taken down and brought back.
+type Server interface {
 	Stop()
 	Restart(testing.TB)
 }
 
-// runOutage takes srv down for outageDowntime while the writers run, brings
-// it back, and waits until every writer has made outageRecoverAcks
+// Run takes srv down for Downtime while the writers run, brings
+// it back, and waits until every writer has made RecoverAcks
 // successful calls started after the restart. A writer for which hits is
 // false does not use srv: it must keep acknowledging while srv is down. It
 // reports whether every writer recovered.
-func runOutage(t *testing.T, what string, srv outageServer, trs []*tracker, hits func(*tracker) bool) bool {
+func Run(t *testing.T, what string, srv Server, trs []*Tracker, hits func(*Tracker) bool) bool {
 	t.Helper()
 	down := time.Now()
 	srv.Stop()
-	t.Logf("%s stopped (took %v); down for %v", what, time.Since(down).Round(time.Millisecond), outageDowntime)
-	time.Sleep(time.Until(down.Add(outageDowntime)))
+	t.Logf("%s stopped (took %v); down for %v", what, time.Since(down).Round(time.Millisecond), Downtime)
+	time.Sleep(time.Until(down.Add(Downtime)))
 	srv.Restart(t)
 	back := time.Now()
 	t.Logf("%s restarted after %v down", what, back.Sub(down).Round(time.Millisecond))
 	mark := make([]int64, len(trs))
 	for k, tr := range trs {
-		mark[k] = tr.seqNow()
+		mark[k] = tr.SeqNow()
 	}
 	ok := true
 	for k, tr := range trs {
-		if !tr.waitAcks(mark[k], outageRecoverAcks, back.Add(outageCallLimit)) {
+		if !tr.WaitAcks(mark[k], RecoverAcks, back.Add(CallLimit)) {
 			t.Errorf("%s: no recovery after the %s outage: fewer than %d successful calls since the restart %v ago; failed calls:\n%s",
-				tr.name, what, outageRecoverAcks, time.Since(back).Round(time.Millisecond), tr.failureText())
+				tr.Name, what, RecoverAcks, time.Since(back).Round(time.Millisecond), tr.FailureText())
 			ok = false
 		}
 	}
 	for _, tr := range trs {
-		st := tr.window(down, back)
+		st := tr.Window(down, back)
 		first := "none"
 		if st.firstAfter >= 0 {
 			first = st.firstAfter.Round(time.Millisecond).String() + " after it"
 		}
 		t.Logf("%s, %s outage: %d calls acknowledged while down, %d failed calls, longest call %v (%s), first acknowledgement of a call started after the restart: %s",
-			tr.name, what, st.ackedDuring, st.failed, st.longest.Round(time.Millisecond), st.longestOp, first)
+			tr.Name, what, st.ackedDuring, st.failed, st.longest.Round(time.Millisecond), st.longestOp, first)
 		if !hits(tr) && st.ackedDuring == 0 {
-			t.Errorf("%s does not use %s but acknowledged nothing while it was down", tr.name, what)
+			t.Errorf("%s does not use %s but acknowledged nothing while it was down", tr.Name, what)
 		}
 	}
 	return ok
 }
 
-// tracker runs a writer goroutine and records its calls: which succeeded,
+// Tracker runs a writer goroutine and records its calls: which succeeded,
 // which failed and how, and when.
-type tracker struct {
-	name     string
-	usesEtcd bool // the store's metadata is in etcd
-	lg       *slog.Logger
+type Tracker struct {
+	Name     string
+	UsesEtcd bool // the store's metadata is in etcd
+	Log      *slog.Logger
 
 	stopc, giveUp, done chan struct{}
 	progress            chan struct{} // signaled (without blocking) on every success
@@ -106,7 +109,7 @@ type tracker struct {
 		seq      int64      // of the last call started
 		oks      []callStat // successful calls, in order
 		fails    []callFail // failed calls, in order
-		problems []string   // dishonest failures, calls beyond outageCallLimit
+		problems []string   // dishonest failures, calls beyond CallLimit
 		pendOp   string     // the call given up on when stopped, if any
 	}
 }
@@ -122,9 +125,9 @@ type callFail struct {
 	err error
 }
 
-func newTracker(name string, usesEtcd bool, lg *slog.Logger) *tracker {
-	return &tracker{
-		name: name, usesEtcd: usesEtcd, lg: lg.With("store", name),
+func NewTracker(name string, usesEtcd bool, lg *slog.Logger) *Tracker {
+	return &Tracker{
+		Name: name, UsesEtcd: usesEtcd, Log: lg.With("store", name),
 		stopc: make(chan struct{}), giveUp: make(chan struct{}), done: make(chan struct{}),
 		progress: make(chan struct{}, 1),
 	}
@@ -132,7 +135,7 @@ func newTracker(name string, usesEtcd bool, lg *slog.Logger) *tracker {
 
 // start runs run in a goroutine; run returns when pace or call reports
 // false.
-func (tr *tracker) start(run func()) {
+func (tr *Tracker) Start(run func()) {
 	go func() {
 		defer close(tr.done)
 		run()
@@ -141,24 +144,24 @@ func (tr *tracker) start(run func()) {
 
 // stop asks the writer to stop once its current call succeeded, and makes
 // it give up on a failing call after a while. Idempotent.
-func (tr *tracker) stop(t *testing.T) {
+func (tr *Tracker) Stop(t *testing.T) {
 	tr.stopOnce.Do(func() {
 		close(tr.stopc)
 		select {
 		case <-tr.done:
 			return
-		case <-time.After(outageCallLimit):
+		case <-time.After(CallLimit):
 		}
 		close(tr.giveUp)
 		<-tr.done
-		t.Errorf("%s: the writer's last call did not succeed within %v of the stop request", tr.name, outageCallLimit)
+		t.Errorf("%s: the writer's last call did not succeed within %v of the stop request", tr.Name, CallLimit)
 	})
 }
 
 // call runs fn until it succeeds (true) or the writer gives up (false, when
 // stopped during failures). After a failure, honest returns what is wrong
 // with it, beyond what call checks itself (its duration).
-func (tr *tracker) call(op string, fn func() error, honest func(err error) []string) bool {
+func (tr *Tracker) Call(op string, fn func() error, honest func(err error) []string) bool {
 	for {
 		tr.mu.Lock()
 		tr.mu.seq++
@@ -171,8 +174,8 @@ func (tr *tracker) call(op string, fn func() error, honest func(err error) []str
 		if err == nil {
 			tr.mu.Lock()
 			tr.mu.oks = append(tr.mu.oks, st)
-			if d := end.Sub(start); d > outageCallLimit {
-				tr.mu.problems = append(tr.mu.problems, fmt.Sprintf("%s succeeded but took %v, beyond %v", op, d.Round(time.Millisecond), outageCallLimit))
+			if d := end.Sub(start); d > CallLimit {
+				tr.mu.problems = append(tr.mu.problems, fmt.Sprintf("%s succeeded but took %v, beyond %v", op, d.Round(time.Millisecond), CallLimit))
 			}
 			tr.mu.Unlock()
 			select {
@@ -182,12 +185,12 @@ func (tr *tracker) call(op string, fn func() error, honest func(err error) []str
 			return true
 		}
 		var problems []string
-		if d := end.Sub(start); d > outageCallLimit {
+		if d := end.Sub(start); d > CallLimit {
 			problems = append(problems, fmt.Sprintf("%s failed after %v, beyond the engine's retry budget and one more attempt (%v with slack)",
-				op, d.Round(time.Millisecond), outageCallLimit))
+				op, d.Round(time.Millisecond), CallLimit))
 		}
 		problems = append(problems, honest(err)...)
-		tr.lg.Warn("outage test: call failed", "op", op, "took", end.Sub(start).Round(time.Millisecond), "err", err)
+		tr.Log.Warn("outage test: call failed", "op", op, "took", end.Sub(start).Round(time.Millisecond), "err", err)
 		tr.mu.Lock()
 		tr.mu.fails = append(tr.mu.fails, callFail{callStat: st, err: err})
 		tr.mu.problems = append(tr.mu.problems, problems...)
@@ -198,14 +201,14 @@ func (tr *tracker) call(op string, fn func() error, honest func(err error) []str
 			tr.mu.pendOp = op
 			tr.mu.Unlock()
 			return false
-		case <-time.After(outageRetryPause):
+		case <-time.After(RetryPause):
 		}
 	}
 }
 
 // pace waits for the next tick, or reports false when the writer is asked
 // to stop.
-func (tr *tracker) pace(tick *time.Ticker) bool {
+func (tr *Tracker) Pace(tick *time.Ticker) bool {
 	select {
 	case <-tr.stopc:
 		return false
@@ -214,14 +217,14 @@ func (tr *tracker) pace(tick *time.Ticker) bool {
 	}
 }
 
-func (tr *tracker) seqNow() int64 {
+func (tr *Tracker) SeqNow() int64 {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	return tr.mu.seq
 }
 
 // acksAfter counts the successful calls with a sequence number above mark.
-func (tr *tracker) acksAfter(mark int64) int {
+func (tr *Tracker) AcksAfter(mark int64) int {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	oks := tr.mu.oks
@@ -230,22 +233,22 @@ func (tr *tracker) acksAfter(mark int64) int {
 
 // waitAcks waits until the writer has n successful calls with a sequence
 // number above mark, or the deadline passes.
-func (tr *tracker) waitAcks(mark int64, n int, deadline time.Time) bool {
+func (tr *Tracker) WaitAcks(mark int64, n int, deadline time.Time) bool {
 	timeout := time.NewTimer(time.Until(deadline))
 	defer timeout.Stop()
-	for tr.acksAfter(mark) < n {
+	for tr.AcksAfter(mark) < n {
 		select {
 		case <-tr.progress:
 		case <-tr.done:
-			return tr.acksAfter(mark) >= n
+			return tr.AcksAfter(mark) >= n
 		case <-timeout.C:
-			return tr.acksAfter(mark) >= n
+			return tr.AcksAfter(mark) >= n
 		}
 	}
 	return true
 }
 
-type windowStats struct {
+type WindowStats struct {
 	ackedDuring, failed int
 	longest             time.Duration
 	longestOp           string
@@ -253,10 +256,10 @@ type windowStats struct {
 }
 
 // window describes the calls around an outage from down to back.
-func (tr *tracker) window(down, back time.Time) windowStats {
+func (tr *Tracker) Window(down, back time.Time) WindowStats {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	st := windowStats{firstAfter: -1}
+	st := WindowStats{firstAfter: -1}
 	consider := func(c callStat) {
 		if c.end.Before(down) {
 			return
@@ -283,7 +286,7 @@ func (tr *tracker) window(down, back time.Time) windowStats {
 	return st
 }
 
-func (tr *tracker) failureText() string {
+func (tr *Tracker) FailureText() string {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	fails := tr.mu.fails
@@ -306,27 +309,27 @@ func (tr *tracker) failureText() string {
 
 // report fails the test for every failed call (the outages are shorter
 // than the engine's retry budget: each call should have ridden them out)
-// and for every dishonest failure or call beyond outageCallLimit.
-func (tr *tracker) report(t *testing.T) {
+// and for every dishonest failure or call beyond CallLimit.
+func (tr *Tracker) Report(t *testing.T) {
 	t.Helper()
 	tr.mu.Lock()
 	nOK, nFail, problems, pendOp := len(tr.mu.oks), len(tr.mu.fails), tr.mu.problems, tr.mu.pendOp
 	tr.mu.Unlock()
-	t.Logf("%s: %d calls acknowledged, %d failed", tr.name, nOK, nFail)
+	t.Logf("%s: %d calls acknowledged, %d failed", tr.Name, nOK, nFail)
 	if nFail > 0 {
 		t.Errorf("%s: %d calls failed during outages shorter than the engine's retry budget:\n%s",
-			tr.name, nFail, tr.failureText())
+			tr.Name, nFail, tr.FailureText())
 	}
 	for _, p := range problems {
-		t.Errorf("%s: %s", tr.name, p)
+		t.Errorf("%s: %s", tr.Name, p)
 	}
 	if pendOp != "" {
-		t.Logf("%s: the writer gave up on %s: its outcome is unknown", tr.name, pendOp)
+		t.Logf("%s: the writer gave up on %s: its outcome is unknown", tr.Name, pendOp)
 	}
 }
 
-// outageLogger sends the stores' records to t.Log until the test ends.
-func outageLogger(t *testing.T) *slog.Logger {
+// Logger sends the stores' records to t.Log until the test ends.
+func Logger(t *testing.T) *slog.Logger {
 	lw := &lockedTestWriter{t: t}
 	t.Cleanup(lw.close)
 	return slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -484,3 +484,47 @@ func TestZombieStaysFencedAcrossAResumedDeleteLog(t *testing.T) {
 		t.Fatalf("zombie Append after DeleteLog returned = %v, want ErrFenced", err)
 	}
 }
+
+// A log emptied by TruncateFront and restarted at a lower index replaces
+// entries a reader already returned: the reader is ErrTruncated rather
+// than carrying on into the new entries.
+func TestReaderRefusesAResetBelowWhatItRead(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t, objstore.NewMem(), meta.NewMem(), nil)
+	c.CreateLog(ctx, "rs")
+	l, _ := c.OpenLog(ctx, "rs")
+	w, err := l.OpenWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Append(ctx, 1, entries(1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := l.NewReader(ctx, wal.Earliest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i := 1; i <= 10; i++ {
+		if _, _, err := r.Next(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.TruncateFront(ctx, 11); err != nil { // empties the log
+		t.Fatal(err)
+	}
+	fresh := make([][]byte, 8) // an emptied log accepts any first index: 5..12
+	for i := range fresh {
+		fresh[i] = []byte(fmt.Sprintf("new-%d", i+5))
+	}
+	if err := w.Append(ctx, 5, fresh); err != nil {
+		t.Fatal(err)
+	}
+	nctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	i, e, err := r.Next(nctx)
+	if !errors.Is(err, wal.ErrTruncated) {
+		t.Fatalf("reader that returned old 1..10, after the log restarted at 5: Next = %d %q %v, want ErrTruncated", i, e, err)
+	}
+}

@@ -3,8 +3,17 @@
 // checks any fs.FS:
 //
 //	func TestConformance(t *testing.T) {
-//		conformance.TestBucket(t, func(t testing.TB) objstore.Bucket { return newMyBucket(t) }, conformance.Options{})
+//		bucketsuite.TestBucket(t, func(t testing.TB) objstore.Bucket { return newMyBucket(t) }, conformance.Options{})
 //	}
+//
+// Each subject has its own package, so a backend's test binary links only
+// what its suite needs (an object store's tests do not link a Raft library):
+//
+//	bucketsuite     objstore.Bucket backends
+//	metasuite       meta.Store backends
+//	walsuite        the WAL engine over any bucket and metadata store
+//	hashiraftsuite  hashicorp/raft LogStore, StableStore and SnapshotStore
+//	etcdraftsuite   etcd raft's Storage and its persistence calls
 //
 // The suites mix fixed cases, race tests (many goroutines on one key) and
 // property-based state machines (pgregory.net/rapid) checked against a plain
@@ -16,10 +25,10 @@
 package conformance
 
 import (
-	"flag"
-	"os"
-	"strconv"
-	"sync"
+	"testing"
+
+	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/objstore"
 )
 
 // Options tunes a suite for a backend.
@@ -31,37 +40,6 @@ type Options struct {
 	Checks int
 }
 
-var checksMu sync.Mutex
-
-// withChecks runs fn with rapid's check count set to n, unless the user set
-// it on the command line or in the environment.
-func withChecks(n int, fn func()) {
-	if n <= 0 || checksExplicit() {
-		fn()
-		return
-	}
-	checksMu.Lock()
-	defer checksMu.Unlock()
-	f := flag.Lookup("rapid.checks")
-	if f == nil {
-		fn()
-		return
-	}
-	old := f.Value.String()
-	_ = f.Value.Set(strconv.Itoa(n))
-	defer func() { _ = f.Value.Set(old) }()
-	fn()
-}
-
-func checksExplicit() bool {
-	if _, ok := os.LookupEnv("RAPID_CHECKS"); ok {
-		return true
-	}
-	set := false
-	flag.Visit(func(f *flag.Flag) {
-		if f.Name == "rapid.checks" {
-			set = true
-		}
-	})
-	return set
-}
+// WALStores returns a fresh, empty bucket and metadata store for one WAL
+// test case. The suites close neither; register cleanup with t.Cleanup.
+type WALStores func(t testing.TB) (objstore.Bucket, meta.Store)

@@ -150,17 +150,17 @@ func keyChar(b byte) bool {
 	return b >= '0' && b <= '9' || b >= 'a' && b <= 'z' || b == '_' || b == '.' || b == '-'
 }
 
-// checkValue validates a value's size.
-func checkValue(key string, v []byte) error {
+// CheckValue validates a value's size.
+func CheckValue(key string, v []byte) error {
 	if len(v) > MaxValueSize {
 		return fmt.Errorf("%w: %q is %d bytes, limit %d", ErrTooLarge, key, len(v), MaxValueSize)
 	}
 	return nil
 }
 
-// checkPrefix validates a List/Watch prefix: empty, or a string that could
+// CheckPrefix validates a List/Watch prefix: empty, or a string that could
 // begin a valid key.
-func checkPrefix(prefix string) error {
+func CheckPrefix(prefix string) error {
 	for i := 0; i < len(prefix); i++ {
 		if b := prefix[i]; b != '/' && !keyChar(b) {
 			return fmt.Errorf("%w: prefix %q: character %q not in [0-9a-z_.-/]", ErrInvalidKey, prefix, b)

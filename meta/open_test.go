@@ -6,6 +6,10 @@ import (
 	"testing"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+
+	_ "github.com/woodpecker-wal/woodpecker/meta/bucket"
+	_ "github.com/woodpecker-wal/woodpecker/meta/mem"
+	_ "github.com/woodpecker-wal/woodpecker/objstore/file"
 )
 
 func TestOpenErrors(t *testing.T) {
@@ -16,6 +20,9 @@ func TestOpenErrors(t *testing.T) {
 		{"bucket+gs://b", `unsupported bucket URL scheme "gs"`},
 		{"bucket+file://rel", "absolute"},
 		{"etcd://user:hunter2@/p", "hunter2"}, // checked below: must not appear
+		// This test binary does not link meta/etcd: the error says what to import.
+		{"etcd://h:1/p", `add import _ "github.com/woodpecker-wal/woodpecker/meta/etcd"`},
+		{"bucket+s3://b/p", `add import _ "github.com/woodpecker-wal/woodpecker/objstore/s3"`},
 		{"nothing", "no scheme"},
 	}
 	for _, c := range cases {

@@ -5,19 +5,72 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
+	"slices"
 	"strings"
+	"sync"
 )
 
-// Open opens a bucket from a URL:
+// Opener opens a bucket from a URL whose scheme it was registered for. It
+// validates the rest of the URL and names what was wrong; its errors must not
+// repeat credentials the URL holds.
+type Opener func(ctx context.Context, u *url.URL) (Bucket, error)
+
+var registry struct {
+	sync.RWMutex
+	openers map[string]Opener
+}
+
+// Register makes a backend available to [Open] under a URL scheme, in the
+// manner of database/sql drivers: a backend package calls it from its init
+// function, so linking the package is what makes its scheme work. Register
+// panics if the scheme is empty, already registered, or open is nil.
+func Register(scheme string, open Opener) {
+	registry.Lock()
+	defer registry.Unlock()
+	if scheme == "" || open == nil {
+		panic("objstore: Register with an empty scheme or a nil opener")
+	}
+	if _, dup := registry.openers[scheme]; dup {
+		panic(fmt.Sprintf("objstore: scheme %q registered twice", scheme))
+	}
+	if registry.openers == nil {
+		registry.openers = make(map[string]Opener)
+	}
+	registry.openers[scheme] = open
+}
+
+// Schemes returns the registered bucket URL schemes, sorted.
+func Schemes() []string {
+	registry.RLock()
+	defer registry.RUnlock()
+	out := make([]string, 0, len(registry.openers))
+	for s := range registry.openers {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// backendPackages names the package that registers each scheme woodpecker
+// ships, so an unlinked one gets an error saying what to import.
+var backendPackages = map[string]string{
+	"mem":  "github.com/woodpecker-wal/woodpecker/objstore/mem",
+	"file": "github.com/woodpecker-wal/woodpecker/objstore/file",
+	"s3":   "github.com/woodpecker-wal/woodpecker/objstore/s3",
+}
+
+// Open opens a bucket from a URL, with the backend registered for its scheme
+// (see [Register]). The backends woodpecker ships:
 //
-//	mem://                               a new, empty in-memory bucket
-//	file:///abs/dir[?nosync=true]        a local directory (created if missing)
-//	file:///abs/dir?nocreate=true        an existing local directory, never created (FileOptions.NoCreate)
-//	s3://bucket/prefix?endpoint=host:port&...   an S3-compatible store (see S3ConfigFromURL)
+//	mem://                               a new, empty in-memory bucket (objstore/mem)
+//	file:///abs/dir[?nosync=true]        a local directory, created if missing (objstore/file)
+//	file:///abs/dir?nocreate=true        an existing local directory, never created
+//	s3://bucket/prefix?endpoint=host:port&...   an S3-compatible store (objstore/s3, see s3.ConfigFromURL)
 //
-// Errors name what was wrong with the URL; credentials in an s3 URL never
-// appear in them.
+// The wal package links mem and file, so every program using the engine can
+// open them; s3 is linked by importing objstore/s3. A URL whose backend is
+// not linked gets an error naming the import to add. Errors name what was
+// wrong with the URL; credentials in it never appear in them.
 func Open(ctx context.Context, rawURL string) (Bucket, error) {
 	if strings.TrimSpace(rawURL) == "" {
 		return nil, errors.New("objstore: empty bucket URL (want mem://, file:///abs/dir or s3://bucket/prefix?endpoint=...)")
@@ -31,52 +84,17 @@ func Open(ctx context.Context, rawURL string) (Bucket, error) {
 		}
 		return nil, fmt.Errorf("objstore: malformed bucket URL: %w", err)
 	}
-	switch u.Scheme {
-	case "mem":
-		if u.Host != "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-			return nil, fmt.Errorf("objstore: mem URL takes no host, path or parameters: %q", u.Redacted())
-		}
-		return NewMem(), nil
-	case "file":
-		return openFileURL(u)
-	case "s3":
-		cfg, err := S3ConfigFromURL(u)
-		if err != nil {
-			return nil, err
-		}
-		return NewS3(ctx, cfg)
-	case "":
+	if u.Scheme == "" {
 		return nil, fmt.Errorf("objstore: bucket URL %q has no scheme (want mem://, file:///abs/dir or s3://bucket/prefix?endpoint=...)", u.Redacted())
-	default:
-		return nil, fmt.Errorf("objstore: unsupported bucket URL scheme %q (supported: mem, file, s3)", u.Scheme)
 	}
-}
-
-func openFileURL(u *url.URL) (Bucket, error) {
-	if u.Host != "" && u.Host != "localhost" {
-		return nil, fmt.Errorf("objstore: file URL %q: host %q given; a local directory needs an absolute path, file:///abs/dir", u.String(), u.Host)
-	}
-	if u.Opaque != "" || !strings.HasPrefix(u.Path, "/") {
-		return nil, fmt.Errorf("objstore: file URL %q: path must be absolute, file:///abs/dir", u.String())
-	}
-	var opts FileOptions
-	for k, vs := range u.Query() {
-		switch k {
-		case "nosync":
-			v, err := strconv.ParseBool(vs[len(vs)-1])
-			if err != nil {
-				return nil, fmt.Errorf("objstore: file URL parameter nosync=%q is not a boolean", vs[len(vs)-1])
-			}
-			opts.NoSync = v
-		case "nocreate":
-			v, err := strconv.ParseBool(vs[len(vs)-1])
-			if err != nil {
-				return nil, fmt.Errorf("objstore: file URL parameter nocreate=%q is not a boolean", vs[len(vs)-1])
-			}
-			opts.NoCreate = v
-		default:
-			return nil, fmt.Errorf("objstore: file URL: unknown parameter %q (supported: nosync, nocreate)", k)
+	registry.RLock()
+	open := registry.openers[u.Scheme]
+	registry.RUnlock()
+	if open == nil {
+		if pkg, ok := backendPackages[u.Scheme]; ok {
+			return nil, fmt.Errorf("objstore: bucket URL scheme %q: its backend is not linked into this program; add import _ %q", u.Scheme, pkg)
 		}
+		return nil, fmt.Errorf("objstore: unsupported bucket URL scheme %q (registered: %s)", u.Scheme, strings.Join(Schemes(), ", "))
 	}
-	return NewFile(u.Path, opts)
+	return open(ctx, u)
 }

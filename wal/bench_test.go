@@ -13,7 +13,11 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
+	metabucket "github.com/woodpecker-wal/woodpecker/meta/bucket"
+	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	filestore "github.com/woodpecker-wal/woodpecker/objstore/file"
+	"github.com/woodpecker-wal/woodpecker/objstore/s3"
 	"github.com/woodpecker-wal/woodpecker/wal"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
@@ -41,8 +45,8 @@ import (
 //     back by a Reader of a fresh Client (cold cache), next to a sequential
 //     GET of the same fragment objects.
 //
-// Backends: file (objstore.NewFile: fsync on every write; metadata in the
-// same directory through meta.BucketStore) and versitygw (child process,
+// Backends: file (filestore.New: fsync on every write; metadata in the
+// same directory through metabucket.Store) and versitygw (child process,
 // signed payloads as in production, no fsync; metadata in an embedded etcd).
 // Allocation counts include everything in the test process: the writer's
 // goroutines and, for versitygw, the embedded etcd server.
@@ -83,7 +87,7 @@ func benchEnvs(top *testing.B) []benchEnv {
 		{
 			name: "file",
 			bucket: func(b *testing.B) objstore.Bucket {
-				fb, err := objstore.NewFile(b.TempDir(), objstore.FileOptions{})
+				fb, err := filestore.New(b.TempDir(), filestore.Options{})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -91,7 +95,7 @@ func benchEnvs(top *testing.B) []benchEnv {
 				return fb
 			},
 			meta: func(b *testing.B, bk objstore.Bucket) meta.Store {
-				m, err := meta.NewBucketStore(bk, "meta")
+				m, err := metabucket.New(bk, "meta")
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -105,7 +109,7 @@ func benchEnvs(top *testing.B) []benchEnv {
 				if vgw == nil {
 					vgw = testserver.Versitygw(top)
 				}
-				bk, err := objstore.NewS3(context.Background(), vgw.Config(vgw.NewBucket(b), ""))
+				bk, err := s3.New(context.Background(), vgw.Config(vgw.NewBucket(b), ""))
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -117,7 +121,7 @@ func benchEnvs(top *testing.B) []benchEnv {
 					etcd = testserver.Etcd(top)
 				}
 				n++
-				m, err := meta.NewEtcd(context.Background(), etcd.Config(fmt.Sprintf("bench%d", n)))
+				m, err := etcdmeta.New(context.Background(), etcd.Config(fmt.Sprintf("bench%d", n)))
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -6,25 +6,32 @@ import (
 	"testing"
 
 	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/walsuite"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/meta/bucket"
+	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/file"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
+	s3store "github.com/woodpecker-wal/woodpecker/objstore/s3"
 )
 
 func TestConformanceMem(t *testing.T) {
-	conformance.TestWAL(t, func(t testing.TB) (objstore.Bucket, meta.Store) {
-		return objstore.NewMem(), meta.NewMem()
+	walsuite.TestWAL(t, func(t testing.TB) (objstore.Bucket, meta.Store) {
+		return objmem.New(), metamem.New()
 	}, conformance.Options{Checks: 100})
 }
 
 func TestConformanceFile(t *testing.T) {
-	conformance.TestWAL(t, func(t testing.TB) (objstore.Bucket, meta.Store) {
-		b, err := objstore.NewFile(t.TempDir(), objstore.FileOptions{})
+	walsuite.TestWAL(t, func(t testing.TB) (objstore.Bucket, meta.Store) {
+		b, err := file.New(t.TempDir(), file.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { b.Close() })
-		m, err := meta.NewBucketStore(b, "meta")
+		m, err := bucket.New(b, "meta")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -37,20 +44,20 @@ func TestConformanceFile(t *testing.T) {
 func TestConformanceVersitygwEtcd(t *testing.T) {
 	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
 	n := 0
-	conformance.TestWAL(t, func(t testing.TB) (objstore.Bucket, meta.Store) {
+	walsuite.TestWAL(t, func(t testing.TB) (objstore.Bucket, meta.Store) {
 		return s3Etcd(t, s3, etcd, &n)
 	}, conformance.Options{Checks: 10})
 }
 
 func s3Etcd(t testing.TB, s3 *testserver.S3Server, etcd *testserver.EtcdServer, n *int) (objstore.Bucket, meta.Store) {
 	ctx := context.Background()
-	b, err := objstore.NewS3(ctx, s3.Config(s3.NewBucket(t), ""))
+	b, err := s3store.New(ctx, s3.Config(s3.NewBucket(t), ""))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
 	*n++
-	m, err := meta.NewEtcd(ctx, etcd.Config(fmt.Sprintf("case%d", *n)))
+	m, err := etcdmeta.New(ctx, etcd.Config(fmt.Sprintf("case%d", *n)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,9 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
-	"github.com/woodpecker-wal/woodpecker/objstore"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -33,7 +34,7 @@ type rvMeta struct {
 }
 
 func newRVMeta() *rvMeta {
-	return &rvMeta{Store: meta.NewMem(), entered: make(chan struct{}, 100), release: make(chan struct{})}
+	return &rvMeta{Store: metamem.New(), entered: make(chan struct{}, 100), release: make(chan struct{})}
 }
 
 func (m *rvMeta) Get(ctx context.Context, k string) (meta.Record, error) {
@@ -68,7 +69,7 @@ func (m *rvMeta) Update(ctx context.Context, k string, v []byte, ver meta.Versio
 // Reopen by the same owner resumes, since no other writer took the log.
 func TestReopenResumesAfterItsOwnFailedAttempt(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	hb := newHeldBucket(b)
 	c := newClient(t, hb, m, func(c *wal.Config) { c.MaxFlushRetries = 1 })
 	c.CreateLog(ctx, "ro")
@@ -103,8 +104,8 @@ func TestReopenResumesAfterItsOwnFailedAttempt(t *testing.T) {
 // own epoch.
 func TestReopenResumesAfterItsOwnLostReply(t *testing.T) {
 	ctx := context.Background()
-	am := &ambMeta{Store: meta.NewMem()}
-	c := newClient(t, objstore.NewMem(), am, nil)
+	am := &ambMeta{Store: metamem.New()}
+	c := newClient(t, objmem.New(), am, nil)
 	c.CreateLog(ctx, "rl")
 	l, _ := c.OpenLog(ctx, "rl")
 	w, err := l.OpenWriter(ctx)
@@ -133,7 +134,7 @@ func TestReopenResumesAfterItsOwnLostReply(t *testing.T) {
 func TestCloseReturnsWhenRecordReReadHangs(t *testing.T) {
 	ctx := context.Background()
 	rm := newRVMeta()
-	c := newClient(t, objstore.NewMem(), rm, func(c *wal.Config) {
+	c := newClient(t, objmem.New(), rm, func(c *wal.Config) {
 		c.RequestTimeout = 100 * time.Millisecond
 		c.RetryBudget = 300 * time.Millisecond
 	})
@@ -172,7 +173,7 @@ func TestCloseReturnsWhenRecordReReadHangs(t *testing.T) {
 // caller's ctx expired included, not only for appends.
 func TestSyncWaitsForQueuedTruncateBack(t *testing.T) {
 	ctx := context.Background()
-	b, rm := objstore.NewMem(), newRVMeta()
+	b, rm := objmem.New(), newRVMeta()
 	c := newClient(t, b, rm, nil)
 	c.CreateLog(ctx, "sy")
 	l, _ := c.OpenLog(ctx, "sy")
@@ -211,7 +212,7 @@ func TestSyncWaitsForQueuedTruncateBack(t *testing.T) {
 // meta.
 func TestFencedWritersProcessReadsTheNewOwnersLog(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c1 := newClient(t, b, m, nil)
 	c1.CreateLog(ctx, "fv")
 	l1, _ := c1.OpenLog(ctx, "fv")
@@ -263,7 +264,7 @@ func TestFencedWritersProcessReadsTheNewOwnersLog(t *testing.T) {
 // is never served from the deleted incarnation's writer.
 func TestRecreatedLogNotServedFromTheDeletedLogsWriter(t *testing.T) {
 	ctx := context.Background()
-	c := newClient(t, objstore.NewMem(), meta.NewMem(), nil)
+	c := newClient(t, objmem.New(), metamem.New(), nil)
 	c.CreateLog(ctx, "d")
 	l, _ := c.OpenLog(ctx, "d")
 	w, err := l.OpenWriter(ctx)
@@ -306,7 +307,7 @@ func TestRecreatedLogNotServedFromTheDeletedLogsWriter(t *testing.T) {
 // returned being replaced, which a front truncation never does.
 func TestReaderAtTailContinuesAfterTruncateFrontEmpties(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c := newClient(t, b, m, nil)
 	c.CreateLog(ctx, "tf")
 	l, _ := c.OpenLog(ctx, "tf")
@@ -357,7 +358,7 @@ func TestReaderAtTailContinuesAfterTruncateFrontEmpties(t *testing.T) {
 // new incarnation numbers its segments from 1 again): it is ErrTruncated.
 func TestReaderRefusesToCrossIncarnations(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	cw := newClient(t, b, m, nil)
 	cw.CreateLog(ctx, "x")
 	lw, _ := cw.OpenLog(ctx, "x")
@@ -413,7 +414,7 @@ func TestReaderRefusesToCrossIncarnations(t *testing.T) {
 // fenced in, however short the grace period: the fence object is kept.
 func TestZombieStaysFencedAfterItsSegmentIsCollected(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	grace := func(c *wal.Config) { c.GCGrace = time.Nanosecond }
 	c1 := newClient(t, b, m, grace)
 	c1.CreateLog(ctx, "g")
@@ -458,8 +459,8 @@ func TestZombieStaysFencedAfterItsSegmentIsCollected(t *testing.T) {
 // fence too: the zombie's next slot may be that one.
 func TestZombieStaysFencedAcrossAResumedDeleteLog(t *testing.T) {
 	ctx := context.Background()
-	fb := fault.Wrap(objstore.NewMem(), 1)
-	m := meta.NewMem()
+	fb := fault.Wrap(objmem.New(), 1)
+	m := metamem.New()
 	one := func(c *wal.Config) { c.MaxEntries = 1 }
 	c1 := newClient(t, fb, m, one)
 	c1.CreateLog(ctx, "d")
@@ -490,7 +491,7 @@ func TestZombieStaysFencedAcrossAResumedDeleteLog(t *testing.T) {
 // than carrying on into the new entries.
 func TestReaderRefusesAResetBelowWhatItRead(t *testing.T) {
 	ctx := context.Background()
-	c := newClient(t, objstore.NewMem(), meta.NewMem(), nil)
+	c := newClient(t, objmem.New(), metamem.New(), nil)
 	c.CreateLog(ctx, "rs")
 	l, _ := c.OpenLog(ctx, "rs")
 	w, err := l.OpenWriter(ctx)

@@ -11,7 +11,11 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/meta/bucket"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/file"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -124,15 +128,15 @@ func zombieRace(t *testing.T, b objstore.Bucket, m meta.Store, rounds int) {
 	t.Logf("%d rounds, log [%d, %d], %d acknowledged entries", rounds, first, last, len(acked))
 }
 
-func TestZombieRaceMem(t *testing.T) { zombieRace(t, objstore.NewMem(), meta.NewMem(), 30) }
+func TestZombieRaceMem(t *testing.T) { zombieRace(t, objmem.New(), metamem.New(), 30) }
 
 func TestZombieRaceFile(t *testing.T) {
-	b, err := objstore.NewFile(t.TempDir(), objstore.FileOptions{})
+	b, err := file.New(t.TempDir(), file.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	m, err := meta.NewBucketStore(b, "meta")
+	m, err := bucket.New(b, "meta")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +148,7 @@ func TestZombieRaceFile(t *testing.T) {
 // data.
 func TestBitFlipsDetected(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c := newClient(t, b, m, nil)
 	c.CreateLog(ctx, "flip")
 	l, _ := c.OpenLog(ctx, "flip")

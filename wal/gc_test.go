@@ -11,8 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/woodpecker-wal/woodpecker/meta"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -30,7 +31,7 @@ func countObjects(t *testing.T, b objstore.Bucket, prefix string) int {
 // and reads below the truncation point are ErrTruncated, never end-of-log.
 func TestGC(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	cfg := func(c *wal.Config) { c.SegmentMaxFragments = 2; c.MaxEntries = 5; c.GCGrace = 50 * time.Millisecond }
 	c := newClient(t, b, m, cfg)
 	c.CreateLog(ctx, "gc")
@@ -94,7 +95,7 @@ func TestGC(t *testing.T) {
 // ErrTruncated all the same.
 func TestGCRespectsReaders(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c := newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 1; c.GCGrace = time.Nanosecond })
 	c.CreateLog(ctx, "gcr")
 	l, _ := c.OpenLog(ctx, "gcr")
@@ -134,7 +135,7 @@ func TestGCRespectsReaders(t *testing.T) {
 func TestMetricsAndStats(t *testing.T) {
 	ctx := context.Background()
 	reg := prometheus.NewRegistry()
-	c := newClient(t, objstore.NewMem(), meta.NewMem(), func(c *wal.Config) { c.Registerer = reg })
+	c := newClient(t, objmem.New(), metamem.New(), func(c *wal.Config) { c.Registerer = reg })
 	c.CreateLog(ctx, "m")
 	l, _ := c.OpenLog(ctx, "m")
 	w, _ := l.OpenWriter(ctx)
@@ -172,7 +173,7 @@ func TestMetricsAndStats(t *testing.T) {
 // client costs about one GET per fragment, most of them issued ahead of it.
 func TestReplayPrefetches(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c := newClient(t, b, m, func(c *wal.Config) { c.MaxEntries = 10; c.SegmentMaxFragments = 50 })
 	c.CreateLog(ctx, "pf")
 	l, _ := c.OpenLog(ctx, "pf")
@@ -234,7 +235,7 @@ func (b *getCountingBucket) Get(ctx context.Context, key string, off, n int64) (
 // writer open and stops when closed.
 func TestJanitor(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c := newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 1 })
 	c.CreateLog(ctx, "jan")
 	l, _ := c.OpenLog(ctx, "jan")
@@ -269,7 +270,7 @@ func TestJanitor(t *testing.T) {
 // its lease while it is renewed; a lapsed lease stops holding them.
 func TestGCRespectsLeases(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	const ttl = 300 * time.Millisecond
 	writer := newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 1 })
 	writer.CreateLog(ctx, "lease")

@@ -7,8 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/woodpecker-wal/woodpecker/meta"
-	"github.com/woodpecker-wal/woodpecker/objstore"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -79,8 +79,8 @@ func cacheLookups(st wal.Stats) float64 { return float64(st.CacheHits + st.Cache
 func TestMetricsSharedByClientsOnOneRegistry(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	onReg := func(c *wal.Config) { c.Registerer = reg }
-	c1 := newClient(t, objstore.NewMem(), meta.NewMem(), onReg)
-	c2 := newClient(t, objstore.NewMem(), meta.NewMem(), onReg)
+	c1 := newClient(t, objmem.New(), metamem.New(), onReg)
+	c2 := newClient(t, objmem.New(), metamem.New(), onReg)
 	appendAndRead(t, c1, "a", 3)
 	appendAndRead(t, c2, "b", 5)
 
@@ -113,7 +113,7 @@ func TestMetricsSharedByClientsOnOneRegistry(t *testing.T) {
 func TestMetricsRegistryCloseAndReopen(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	onReg := func(c *wal.Config) { c.Registerer = reg }
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c1 := newClient(t, b, m, onReg)
 	appendAndRead(t, c1, "a", 3)
 	s1 := c1.Stats()
@@ -154,7 +154,7 @@ func TestMetricsRegistryConcurrentOpens(t *testing.T) {
 	for i := range clients {
 		wg.Go(func() {
 			clients[i], errs[i] = wal.Open(context.Background(),
-				wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem(), Registerer: reg})
+				wal.Config{Bucket: objmem.New(), Meta: metamem.New(), Registerer: reg})
 		})
 	}
 	wg.Wait()
@@ -179,7 +179,7 @@ func TestMetricsRegistryConcurrentOpens(t *testing.T) {
 func TestMetricsRegistryLabelledPerClient(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	for i, node := range []string{"a", "b"} {
-		c := newClient(t, objstore.NewMem(), meta.NewMem(), func(c *wal.Config) {
+		c := newClient(t, objmem.New(), metamem.New(), func(c *wal.Config) {
 			c.Registerer = prometheus.WrapRegistererWith(prometheus.Labels{"node": node}, reg)
 		})
 		appendAndRead(t, c, "l", uint64(i+2))

@@ -20,8 +20,12 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+	metabucket "github.com/woodpecker-wal/woodpecker/meta/bucket"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	filestore "github.com/woodpecker-wal/woodpecker/objstore/file"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -401,14 +405,14 @@ func (r *modelRun) openStores() (func(), error) {
 	var base objstore.CASBucket
 	switch r.env {
 	case "mem":
-		base = objstore.NewMem()
+		base = objmem.New()
 	case "file":
 		dir, err := os.MkdirTemp("", "woodpecker-model-")
 		if err != nil {
 			return cleanup, err
 		}
 		closers = append(closers, func() { os.RemoveAll(dir) })
-		fbk, err := objstore.NewFile(dir, objstore.FileOptions{})
+		fbk, err := filestore.New(dir, filestore.Options{})
 		if err != nil {
 			cleanup()
 			return func() {}, err
@@ -419,9 +423,9 @@ func (r *modelRun) openStores() (func(), error) {
 	r.probe = newProbeBucket(base)
 	r.fb = fault.Wrap(r.probe, r.seed)
 	r.fb.SetHook(r.decide)
-	var ms meta.Store = meta.NewMem()
+	var ms meta.Store = metamem.New()
 	if r.cfg.metaOnBucket {
-		bs, err := meta.NewBucketStore(r.fb, "meta")
+		bs, err := metabucket.New(r.fb, "meta")
 		if err != nil {
 			cleanup()
 			return func() {}, err

@@ -5,7 +5,13 @@ import (
 	"fmt"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/meta/bucket"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+
+	// file:// and mem:// URLs work in every program that uses the engine.
+	_ "github.com/woodpecker-wal/woodpecker/meta/mem"
+	_ "github.com/woodpecker-wal/woodpecker/objstore/file"
+	_ "github.com/woodpecker-wal/woodpecker/objstore/mem"
 )
 
 // OpenURL opens a client over stores named by URLs (see objstore.Open and
@@ -27,7 +33,7 @@ func OpenURL(ctx context.Context, bucketURL, metaURL string, cfg Config) (*Clien
 	}
 	var m meta.Store
 	if metaURL == "" {
-		m, err = meta.NewBucketStore(b, meta.DefaultBucketPrefix)
+		m, err = bucket.New(b, bucket.DefaultPrefix)
 	} else {
 		m, err = meta.Open(ctx, metaURL)
 	}

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -67,7 +69,7 @@ func (h *heldBucket) List(ctx context.Context, o objstore.ListOptions) ([]objsto
 // append must not be reported durable.
 func TestAppendAckComesFromItsOwnFragment(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	hb := newHeldBucket(b)
 	c := newClient(t, hb, m, func(c *wal.Config) { c.MaxFlushRetries = 1 })
 	c.CreateLog(ctx, "a")
@@ -122,7 +124,7 @@ func TestAppendAckComesFromItsOwnFragment(t *testing.T) {
 // epoch number: a record update compares the incarnation (log ID) too.
 func TestZombieOfDeletedLogIsFencedFromItsNamesake(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c1 := newClient(t, b, m, nil)
 	c1.CreateLog(ctx, "z")
 	l1, _ := c1.OpenLog(ctx, "z")
@@ -210,8 +212,8 @@ func (h *holdMeta) Get(ctx context.Context, k string) (meta.Record, error) {
 // the truncation removed.
 func TestStaleRecordReadDoesNotResurrectTruncatedEntries(t *testing.T) {
 	ctx := context.Background()
-	hm := &holdMeta{Store: meta.NewMem(), read: make(chan struct{}), release: make(chan struct{})}
-	c := newClient(t, objstore.NewMem(), hm, nil)
+	hm := &holdMeta{Store: metamem.New(), read: make(chan struct{}), release: make(chan struct{})}
+	c := newClient(t, objmem.New(), hm, nil)
 	c.CreateLog(ctx, "s")
 	l, _ := c.OpenLog(ctx, "s")
 	w, err := l.OpenWriter(ctx)
@@ -265,7 +267,7 @@ func TestStaleRecordReadDoesNotResurrectTruncatedEntries(t *testing.T) {
 // although fragments it had in flight never landed.
 func TestDurableEntriesReadableAfterWriterFailed(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	hb := newHeldBucket(b)
 	c := newClient(t, hb, m, func(c *wal.Config) { c.MaxFlushRetries = 1 })
 	c.CreateLog(ctx, "f")
@@ -323,8 +325,8 @@ func (g *listGateMeta) List(ctx context.Context, prefix string) ([]meta.Record, 
 // not hold a lock the pass needs.
 func TestCloseDuringJanitorPass(t *testing.T) {
 	ctx := context.Background()
-	gm := &listGateMeta{Store: meta.NewMem(), entered: make(chan struct{}), release: make(chan struct{})}
-	c, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: gm, GCInterval: time.Millisecond})
+	gm := &listGateMeta{Store: metamem.New(), entered: make(chan struct{}), release: make(chan struct{})}
+	c, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: gm, GCInterval: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +354,7 @@ func TestCloseDuringJanitorPass(t *testing.T) {
 // Reopen names the epoch it held.
 func TestReopenAfterFailureNeverStealsTheLog(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	hb := newHeldBucket(b)
 	c := newClient(t, hb, m, func(c *wal.Config) { c.MaxFlushRetries = 1 })
 	c.CreateLog(ctx, "r")
@@ -430,7 +432,7 @@ func TestReopenAfterFailureNeverStealsTheLog(t *testing.T) {
 // per poll, not one LIST of the whole segment per fragment.
 func TestRemoteReaderListsOncePerPoll(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	cw := newClient(t, b, m, nil)
 	cw.CreateLog(ctx, "t")
 	lw, _ := cw.OpenLog(ctx, "t")

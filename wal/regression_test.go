@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
@@ -23,7 +25,7 @@ import (
 // tail, Get returns the old, truncated entry.
 func TestRemoteReaderSeesTruncateBack(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	cw := newClient(t, b, m, nil)
 	cw.CreateLog(ctx, "s")
 	lw, _ := cw.OpenLog(ctx, "s")
@@ -92,8 +94,8 @@ func segments(t *testing.T, m meta.Store, name string) []seg {
 // landed: a second segment is opened, leaving two open segments.
 func TestAmbiguousRecordUpdateOpensOneSegment(t *testing.T) {
 	ctx := context.Background()
-	b := objstore.NewMem()
-	am := &ambMeta{Store: meta.NewMem()}
+	b := objmem.New()
+	am := &ambMeta{Store: metamem.New()}
 	c := newClient(t, b, am, func(c *wal.Config) { c.SegmentMaxFragments = 1 })
 	c.CreateLog(ctx, "a")
 	l, _ := c.OpenLog(ctx, "a")
@@ -137,8 +139,8 @@ func (h *hangBucket) PutIfAbsent(ctx context.Context, k string, d []byte) (objst
 // Writer.Close never returns when the bucket hangs.
 func TestCloseWithHungBucketReturns(t *testing.T) {
 	ctx := context.Background()
-	hb := &hangBucket{Bucket: objstore.NewMem()}
-	c := newClient(t, hb, meta.NewMem(), func(c *wal.Config) { c.RequestTimeout = 50 * time.Millisecond; c.MaxFlushRetries = 1 })
+	hb := &hangBucket{Bucket: objmem.New()}
+	c := newClient(t, hb, metamem.New(), func(c *wal.Config) { c.RequestTimeout = 50 * time.Millisecond; c.MaxFlushRetries = 1 })
 	c.CreateLog(ctx, "h")
 	l, _ := c.OpenLog(ctx, "h")
 	w, err := l.OpenWriter(ctx)
@@ -163,7 +165,7 @@ func TestCloseWithHungBucketReturns(t *testing.T) {
 // epoch check: appends keep being acknowledged after DeleteLog returned.
 func TestDeleteLogFencesWriter(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c := newClient(t, b, m, nil)
 	c.CreateLog(ctx, "d")
 	l, _ := c.OpenLog(ctx, "d")
@@ -189,7 +191,7 @@ func TestDeleteLogFencesWriter(t *testing.T) {
 func TestConcurrentOpenWriterInProcess(t *testing.T) {
 	ctx := context.Background()
 	for round := 0; round < 50; round++ {
-		b, m := objstore.NewMem(), meta.NewMem()
+		b, m := objmem.New(), metamem.New()
 		c := newClient(t, b, m, nil)
 		c.CreateLog(ctx, "o")
 		l1, _ := c.OpenLog(ctx, "o")
@@ -231,8 +233,8 @@ func (g *gateMeta) Update(ctx context.Context, k string, v []byte, ver meta.Vers
 // that do not exist while the reset is pending.
 func TestBoundsWhileResetPending(t *testing.T) {
 	ctx := context.Background()
-	gm := &gateMeta{Store: meta.NewMem()}
-	b := objstore.NewMem()
+	gm := &gateMeta{Store: metamem.New()}
+	b := objmem.New()
 	c := newClient(t, b, gm, nil)
 	c.CreateLog(ctx, "e")
 	l, _ := c.OpenLog(ctx, "e")
@@ -278,7 +280,7 @@ func TestBoundsWhileResetPending(t *testing.T) {
 // point just blocks: no ErrTruncated until the log regrows past it.
 func TestTailingReaderToldOfTruncateBack(t *testing.T) {
 	ctx := context.Background()
-	c := newClient(t, objstore.NewMem(), meta.NewMem(), nil)
+	c := newClient(t, objmem.New(), metamem.New(), nil)
 	c.CreateLog(ctx, "rt")
 	l, _ := c.OpenLog(ctx, "rt")
 	w, _ := l.OpenWriter(ctx)
@@ -306,7 +308,7 @@ func TestTailingReaderToldOfTruncateBack(t *testing.T) {
 // takeover waits until the zombie stops (roll, or it runs out of work).
 func TestFenceOvertakesBusyZombie(t *testing.T) {
 	ctx := context.Background()
-	base, m := objstore.NewMem(), meta.NewMem()
+	base, m := objmem.New(), metamem.New()
 	mk := func() (*wal.Client, *fault.Bucket) {
 		fb := fault.Wrap(base, 1)
 		fb.SetLatency(2*time.Millisecond, 0)
@@ -373,7 +375,7 @@ func (b *lateLander) PutIfAbsent(ctx context.Context, key string, data []byte) (
 // is part of the log (its writer may acknowledge it).
 func TestFenceCountsLateFragment(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c1 := newClient(t, b, m, nil)
 	c1.CreateLog(ctx, "late")
 	l1, _ := c1.OpenLog(ctx, "late")
@@ -435,7 +437,7 @@ func (f *failUpdatesAfter) Update(ctx context.Context, k string, v []byte, ver m
 // segment there, not read the fence as data.
 func TestRecoveryAfterInterruptedTakeover(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c1 := newClient(t, b, m, func(c *wal.Config) { c.MaxEntries = 2 })
 	c1.CreateLog(ctx, "it")
 	l1, _ := c1.OpenLog(ctx, "it")
@@ -489,8 +491,8 @@ func (g *gateBucket) PutIfAbsent(ctx context.Context, k string, d []byte) (objst
 // space; nothing is lost.
 func TestQueueBounded(t *testing.T) {
 	ctx := context.Background()
-	b := objstore.NewMem()
-	m := meta.NewMem()
+	b := objmem.New()
+	m := metamem.New()
 	c0 := newClient(t, b, m, nil)
 	c0.CreateLog(ctx, "q")
 	gb := &gateBucket{Bucket: b, open: make(chan struct{})}

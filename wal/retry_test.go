@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/woodpecker-wal/woodpecker/meta"
-	"github.com/woodpecker-wal/woodpecker/objstore"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -16,8 +16,8 @@ import (
 // it comes back.
 func TestWriterRidesOutAnOutageShorterThanTheBudget(t *testing.T) {
 	ctx := context.Background()
-	hb := newHeldBucket(objstore.NewMem())
-	c := newClient(t, hb, meta.NewMem(), func(c *wal.Config) {
+	hb := newHeldBucket(objmem.New())
+	c := newClient(t, hb, metamem.New(), func(c *wal.Config) {
 		c.RetryInterval = time.Millisecond // ~64 ms between retries at most: hundreds of them
 		c.RetryBudget = time.Minute
 	})
@@ -54,9 +54,9 @@ func TestWriterRidesOutAnOutageShorterThanTheBudget(t *testing.T) {
 // budget has passed.
 func TestWriterBreaksWhenTheBudgetIsSpent(t *testing.T) {
 	ctx := context.Background()
-	hb := newHeldBucket(objstore.NewMem())
+	hb := newHeldBucket(objmem.New())
 	const budget = 300 * time.Millisecond
-	c := newClient(t, hb, meta.NewMem(), func(c *wal.Config) {
+	c := newClient(t, hb, metamem.New(), func(c *wal.Config) {
 		c.RetryInterval = time.Millisecond
 		c.RetryBudget = budget
 	})

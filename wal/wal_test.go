@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
@@ -48,7 +50,7 @@ func mustGet(t *testing.T, l *wal.Log, i uint64) string {
 
 func TestBasicAppendReadReopen(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c := newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 3 })
 	if err := c.CreateLog(ctx, "l1"); err != nil {
 		t.Fatal(err)
@@ -159,7 +161,7 @@ func TestBasicAppendReadReopen(t *testing.T) {
 
 func TestFencing(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c1 := newClient(t, b, m, nil)
 	c2 := newClient(t, b, m, nil)
 	if err := c1.CreateLog(ctx, "f"); err != nil {
@@ -197,7 +199,7 @@ func TestFencing(t *testing.T) {
 func TestReaderTails(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c := newClient(t, b, m, func(c *wal.Config) { c.PollInterval = 5 * time.Millisecond })
 	c.CreateLog(ctx, "r")
 	l, _ := c.OpenLog(ctx, "r")
@@ -247,7 +249,7 @@ func TestReaderTails(t *testing.T) {
 // after earlier appends, and a fenced writer cannot change them.
 func TestMeta(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c := newClient(t, b, m, nil)
 	c.CreateLog(ctx, "meta")
 	l, _ := c.OpenLog(ctx, "meta")
@@ -325,7 +327,7 @@ func TestOpenURL(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := wal.OpenURL(ctx, "file://"+dir, "", wal.Config{Bucket: objstore.NewMem()}); err == nil {
+	if _, err := wal.OpenURL(ctx, "file://"+dir, "", wal.Config{Bucket: objmem.New()}); err == nil {
 		t.Fatalf("OpenURL with Config.Bucket set succeeded")
 	}
 	if _, err := wal.OpenURL(ctx, "nope://x", "", wal.Config{}); err == nil {
@@ -334,7 +336,7 @@ func TestOpenURL(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	cases := []struct {
 		mod  func(*wal.Config)
 		want string
@@ -365,7 +367,7 @@ func TestConfigValidation(t *testing.T) {
 
 func TestListAndDeleteLogs(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	c := newClient(t, b, m, nil)
 	for _, n := range []string{"b", "a", "c"} {
 		if err := c.CreateLog(ctx, n); err != nil {
@@ -405,7 +407,7 @@ func TestListAndDeleteLogs(t *testing.T) {
 // An interrupted DeleteLog is finished by the next call.
 func TestDeleteLogResumes(t *testing.T) {
 	ctx := context.Background()
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	fb := fault.Wrap(b, 1)
 	c := newClient(t, fb, m, func(c *wal.Config) { c.MaxEntries = 1 })
 	c.CreateLog(ctx, "d")

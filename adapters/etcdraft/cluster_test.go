@@ -18,7 +18,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 )
 
 // TestCluster runs three raft.RawNodes on our Storage over an in-memory
@@ -461,7 +463,7 @@ func runCluster(t *testing.T, async bool, seed int64) {
 	c := &cluster{t: t, async: async, nodes: map[uint64]*node{}, rng: rand.New(rand.NewPCG(uint64(seed), 7))}
 	_, boot := (&stateMachine{Applied: 1}).marshal()
 	for id := uint64(1); id <= 3; id++ {
-		n := &node{id: id, c: c, b: objstore.NewMem(), m: meta.NewMem(),
+		n := &node{id: id, c: c, b: objmem.New(), m: metamem.New(),
 			inbox: newQueue[*pb.Message](), local: newQueue[*pb.Message](), appendQ: newQueue[*pb.Message](),
 			props: newQueue[[]byte](), reports: newQueue[snapReport]()}
 		s, err := openOwned(testCtx(t), n.b, n.m, 0)

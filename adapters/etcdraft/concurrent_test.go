@@ -13,8 +13,8 @@ import (
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 
-	"github.com/woodpecker-wal/woodpecker/meta"
-	"github.com/woodpecker-wal/woodpecker/objstore"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 )
 
 // TestConcurrentReadsAndWrites races readers (Entries, Term, the index
@@ -27,7 +27,7 @@ func TestConcurrentReadsAndWrites(t *testing.T) {
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(uint64(seed), 1))
-	s, err := openOwned(testCtx(t), objstore.NewMem(), meta.NewMem(), 512) // small cache: most reads go to the WAL
+	s, err := openOwned(testCtx(t), objmem.New(), metamem.New(), 512) // small cache: most reads go to the WAL
 	require.NoError(t, err)
 	defer s.Close()
 

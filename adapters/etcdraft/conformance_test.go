@@ -9,9 +9,16 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/adapters/etcdraft"
 	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/etcdraftsuite"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/meta/bucket"
+	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/file"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
+	s3store "github.com/woodpecker-wal/woodpecker/objstore/s3"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -51,11 +58,11 @@ func openOwned(ctx context.Context, b objstore.Bucket, m meta.Store, cacheBytes 
 
 // factory opens storages alternately with a tiny tail cache (reads go
 // through the WAL) and a large one (reads come from memory).
-func factory(stores conformance.WALStores) conformance.EtcdStorageFactory {
+func factory(stores conformance.WALStores) etcdraftsuite.EtcdStorageFactory {
 	var opens atomic.Int64
-	return conformance.EtcdStorageFactory{
+	return etcdraftsuite.EtcdStorageFactory{
 		Stores: stores,
-		Open: func(ctx context.Context, b objstore.Bucket, m meta.Store) (conformance.EtcdStorage, error) {
+		Open: func(ctx context.Context, b objstore.Bucket, m meta.Store) (etcdraftsuite.EtcdStorage, error) {
 			cache := int64(64)
 			if opens.Add(1)%2 == 0 {
 				cache = 1 << 20
@@ -66,12 +73,12 @@ func factory(stores conformance.WALStores) conformance.EtcdStorageFactory {
 }
 
 func fileStores(t testing.TB) (objstore.Bucket, meta.Store) {
-	b, err := objstore.NewFile(t.TempDir(), objstore.FileOptions{})
+	b, err := file.New(t.TempDir(), file.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	m, err := meta.NewBucketStore(b, "meta")
+	m, err := bucket.New(b, "meta")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,13 +86,13 @@ func fileStores(t testing.TB) (objstore.Bucket, meta.Store) {
 }
 
 func TestConformanceMem(t *testing.T) {
-	conformance.TestEtcdStorage(t, factory(func(testing.TB) (objstore.Bucket, meta.Store) {
-		return objstore.NewMem(), meta.NewMem()
+	etcdraftsuite.TestEtcdStorage(t, factory(func(testing.TB) (objstore.Bucket, meta.Store) {
+		return objmem.New(), metamem.New()
 	}), conformance.Options{Checks: 100})
 }
 
 func TestConformanceFile(t *testing.T) {
-	conformance.TestEtcdStorage(t, factory(fileStores), conformance.Options{Checks: 30})
+	etcdraftsuite.TestEtcdStorage(t, factory(fileStores), conformance.Options{Checks: 30})
 }
 
 // TestConformanceVersitygwEtcd runs the suite on the real servers: S3 on
@@ -93,15 +100,15 @@ func TestConformanceFile(t *testing.T) {
 func TestConformanceVersitygwEtcd(t *testing.T) {
 	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
 	n := 0
-	conformance.TestEtcdStorage(t, factory(func(t testing.TB) (objstore.Bucket, meta.Store) {
+	etcdraftsuite.TestEtcdStorage(t, factory(func(t testing.TB) (objstore.Bucket, meta.Store) {
 		ctx := context.Background()
-		b, err := objstore.NewS3(ctx, s3.Config(s3.NewBucket(t), ""))
+		b, err := s3store.New(ctx, s3.Config(s3.NewBucket(t), ""))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { b.Close() })
 		n++
-		m, err := meta.NewEtcd(ctx, etcd.Config(fmt.Sprintf("etcdraft%d", n)))
+		m, err := etcdmeta.New(ctx, etcd.Config(fmt.Sprintf("etcdraft%d", n)))
 		if err != nil {
 			t.Fatal(err)
 		}

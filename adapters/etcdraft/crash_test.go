@@ -15,8 +15,9 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/adapters/etcdraft"
 	"github.com/woodpecker-wal/woodpecker/meta"
-	"github.com/woodpecker-wal/woodpecker/objstore"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 )
 
 var errCrashed = errors.New("test: process crashed")
@@ -304,7 +305,7 @@ func TestSaveCrashPoints(t *testing.T) {
 func runCrash(t *testing.T, sc crashScenario, at, total int, ambiguous bool, before, after state) int {
 	t.Helper()
 	ctx := testCtx(t)
-	base, m := objstore.NewMem(), meta.NewMem()
+	base, m := objmem.New(), metamem.New()
 	s, err := openOwned(ctx, base, m, 1<<20)
 	require.NoError(t, err)
 	crashBase(t, s.Storage)
@@ -380,7 +381,7 @@ func checkRecovered(t *testing.T, what string, before, after, got state) {
 // through.
 func TestWritesResumeAfterBrokenWrite(t *testing.T) {
 	ctx := testCtx(t)
-	base, m := objstore.NewMem(), meta.NewMem()
+	base, m := objmem.New(), metamem.New()
 	fb := fault.Wrap(base, 1)
 	s, err := openOwned(ctx, fb, m, 1<<20)
 	require.NoError(t, err)

@@ -9,8 +9,10 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -61,8 +63,8 @@ func TestSavingTheSameReadyAgainAfterItsSnapshotLanded(t *testing.T) {
 // while the engine still retries unless it allows for that.
 func TestDefaultCallTimeoutWaitsOutTheEnginesRetries(t *testing.T) {
 	ctx := context.Background()
-	fb := fault.Wrap(objstore.NewMem(), reopenSeed(t))
-	c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: meta.NewMem(), MaxInterval: time.Millisecond,
+	fb := fault.Wrap(objmem.New(), reopenSeed(t))
+	c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: metamem.New(), MaxInterval: time.Millisecond,
 		RetryInterval: 100 * time.Millisecond, RetryBudget: 800 * time.Millisecond, RequestTimeout: 400 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

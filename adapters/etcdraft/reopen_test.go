@@ -14,8 +14,11 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+	metabucket "github.com/woodpecker-wal/woodpecker/meta/bucket"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -52,7 +55,7 @@ func openProc(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64)
 	m := shared
 	if m == nil {
 		var err error
-		if m, err = meta.NewBucketStore(fb, meta.DefaultBucketPrefix); err != nil {
+		if m, err = metabucket.New(fb, metabucket.DefaultPrefix); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -140,11 +143,11 @@ func wantState(t *testing.T, s *Storage, want []*pb.Entry, hs *pb.HardState) {
 // by the processes) and inside it.
 func metaPlacements(t *testing.T, f func(t *testing.T, mem objstore.Bucket, shared func() meta.Store)) {
 	t.Run("MetaApart", func(t *testing.T) {
-		m := meta.NewMem()
-		f(t, objstore.NewMem(), func() meta.Store { return m })
+		m := metamem.New()
+		f(t, objmem.New(), func() meta.Store { return m })
 	})
 	t.Run("MetaInBucket", func(t *testing.T) {
-		f(t, objstore.NewMem(), func() meta.Store { return nil })
+		f(t, objmem.New(), func() meta.Store { return nil })
 	})
 }
 
@@ -311,7 +314,7 @@ func TestStorageResumesFromWhatAFailedWriteLeft(t *testing.T) {
 // the client's RetryBudget plus one RequestTimeout.
 func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
 	ctx := context.Background()
-	c, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem(),
+	c, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New(),
 		RetryBudget: 45 * time.Second, RequestTimeout: 7 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -340,7 +343,7 @@ func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
 // calls the engine is still retrying: Open and New refuse it, naming both.
 func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
 	ctx := context.Background()
-	c, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem(), RetryBudget: 5 * time.Second})
+	c, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New(), RetryBudget: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +370,7 @@ func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
 
 	// A cap on the number of retries shortens the budget to what they can
 	// wait.
-	c2, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem(),
+	c2, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New(),
 		RetryInterval: time.Millisecond, MaxFlushRetries: 3})
 	if err != nil {
 		t.Fatal(err)

@@ -14,8 +14,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/woodpecker-wal/woodpecker/adapters/etcdraft"
-	"github.com/woodpecker-wal/woodpecker/meta"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/file"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -29,7 +31,7 @@ func testCtx(t testing.TB) context.Context {
 // makes reads go through the WAL too.
 func memStorage(t testing.TB) ownedStorage {
 	t.Helper()
-	s, err := openOwned(testCtx(t), objstore.NewMem(), meta.NewMem(), 64)
+	s, err := openOwned(testCtx(t), objmem.New(), metamem.New(), 64)
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 	return s
@@ -133,7 +135,7 @@ func TestStorageEntries(t *testing.T) {
 		{4, 8, math.MaxUint64, raft.ErrUnavailable, nil},
 	}
 	for _, cache := range []int64{64, 1 << 20} { // through the WAL, and from the tail cache
-		s, err := openOwned(testCtx(t), objstore.NewMem(), meta.NewMem(), cache)
+		s, err := openOwned(testCtx(t), objmem.New(), metamem.New(), cache)
 		require.NoError(t, err)
 		require.NoError(t, s.ApplySnapshot(&pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(uint64(3)), Term: new(uint64(3))}}))
 		require.NoError(t, s.Append(ents[1:]))
@@ -360,7 +362,7 @@ func TestCreateSnapshotBelowCompaction(t *testing.T) {
 
 func TestEntriesSliceIsCallers(t *testing.T) {
 	for _, cache := range []int64{64, 1 << 20} {
-		s, err := openOwned(testCtx(t), objstore.NewMem(), meta.NewMem(), cache)
+		s, err := openOwned(testCtx(t), objmem.New(), metamem.New(), cache)
 		require.NoError(t, err)
 		require.NoError(t, s.Append(index(1).terms(1, 1, 2, 2)))
 		ents, err := s.Entries(1, 3, math.MaxUint64)
@@ -416,7 +418,7 @@ func TestReopenRestoresEverything(t *testing.T) {
 	require.Equal(t, "snap14", string(gotSnap.GetData()))
 
 	// One snapshot object is left, a leaf under <prefix>/<log>/snap/.
-	b, err := objstore.NewFile(dir, objstore.FileOptions{})
+	b, err := file.New(dir, file.Options{})
 	require.NoError(t, err)
 	defer b.Close()
 	var keys []string
@@ -435,7 +437,7 @@ func TestReopenRestoresEverything(t *testing.T) {
 // update) is deleted by the next Open.
 func TestOrphanSnapshotSwept(t *testing.T) {
 	ctx := testCtx(t)
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	s, err := openOwned(ctx, b, m, 0)
 	require.NoError(t, err)
 	_, err = s.CreateSnapshot(0, nil, nil)
@@ -461,7 +463,7 @@ func TestOrphanSnapshotSwept(t *testing.T) {
 // Opening a second Storage on the same log fences the first.
 func TestSecondOpenFencesFirst(t *testing.T) {
 	ctx := testCtx(t)
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	a, err := openOwned(ctx, b, m, 0)
 	require.NoError(t, err)
 	defer a.Close()
@@ -480,7 +482,7 @@ func TestSecondOpenFencesFirst(t *testing.T) {
 // ErrSnapshotTemporarilyUnavailable, not wrong data.
 func TestCorruptSnapshotData(t *testing.T) {
 	ctx := testCtx(t)
-	b, m := objstore.NewMem(), meta.NewMem()
+	b, m := objmem.New(), metamem.New()
 	s, err := openOwned(ctx, b, m, 0)
 	require.NoError(t, err)
 	require.NoError(t, s.ApplySnapshot(&pb.Snapshot{Data: []byte("payload"), Metadata: &pb.SnapshotMetadata{Index: new(uint64(3)), Term: new(uint64(1))}}))
@@ -499,7 +501,7 @@ func TestCorruptSnapshotData(t *testing.T) {
 
 func TestOptionsValidation(t *testing.T) {
 	ctx := testCtx(t)
-	c, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem()})
+	c, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New()})
 	require.NoError(t, err)
 	defer c.Close()
 	_, err = etcdraft.New(ctx, c, "Bad-Name", etcdraft.Options{})

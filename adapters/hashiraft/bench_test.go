@@ -13,7 +13,9 @@ import (
 	"github.com/woodpecker-wal/woodpecker/adapters/hashiraft"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
+	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/s3"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -54,12 +56,12 @@ func benchBackends(top *testing.B) []benchBackend {
 				vgw, etcd = testserver.Versitygw(top), testserver.Etcd(top)
 			}
 			n++
-			bk, err := objstore.NewS3(context.Background(), vgw.Config(vgw.NewBucket(b), ""))
+			bk, err := s3.New(context.Background(), vgw.Config(vgw.NewBucket(b), ""))
 			if err != nil {
 				b.Fatal(err)
 			}
 			b.Cleanup(func() { bk.Close() })
-			m, err := meta.NewEtcd(context.Background(), etcd.Config(fmt.Sprintf("hbench%d", n)))
+			m, err := etcdmeta.New(context.Background(), etcd.Config(fmt.Sprintf("hbench%d", n)))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -10,27 +10,34 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/adapters/hashiraft"
 	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/hashiraftsuite"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/meta/bucket"
+	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/file"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
+	s3store "github.com/woodpecker-wal/woodpecker/objstore/s3"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
-func openStore(ctx context.Context, c *wal.Client, callTimeout time.Duration) (conformance.HashiStore, error) {
+func openStore(ctx context.Context, c *wal.Client, callTimeout time.Duration) (hashiraftsuite.HashiStore, error) {
 	return hashiraft.New(ctx, c, "raft", hashiraft.Options{CallTimeout: callTimeout})
 }
 
 func memStores(t testing.TB) (objstore.Bucket, meta.Store) {
-	return objstore.NewMem(), meta.NewMem()
+	return objmem.New(), metamem.New()
 }
 
 func fileStores(t testing.TB) (objstore.Bucket, meta.Store) {
-	b, err := objstore.NewFile(t.TempDir(), objstore.FileOptions{})
+	b, err := file.New(t.TempDir(), file.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	m, err := meta.NewBucketStore(b, "meta")
+	m, err := bucket.New(b, "meta")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,13 +48,13 @@ func s3EtcdStores(s3 *testserver.S3Server, etcd *testserver.EtcdServer) conforma
 	n := 0
 	return func(t testing.TB) (objstore.Bucket, meta.Store) {
 		ctx := context.Background()
-		b, err := objstore.NewS3(ctx, s3.Config(s3.NewBucket(t), ""))
+		b, err := s3store.New(ctx, s3.Config(s3.NewBucket(t), ""))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { b.Close() })
 		n++
-		m, err := meta.NewEtcd(ctx, etcd.Config(fmt.Sprintf("hashi%d", n)))
+		m, err := etcdmeta.New(ctx, etcd.Config(fmt.Sprintf("hashi%d", n)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,12 +64,12 @@ func s3EtcdStores(s3 *testserver.S3Server, etcd *testserver.EtcdServer) conforma
 }
 
 func TestConformanceMem(t *testing.T) {
-	conformance.TestHashiLogStore(t, conformance.HashiFactory{Stores: memStores, Open: openStore},
+	hashiraftsuite.TestHashiLogStore(t, hashiraftsuite.HashiFactory{Stores: memStores, Open: openStore},
 		conformance.Options{Checks: 100})
 }
 
 func TestConformanceFile(t *testing.T) {
-	conformance.TestHashiLogStore(t, conformance.HashiFactory{Stores: fileStores, Open: openStore},
+	hashiraftsuite.TestHashiLogStore(t, hashiraftsuite.HashiFactory{Stores: fileStores, Open: openStore},
 		conformance.Options{Checks: 30})
 }
 
@@ -70,11 +77,11 @@ func TestConformanceFile(t *testing.T) {
 // versitygw, metadata in an embedded etcd.
 func TestConformanceVersitygwEtcd(t *testing.T) {
 	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
-	conformance.TestHashiLogStore(t, conformance.HashiFactory{Stores: s3EtcdStores(s3, etcd), Open: openStore},
+	hashiraftsuite.TestHashiLogStore(t, hashiraftsuite.HashiFactory{Stores: s3EtcdStores(s3, etcd), Open: openStore},
 		conformance.Options{Checks: 10})
 }
 
-func snapshotStores(newBucket func(t testing.TB) objstore.Bucket) conformance.HashiSnapshotFactory {
+func snapshotStores(newBucket func(t testing.TB) objstore.Bucket) hashiraftsuite.HashiSnapshotFactory {
 	return func(t testing.TB, retain int) raft.SnapshotStore {
 		// Small chunks, so a few MiB make many of them.
 		s, err := hashiraft.NewSnapshotStore(newBucket(t), "wal/raft/snapshots",
@@ -87,11 +94,11 @@ func snapshotStores(newBucket func(t testing.TB) objstore.Bucket) conformance.Ha
 }
 
 func TestSnapshotConformanceMem(t *testing.T) {
-	conformance.TestHashiSnapshotStore(t, snapshotStores(func(testing.TB) objstore.Bucket { return objstore.NewMem() }))
+	hashiraftsuite.TestHashiSnapshotStore(t, snapshotStores(func(testing.TB) objstore.Bucket { return objmem.New() }))
 }
 
 func TestSnapshotConformanceFile(t *testing.T) {
-	conformance.TestHashiSnapshotStore(t, snapshotStores(func(t testing.TB) objstore.Bucket {
+	hashiraftsuite.TestHashiSnapshotStore(t, snapshotStores(func(t testing.TB) objstore.Bucket {
 		b, _ := fileStores(t)
 		return b
 	}))
@@ -99,8 +106,8 @@ func TestSnapshotConformanceFile(t *testing.T) {
 
 func TestSnapshotConformanceVersitygw(t *testing.T) {
 	s3 := testserver.Versitygw(t)
-	conformance.TestHashiSnapshotStore(t, snapshotStores(func(t testing.TB) objstore.Bucket {
-		b, err := objstore.NewS3(context.Background(), s3.Config(s3.NewBucket(t), ""))
+	hashiraftsuite.TestHashiSnapshotStore(t, snapshotStores(func(t testing.TB) objstore.Bucket {
+		b, err := s3store.New(context.Background(), s3.Config(s3.NewBucket(t), ""))
 		if err != nil {
 			t.Fatal(err)
 		}

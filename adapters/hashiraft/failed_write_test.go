@@ -11,8 +11,10 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
@@ -89,8 +91,8 @@ func TestGetLogNeverServesAFailedStoreLogs(t *testing.T) {
 // fail although the engine's write succeeds.
 func TestDefaultCallTimeoutWaitsOutTheEnginesRetries(t *testing.T) {
 	ctx := context.Background()
-	fb := fault.Wrap(objstore.NewMem(), testSeed(t))
-	c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: meta.NewMem(), MaxInterval: time.Millisecond,
+	fb := fault.Wrap(objmem.New(), testSeed(t))
+	c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: metamem.New(), MaxInterval: time.Millisecond,
 		Logger:        slog.New(slog.NewTextHandler(logWriter{t}, nil)),
 		RetryInterval: 100 * time.Millisecond, RetryBudget: 800 * time.Millisecond, RequestTimeout: 400 * time.Millisecond})
 	if err != nil {

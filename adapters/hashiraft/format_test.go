@@ -11,7 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/mem"
 )
 
 // goldenSnapshot is testdata/snapshot_meta_v1.json: version 1 snapshot
@@ -44,7 +44,7 @@ func TestGoldenSnapshotMeta(t *testing.T) {
 	if !bytes.Equal(enc, want) {
 		t.Fatalf("encoding differs from the golden file:\n got %s\nwant %s", enc, want)
 	}
-	b := objstore.NewMem()
+	b := mem.New()
 	s, err := NewSnapshotStore(b, "p", Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -14,8 +14,11 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+	metabucket "github.com/woodpecker-wal/woodpecker/meta/bucket"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -60,7 +63,7 @@ func openProcTimeout(t *testing.T, mem objstore.Bucket, shared meta.Store, seed 
 	m := shared
 	if m == nil {
 		var err error
-		if m, err = meta.NewBucketStore(fb, meta.DefaultBucketPrefix); err != nil {
+		if m, err = metabucket.New(fb, metabucket.DefaultPrefix); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -138,11 +141,11 @@ func wantLog(t *testing.T, s *Store, want []*raft.Log, term uint64) {
 // by the processes) and inside it.
 func metaPlacements(t *testing.T, f func(t *testing.T, mem objstore.Bucket, shared func() meta.Store)) {
 	t.Run("MetaApart", func(t *testing.T) {
-		m := meta.NewMem()
-		f(t, objstore.NewMem(), func() meta.Store { return m })
+		m := metamem.New()
+		f(t, objmem.New(), func() meta.Store { return m })
 	})
 	t.Run("MetaInBucket", func(t *testing.T) {
-		f(t, objstore.NewMem(), func() meta.Store { return nil })
+		f(t, objmem.New(), func() meta.Store { return nil })
 	})
 }
 
@@ -264,7 +267,7 @@ func TestStoreRidesOutFailuresEndingWithinTheCall(t *testing.T) {
 // snapshots.
 func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
 	ctx := context.Background()
-	c, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem(),
+	c, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New(),
 		RetryBudget: 45 * time.Second, RequestTimeout: 7 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +297,7 @@ func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
 // calls the engine is still retrying: Open and New refuse it, naming both.
 func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
 	ctx := context.Background()
-	c, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem(), RetryBudget: 5 * time.Second})
+	c, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New(), RetryBudget: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +324,7 @@ func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
 
 	// A cap on the number of retries shortens the budget to what they can
 	// wait.
-	c2, err := wal.Open(ctx, wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem(),
+	c2, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New(),
 		RetryInterval: time.Millisecond, MaxFlushRetries: 3})
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/woodpecker-wal/woodpecker/adapters/hashiraft"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 )
 
 const (
@@ -32,7 +33,7 @@ const (
 // snapFixture is a SnapshotStore over a fault-injecting in-memory bucket,
 // with seeded snapshot contents.
 type snapFixture struct {
-	mem *objstore.MemBucket
+	mem *objmem.Bucket
 	fb  *fault.Bucket
 	s   *hashiraft.SnapshotStore
 	rng *rand.Rand
@@ -41,7 +42,7 @@ type snapFixture struct {
 func newSnapFixture(t *testing.T, seed uint64, retain int) *snapFixture {
 	t.Helper()
 	t.Logf("seed %d", seed)
-	mem := objstore.NewMem()
+	mem := objmem.New()
 	fb := fault.Wrap(mem, seed)
 	return &snapFixture{mem: mem, fb: fb, s: openSnapStore(t, fb, retain),
 		rng: rand.New(rand.NewPCG(seed, 0x5eed))}

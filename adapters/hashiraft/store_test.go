@@ -16,9 +16,10 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/woodpecker-wal/woodpecker/adapters/hashiraft"
-	"github.com/woodpecker-wal/woodpecker/meta"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -43,8 +44,8 @@ func wantBounds(t *testing.T, s *hashiraft.Store, first, last uint64) {
 // faultStore opens a store over a fault-injecting mem bucket.
 func faultStore(t *testing.T, opts hashiraft.Options) (*hashiraft.Store, *fault.Bucket, *wal.Client) {
 	t.Helper()
-	fb := fault.Wrap(objstore.NewMem(), 1)
-	c, err := wal.Open(context.Background(), wal.Config{Bucket: fb, Meta: meta.NewMem(),
+	fb := fault.Wrap(objmem.New(), 1)
+	c, err := wal.Open(context.Background(), wal.Config{Bucket: fb, Meta: metamem.New(),
 		RetryInterval: time.Millisecond, MaxFlushRetries: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +121,7 @@ func TestOpenURL(t *testing.T) {
 }
 
 func TestOptionsValidation(t *testing.T) {
-	c, err := wal.Open(context.Background(), wal.Config{Bucket: objstore.NewMem(), Meta: meta.NewMem()})
+	c, err := wal.Open(context.Background(), wal.Config{Bucket: objmem.New(), Meta: metamem.New()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func TestOptionsValidation(t *testing.T) {
 			t.Errorf("New(%+v) = %v, want an error naming the field", o, err)
 		}
 	}
-	if _, err := hashiraft.Open(context.Background(), "mem://", "", hashiraft.Options{WAL: wal.Config{Bucket: objstore.NewMem()}}); err == nil {
+	if _, err := hashiraft.Open(context.Background(), "mem://", "", hashiraft.Options{WAL: wal.Config{Bucket: objmem.New()}}); err == nil {
 		t.Error("Open with Options.WAL.Bucket set succeeded")
 	}
 }
@@ -238,8 +239,8 @@ func TestOutageFailsWithinTimeout(t *testing.T) {
 // retries inside its timeout and never returns the transient error.
 func TestGetLogRetries(t *testing.T) {
 	ctx := context.Background()
-	fb := fault.Wrap(objstore.NewMem(), 2)
-	m := meta.NewMem()
+	fb := fault.Wrap(objmem.New(), 2)
+	m := metamem.New()
 	open := func() (*wal.Client, *hashiraft.Store) {
 		c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: m, RetryInterval: time.Millisecond, MaxEntries: 2,
 			RetryBudget: 5 * time.Second}) // within CallTimeout
@@ -326,7 +327,7 @@ func writeSnap(t *testing.T, s raft.SnapshotStore, index uint64, data []byte) ra
 // abandoned sink reaped, a failed Close publishing nothing, a damaged chunk
 // detected before its bytes are returned.
 func TestSnapshotObjects(t *testing.T) {
-	mem := objstore.NewMem()
+	mem := objmem.New()
 	fb := fault.Wrap(mem, 3)
 	s := newSnapStore(t, fb, 2)
 	data := bytes.Repeat([]byte("0123456789"), 450) // 4500 bytes: 5 chunks
@@ -428,8 +429,8 @@ func TestEntryTooLarge(t *testing.T) {
 // TestGC: the Store collects the objects raft compacted away.
 func TestGC(t *testing.T) {
 	ctx := context.Background()
-	mem := objstore.NewMem()
-	c, err := wal.Open(ctx, wal.Config{Bucket: mem, Meta: meta.NewMem(), GCGrace: time.Millisecond,
+	mem := objmem.New()
+	c, err := wal.Open(ctx, wal.Config{Bucket: mem, Meta: metamem.New(), GCGrace: time.Millisecond,
 		SegmentMaxFragments: 2})
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,11 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
+	metabucket "github.com/woodpecker-wal/woodpecker/meta/bucket"
+	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
+	"github.com/woodpecker-wal/woodpecker/objstore/s3"
 )
 
 // benchEnv is one backend. open returns fresh connections to it each time
@@ -35,7 +39,7 @@ type benchEnv struct {
 	// used for setup and cleanup.
 	base func(ctx context.Context) (objstore.Bucket, error)
 	// metaStore opens the external metadata store, or returns nil when the
-	// metadata lives in the bucket (meta.BucketStore over the measured
+	// metadata lives in the bucket (metabucket.Store over the measured
 	// bucket, so its requests get the latency and are counted).
 	metaStore func(ctx context.Context) (meta.Store, error)
 
@@ -48,7 +52,7 @@ type benchEnv struct {
 type stores struct {
 	bucket     *countingBucket // latency (if any) + counting over a fresh bucket
 	meta       *countingMeta
-	bucketMeta bool // meta is a BucketStore in bucket under meta.DefaultBucketPrefix
+	bucketMeta bool // meta is a BucketStore in bucket under metabucket.DefaultPrefix
 	close      func()
 }
 
@@ -70,7 +74,7 @@ func (e *benchEnv) open(ctx context.Context) (*stores, error) {
 	}
 	bucketMeta := m == nil
 	if bucketMeta {
-		if m, err = meta.NewBucketStore(cb, meta.DefaultBucketPrefix); err != nil {
+		if m, err = metabucket.New(cb, metabucket.DefaultPrefix); err != nil {
 			b.Close()
 			return nil, err
 		}
@@ -143,9 +147,9 @@ func newBenchEnv(ctx context.Context, o benchBackendOptions) (*benchEnv, error) 
 		if o.disableSha256 {
 			env.signing = "UNSIGNED-PAYLOAD"
 		}
-		env.base = func(ctx context.Context) (objstore.Bucket, error) { return objstore.NewS3(ctx, cfg) }
+		env.base = func(ctx context.Context) (objstore.Bucket, error) { return s3.New(ctx, cfg) }
 		env.metaStore = func(ctx context.Context) (meta.Store, error) {
-			return meta.NewEtcd(ctx, etcd.Config("bench"))
+			return etcdmeta.New(ctx, etcd.Config("bench"))
 		}
 		env.close = t.close
 	case o.server != "":
@@ -175,15 +179,15 @@ func newBenchEnv(ctx context.Context, o benchBackendOptions) (*benchEnv, error) 
 		}
 		env.base = func(ctx context.Context) (objstore.Bucket, error) { return objstore.Open(ctx, url) }
 		if url == "mem://" { // one in-memory bucket, shared by every connection
-			mem := objstore.NewMem()
+			mem := objmem.New()
 			env.base = func(context.Context) (objstore.Bucket, error) { return noClose{mem}, nil }
-			env.metaDesc = "records in the bucket (meta.BucketStore)"
+			env.metaDesc = "records in the bucket (metabucket.Store)"
 		}
 		if o.metaURL != "" {
 			env.metaDesc = redactURL(o.metaURL)
 			env.metaStore = func(ctx context.Context) (meta.Store, error) { return meta.Open(ctx, o.metaURL) }
 		} else {
-			env.metaDesc = "records in the bucket (meta.BucketStore, conditional writes)"
+			env.metaDesc = "records in the bucket (metabucket.Store, conditional writes)"
 			env.metaStore = func(context.Context) (meta.Store, error) { return nil, nil }
 		}
 	}
@@ -191,7 +195,7 @@ func newBenchEnv(ctx context.Context, o benchBackendOptions) (*benchEnv, error) 
 }
 
 // noClose shares one bucket between connections: Close does nothing.
-type noClose struct{ *objstore.MemBucket }
+type noClose struct{ *objmem.Bucket }
 
 func (noClose) Close() error { return nil }
 

@@ -30,7 +30,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
+	metabucket "github.com/woodpecker-wal/woodpecker/meta/bucket"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+
+	// Every backend woodpecker ships, so every URL an operator types works.
+	_ "github.com/woodpecker-wal/woodpecker/meta/etcd"
+	_ "github.com/woodpecker-wal/woodpecker/objstore/s3"
 )
 
 func main() {
@@ -179,7 +184,7 @@ func demo(ctx context.Context, w io.Writer, dir string) error {
 		return err
 	}
 	defer b.Close()
-	s, err := meta.NewBucketStore(b, "meta")
+	s, err := metabucket.New(b, "meta")
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/woodpecker-wal/woodpecker/wal"
+
+	// The example takes s3:// buckets and etcd:// metadata too.
+	_ "github.com/woodpecker-wal/woodpecker/meta/etcd"
+	_ "github.com/woodpecker-wal/woodpecker/objstore/s3"
 )
 
 func main() {

@@ -15,13 +15,12 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/woodpecker-wal/woodpecker/meta"
+	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
 )
 
 // etcdReadyTimeout bounds the wait for an embedded etcd to serve. It starts
@@ -202,7 +201,7 @@ func (s *EtcdServer) Client(t testing.TB) *clientv3.Client {
 }
 
 // URL returns an etcd:// URL of the server with the given deployment prefix
-// (with the credentials of EnableAuth, if any), for meta.EtcdConfigFromURL.
+// (with the credentials of EnableAuth, if any), for etcdmeta.ConfigFromURL.
 func (s *EtcdServer) URL(prefix string) string {
 	u := url.URL{Scheme: "etcd", Host: s.Endpoints[0], Path: "/" + prefix}
 	if user, pass := s.creds(); user != "" {
@@ -211,11 +210,11 @@ func (s *EtcdServer) URL(prefix string) string {
 	return u.String()
 }
 
-// Config returns a meta.EtcdConfig for the server with the given deployment
+// Config returns a etcdmeta.Config for the server with the given deployment
 // prefix (and the credentials of EnableAuth, if any).
-func (s *EtcdServer) Config(prefix string) meta.EtcdConfig {
+func (s *EtcdServer) Config(prefix string) etcdmeta.Config {
 	user, pass := s.creds()
-	return meta.EtcdConfig{
+	return etcdmeta.Config{
 		Endpoints: append([]string(nil), s.Endpoints...),
 		Prefix:    prefix,
 		Username:  user,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/s3"
 )
 
 // TestS3OutageKeepsObjects: objects written before Stop are read back
@@ -28,7 +29,7 @@ func TestS3OutageKeepsObjects(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			bucket := s.NewBucket(t)
-			b, err := objstore.NewS3(ctx, s.Config(bucket, "pre"))
+			b, err := s3.New(ctx, s.Config(bucket, "pre"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -65,7 +66,7 @@ func TestS3OutageKeepsObjects(t *testing.T) {
 			if err != nil || !bytes.Equal(got, want) {
 				t.Fatalf("old client after Restart: read %q, %v; want %q", got, err, want)
 			}
-			b2, err := objstore.NewS3(ctx, s.Config(bucket, "pre"))
+			b2, err := s3.New(ctx, s.Config(bucket, "pre"))
 			if err != nil {
 				t.Fatal(err)
 			}

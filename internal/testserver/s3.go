@@ -26,7 +26,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
-	"github.com/woodpecker-wal/woodpecker/objstore"
+	s3store "github.com/woodpecker-wal/woodpecker/objstore/s3"
 )
 
 // Kinds of S3Server.
@@ -99,8 +99,8 @@ func (s *S3Server) NewBucket(t testing.TB) string {
 // this server. For gofakes3 it sets DisableContentSha256: gofakes3 v1.2.0
 // stores the aws-chunked framing of streaming-signed (STREAMING-AWS4-
 // HMAC-SHA256-PAYLOAD) uploads as part of multipart objects, corrupting them.
-func (s *S3Server) Config(bucket, prefix string) objstore.S3Config {
-	return objstore.S3Config{
+func (s *S3Server) Config(bucket, prefix string) s3store.Config {
+	return s3store.Config{
 		Endpoint:             s.Endpoint,
 		Bucket:               bucket,
 		Prefix:               prefix,
@@ -113,7 +113,7 @@ func (s *S3Server) Config(bucket, prefix string) objstore.S3Config {
 	}
 }
 
-// URL returns an s3:// URL that objstore.S3ConfigFromURL turns into Config(bucket, prefix).
+// URL returns an s3:// URL that s3store.ConfigFromURL turns into Config(bucket, prefix).
 func (s *S3Server) URL(bucket, prefix string) string {
 	q := url.Values{}
 	q.Set("endpoint", s.Endpoint)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/s3"
 )
 
 func TestS3Servers(t *testing.T) {
@@ -40,7 +41,7 @@ func s3RoundTrip(t *testing.T, s *testserver.S3Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	bucket := s.NewBucket(t)
-	b, err := objstore.NewS3(ctx, s.Config(bucket, "pre"))
+	b, err := s3.New(ctx, s.Config(bucket, "pre"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,14 +56,14 @@ func s3RoundTrip(t *testing.T, s *testserver.S3Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := objstore.S3ConfigFromURL(u)
+	cfg, err := s3.ConfigFromURL(u)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.String() != s.Config(bucket, "pre").String() {
 		t.Fatalf("URL config\n%s\nwant\n%s", cfg, s.Config(bucket, "pre"))
 	}
-	b2, err := objstore.NewS3(ctx, cfg)
+	b2, err := s3.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

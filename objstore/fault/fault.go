@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/mem"
 )
 
 // Op identifies a bucket operation; Ops may be combined with |.
@@ -97,7 +98,7 @@ type Bucket struct {
 		latency time.Duration           // guarded by mu
 		jitter  time.Duration           // guarded by mu
 		calls   map[Op]int              // guarded by mu
-		landed  *objstore.MemBucket     // every write known to have landed; guarded by mu
+		landed  *mem.Bucket             // every write known to have landed; guarded by mu
 		maybe   map[uint64]pendingWrite // writes in flight or answered ambiguously; guarded by mu
 		nextID  uint64                  // guarded by mu
 		hook    func(Op, string) Action // guarded by mu
@@ -116,13 +117,13 @@ var _ objstore.CASBucket = (*Bucket)(nil)
 
 // Wrap returns a fault-injecting wrapper around b whose random choices come
 // from seed. The crash view starts from b's current contents, which Wrap
-// copies into memory (cheaply when b is an *objstore.MemBucket).
+// copies into memory (cheaply when b is an *mem.Bucket).
 func Wrap(b objstore.Bucket, seed uint64) *Bucket {
 	f := &Bucket{inner: b}
 	f.mu.rng = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	f.mu.calls = make(map[Op]int)
 	f.mu.maybe = make(map[uint64]pendingWrite)
-	if m, ok := b.(*objstore.MemBucket); ok {
+	if m, ok := b.(*mem.Bucket); ok {
 		f.mu.landed = m.Clone()
 	} else {
 		f.mu.landed, f.copyErr = copyToMem(b)
@@ -130,9 +131,9 @@ func Wrap(b objstore.Bucket, seed uint64) *Bucket {
 	return f
 }
 
-func copyToMem(b objstore.Bucket) (*objstore.MemBucket, error) {
+func copyToMem(b objstore.Bucket) (*mem.Bucket, error) {
 	ctx := context.Background()
-	m := objstore.NewMem()
+	m := mem.New()
 	err := objstore.ListAll(ctx, b, "", 0, func(o objstore.ObjectInfo) error {
 		data, _, err := objstore.ReadAll(ctx, b, o.Key)
 		if err != nil {
@@ -318,7 +319,7 @@ func (f *Bucket) write(ctx context.Context, w pendingWrite, do func() (objstore.
 // applyLocked applies w to m. Acknowledged writes are applied as they
 // happened (the real bucket already checked any condition); uncertain ones
 // keep their condition. REQUIRES: f.mu held.
-func (f *Bucket) applyLocked(m *objstore.MemBucket, w pendingWrite, acked bool) {
+func (f *Bucket) applyLocked(m *mem.Bucket, w pendingWrite, acked bool) {
 	ctx := context.Background()
 	switch w.op {
 	case OpDelete:
@@ -348,7 +349,7 @@ func (f *Bucket) applyLocked(m *objstore.MemBucket, w pendingWrite, acked bool) 
 //
 // Completion order stands in for the order the store applied writes; tests
 // that race unconditional writes to one key should not rely on the view.
-func (f *Bucket) CrashView() (*objstore.MemBucket, error) {
+func (f *Bucket) CrashView() (*mem.Bucket, error) {
 	if f.copyErr != nil {
 		return nil, f.copyErr
 	}

@@ -8,13 +8,16 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/bucketsuite"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	"github.com/woodpecker-wal/woodpecker/objstore/file"
+	"github.com/woodpecker-wal/woodpecker/objstore/mem"
 )
 
 // With no faults configured the wrapper is a conforming bucket.
 func TestTransparentConformance(t *testing.T) {
-	conformance.TestBucket(t, func(t testing.TB) objstore.Bucket { return fault.Wrap(objstore.NewMem(), 1) }, conformance.Options{Checks: 50})
+	bucketsuite.TestBucket(t, func(t testing.TB) objstore.Bucket { return fault.Wrap(mem.New(), 1) }, conformance.Options{Checks: 50})
 }
 
 func exists(t *testing.T, b objstore.Bucket, key string) bool {
@@ -28,7 +31,7 @@ func exists(t *testing.T, b objstore.Bucket, key string) bool {
 
 func TestFailNthDoesNotLand(t *testing.T) {
 	ctx := context.Background()
-	inner := objstore.NewMem()
+	inner := mem.New()
 	f := fault.Wrap(inner, 1)
 	f.FailNth(fault.OpPutIfAbsent, 2)
 	for i := 1; i <= 3; i++ {
@@ -50,7 +53,7 @@ func TestFailNthDoesNotLand(t *testing.T) {
 
 func TestAmbiguousLands(t *testing.T) {
 	ctx := context.Background()
-	inner := objstore.NewMem()
+	inner := mem.New()
 	f := fault.Wrap(inner, 1)
 	f.AmbiguousNth(fault.OpWrite, 1)
 	_, err := f.PutIfAbsent(ctx, "k", []byte("x"))
@@ -60,7 +63,7 @@ func TestAmbiguousLands(t *testing.T) {
 	if !exists(t, inner, "k") {
 		t.Fatalf("the ambiguous write did not land")
 	}
-	// A retry sees its own landed write as ErrExists, as on S3.
+	// A retry sees its own landed write as ErrExists, as on s3.
 	if _, err := f.PutIfAbsent(ctx, "k", []byte("x")); !errors.Is(err, objstore.ErrExists) {
 		t.Fatalf("retry = %v, want ErrExists", err)
 	}
@@ -71,7 +74,7 @@ func TestAmbiguousLands(t *testing.T) {
 
 func TestCrashViewKeepsAcknowledgedAndIsIndependent(t *testing.T) {
 	ctx := context.Background()
-	f := fault.Wrap(objstore.NewMem(), 7)
+	f := fault.Wrap(mem.New(), 7)
 	for i := 0; i < 20; i++ {
 		if _, err := f.PutIfAbsent(ctx, fmt.Sprint("k/", i), []byte{byte(i)}); err != nil {
 			t.Fatal(err)
@@ -109,7 +112,7 @@ func (b *blockingBucket) PutIfAbsent(ctx context.Context, key string, data []byt
 // gives the same view, and over many seeds both outcomes occur.
 func TestCrashViewInFlightIsSeeded(t *testing.T) {
 	view := func(seed uint64) string {
-		inner := &blockingBucket{Bucket: objstore.NewMem(), release: make(chan struct{})}
+		inner := &blockingBucket{Bucket: mem.New(), release: make(chan struct{})}
 		f := fault.Wrap(inner, seed)
 		done := make(chan struct{})
 		for i := 0; i < 8; i++ {
@@ -141,7 +144,7 @@ func TestCrashViewInFlightIsSeeded(t *testing.T) {
 
 func TestFailRateIsSeeded(t *testing.T) {
 	run := func(seed uint64) string {
-		f := fault.Wrap(objstore.NewMem(), seed)
+		f := fault.Wrap(mem.New(), seed)
 		f.FailRate(fault.OpAny, 0.3)
 		out := ""
 		for i := 0; i < 64; i++ {
@@ -160,7 +163,7 @@ func TestFailRateIsSeeded(t *testing.T) {
 }
 
 func TestLatency(t *testing.T) {
-	f := fault.Wrap(objstore.NewMem(), 1)
+	f := fault.Wrap(mem.New(), 1)
 	f.SetLatency(20*time.Millisecond, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
 	defer cancel()
@@ -173,7 +176,7 @@ func TestLatency(t *testing.T) {
 	}
 }
 
-func crashView(t *testing.T, f *fault.Bucket) *objstore.MemBucket {
+func crashView(t *testing.T, f *fault.Bucket) *mem.Bucket {
 	t.Helper()
 	v, err := f.CrashView()
 	if err != nil {
@@ -185,7 +188,7 @@ func crashView(t *testing.T, f *fault.Bucket) *objstore.MemBucket {
 // The crash view includes what the bucket held before it was wrapped.
 func TestCrashViewKeepsEarlierContents(t *testing.T) {
 	ctx := context.Background()
-	for name, inner := range map[string]objstore.Bucket{"mem": objstore.NewMem(), "file": newFileBucket(t)} {
+	for name, inner := range map[string]objstore.Bucket{"mem": mem.New(), "file": newFileBucket(t)} {
 		if _, err := inner.PutIfAbsent(ctx, "before", []byte("x")); err != nil {
 			t.Fatal(err)
 		}
@@ -197,7 +200,7 @@ func TestCrashViewKeepsEarlierContents(t *testing.T) {
 }
 
 func newFileBucket(t *testing.T) objstore.Bucket {
-	b, err := objstore.NewFile(t.TempDir(), objstore.FileOptions{NoSync: true})
+	b, err := file.New(t.TempDir(), file.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}

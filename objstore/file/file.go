@@ -1,4 +1,4 @@
-package objstore
+package file
 
 import (
 	"bytes"
@@ -20,6 +20,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/woodpecker-wal/woodpecker/objstore"
 )
 
 // fileTmpDir is the directory under a file bucket's root holding temporary
@@ -33,13 +35,13 @@ const fileTmpDir = ".woodpecker-tmp"
 // xattrs the ETag is the content's MD5, computed when written and when read.
 const fileETagXattr = "user.woodpecker.md5"
 
-// FileOptions configures a file bucket.
-type FileOptions struct {
+// Options configures a file bucket.
+type Options struct {
 	// NoSync skips every fsync. Writes are then not durable across a machine
 	// crash; meant only for tests and benchmarks.
 	NoSync bool
 	// NoCreate opens the bucket without changing the directory, for
-	// read-only use: the root must exist (NewFile fails naming it
+	// read-only use: the root must exist (New fails naming it
 	// otherwise, with an error wrapping fs.ErrNotExist), nothing is
 	// created under it, and leftover temporary files are not swept. Reads
 	// work on any directory; writes need the temporary directory and lock
@@ -49,8 +51,8 @@ type FileOptions struct {
 	Logger *slog.Logger
 }
 
-// FileBucket stores each object as a file under a root directory, the key
-// being its relative path. It implements CASBucket.
+// Bucket stores each object as a file under a root directory, the key
+// being its relative path. It implements objstore.CASBucket.
 //
 // Durability: a write returns after the file and its directory (and any
 // directory it created) are fsynced. PutIfAbsent writes a temporary file,
@@ -63,11 +65,11 @@ type FileOptions struct {
 // serialize on an flock(2)ed lock file.
 //
 // Keys are paths, so "a" and "a/b" cannot both exist: writing one while the
-// other exists fails with an error naming both (not ErrExists).
-type FileBucket struct {
+// other exists fails with an error naming both (not objstore.ErrExists).
+type Bucket struct {
 	root   string
 	tmp    string
-	opts   FileOptions
+	opts   Options
 	lockFD *os.File // nil when opened with NoCreate on a directory without one: no writes
 	xattrs bool     // the filesystem stores user xattrs: ETags are random tokens
 
@@ -80,12 +82,12 @@ type FileBucket struct {
 	closed  bool         // guarded by closeMu
 }
 
-var _ CASBucket = (*FileBucket)(nil)
+var _ objstore.CASBucket = (*Bucket)(nil)
 
-// NewFile opens (creating if needed, unless opts.NoCreate) a file bucket
+// New opens (creating if needed, unless opts.NoCreate) a file bucket
 // rooted at dir, which must be an absolute path. Temporary files left by dead
 // processes are removed (unless opts.NoCreate).
-func NewFile(dir string, opts FileOptions) (*FileBucket, error) {
+func New(dir string, opts Options) (*Bucket, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("objstore: file bucket root %q is not an absolute path", dir)
 	}
@@ -107,7 +109,7 @@ func NewFile(dir string, opts FileOptions) (*FileBucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("objstore: file bucket lock: %w", err)
 	}
-	b := &FileBucket{root: root, tmp: tmp, opts: opts, lockFD: lock}
+	b := &Bucket{root: root, tmp: tmp, opts: opts, lockFD: lock}
 	b.xattrs = unix.Fsetxattr(int(lock.Fd()), fileETagXattr, []byte("probe"), 0) == nil
 	b.sweep()
 	return b, nil
@@ -116,7 +118,7 @@ func NewFile(dir string, opts FileOptions) (*FileBucket, error) {
 // openFileNoCreate opens an existing root without creating or removing
 // anything. It uses the lock file when there is one (read-only when it may
 // not be written, as for another user's bucket).
-func openFileNoCreate(root, tmp string, opts FileOptions) (*FileBucket, error) {
+func openFileNoCreate(root, tmp string, opts Options) (*Bucket, error) {
 	st, err := os.Stat(root)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -130,7 +132,7 @@ func openFileNoCreate(root, tmp string, opts FileOptions) (*FileBucket, error) {
 	case !st.IsDir():
 		return nil, fmt.Errorf("objstore: file bucket root %s is not a directory", root)
 	}
-	b := &FileBucket{root: root, tmp: tmp, opts: opts}
+	b := &Bucket{root: root, tmp: tmp, opts: opts}
 	lockPath := filepath.Join(tmp, "lock")
 	lock, err := os.OpenFile(lockPath, os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
@@ -150,7 +152,7 @@ func openFileNoCreate(root, tmp string, opts FileOptions) (*FileBucket, error) {
 
 // writable fails when the bucket cannot be written: it was opened with
 // NoCreate on a directory without the temporary directory and lock file.
-func (b *FileBucket) writable(op, key string) error {
+func (b *Bucket) writable(op, key string) error {
 	if b.lockFD == nil {
 		return fmt.Errorf("objstore: %s %q: file bucket %s was opened with nocreate and has no %s directory, which writes need",
 			op, key, b.root, fileTmpDir)
@@ -159,7 +161,7 @@ func (b *FileBucket) writable(op, key string) error {
 }
 
 // sweep removes temporary files whose writing process is gone.
-func (b *FileBucket) sweep() {
+func (b *Bucket) sweep() {
 	ents, err := os.ReadDir(b.tmp)
 	if err != nil {
 		return
@@ -179,28 +181,28 @@ func (b *FileBucket) sweep() {
 }
 
 // Root returns the bucket's root directory.
-func (b *FileBucket) Root() string { return b.root }
+func (b *Bucket) Root() string { return b.root }
 
-func (b *FileBucket) path(key string) (string, error) {
-	if err := ValidateKey(key); err != nil {
+func (b *Bucket) path(key string) (string, error) {
+	if err := objstore.ValidateKey(key); err != nil {
 		return "", err
 	}
 	if first, _, _ := strings.Cut(key, "/"); first == fileTmpDir {
-		return "", fmt.Errorf("%w %q: first component %q is reserved by the file backend", ErrInvalidKey, key, fileTmpDir)
+		return "", fmt.Errorf("%w %q: first component %q is reserved by the file backend", objstore.ErrInvalidKey, key, fileTmpDir)
 	}
 	return filepath.Join(b.root, filepath.FromSlash(key)), nil
 }
 
 // enter checks ctx and closure and validates key; it returns the path and a
 // function to call when the operation is done.
-func (b *FileBucket) enter(ctx context.Context, key string) (string, func(), error) {
+func (b *Bucket) enter(ctx context.Context, key string) (string, func(), error) {
 	if err := ctx.Err(); err != nil {
 		return "", nil, err
 	}
 	b.closeMu.RLock()
 	if b.closed {
 		b.closeMu.RUnlock()
-		return "", nil, ErrClosed
+		return "", nil, objstore.ErrClosed
 	}
 	p, err := b.path(key)
 	if err != nil {
@@ -210,24 +212,24 @@ func (b *FileBucket) enter(ctx context.Context, key string) (string, func(), err
 	return p, b.closeMu.RUnlock, nil
 }
 
-// Get implements Bucket.
-func (b *FileBucket) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, ObjectInfo, error) {
+// Get implements objstore.Bucket.
+func (b *Bucket) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, objstore.ObjectInfo, error) {
 	p, done, err := b.enter(ctx, key)
 	if err != nil {
-		return nil, ObjectInfo{}, err
+		return nil, objstore.ObjectInfo{}, err
 	}
 	defer done()
 	if off < 0 {
-		return nil, ObjectInfo{}, fmt.Errorf("objstore: get %q: negative offset %d", key, off)
+		return nil, objstore.ObjectInfo{}, fmt.Errorf("objstore: get %q: negative offset %d", key, off)
 	}
 	f, err := os.Open(p)
 	if err != nil {
-		return nil, ObjectInfo{}, b.mapErr("get", key, err)
+		return nil, objstore.ObjectInfo{}, b.mapErr("get", key, err)
 	}
 	info, err := b.stat(f, key)
 	if err != nil {
 		f.Close()
-		return nil, ObjectInfo{}, err
+		return nil, objstore.ObjectInfo{}, err
 	}
 	n := info.Size - off
 	if length >= 0 && length < n {
@@ -245,15 +247,15 @@ type fileReader struct {
 func (r *fileReader) Close() error { return r.f.Close() }
 
 // stat returns the info of an open object file.
-func (b *FileBucket) stat(f *os.File, key string) (ObjectInfo, error) {
+func (b *Bucket) stat(f *os.File, key string) (objstore.ObjectInfo, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return ObjectInfo{}, b.mapErr("stat", key, err)
+		return objstore.ObjectInfo{}, b.mapErr("stat", key, err)
 	}
 	if st.IsDir() {
-		return ObjectInfo{}, fmt.Errorf("head %q: %w (a directory of other keys)", key, ErrNotFound)
+		return objstore.ObjectInfo{}, fmt.Errorf("head %q: %w (a directory of other keys)", key, objstore.ErrNotFound)
 	}
-	info := ObjectInfo{Key: key, Size: st.Size()}
+	info := objstore.ObjectInfo{Key: key, Size: st.Size()}
 	var buf [64]byte
 	if n, err := unix.Fgetxattr(int(f.Fd()), fileETagXattr, buf[:]); err == nil && n == 32 {
 		info.ETag = string(buf[:n])
@@ -261,42 +263,42 @@ func (b *FileBucket) stat(f *os.File, key string) (ObjectInfo, error) {
 	}
 	h := md5.New()
 	if _, err := io.Copy(h, io.NewSectionReader(f, 0, st.Size())); err != nil {
-		return ObjectInfo{}, fmt.Errorf("objstore: hashing %q: %w", key, err)
+		return objstore.ObjectInfo{}, fmt.Errorf("objstore: hashing %q: %w", key, err)
 	}
 	info.ETag = hex.EncodeToString(h.Sum(nil))
 	return info, nil
 }
 
-// Head implements Bucket.
-func (b *FileBucket) Head(ctx context.Context, key string) (ObjectInfo, error) {
+// Head implements objstore.Bucket.
+func (b *Bucket) Head(ctx context.Context, key string) (objstore.ObjectInfo, error) {
 	p, done, err := b.enter(ctx, key)
 	if err != nil {
-		return ObjectInfo{}, err
+		return objstore.ObjectInfo{}, err
 	}
 	defer done()
 	f, err := os.Open(p)
 	if err != nil {
-		return ObjectInfo{}, b.mapErr("head", key, err)
+		return objstore.ObjectInfo{}, b.mapErr("head", key, err)
 	}
 	defer f.Close()
 	return b.stat(f, key)
 }
 
-func (b *FileBucket) mapErr(op, key string, err error) error {
+func (b *Bucket) mapErr(op, key string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
-		return fmt.Errorf("%s %q: %w", op, key, ErrNotFound)
+		return fmt.Errorf("%s %q: %w", op, key, objstore.ErrNotFound)
 	case errors.Is(err, syscall.EISDIR):
-		return fmt.Errorf("%s %q: %w (a directory of other keys)", op, key, ErrNotFound)
+		return fmt.Errorf("%s %q: %w (a directory of other keys)", op, key, objstore.ErrNotFound)
 	}
 	return fmt.Errorf("objstore: %s %q: %w", op, key, err)
 }
 
 // writeTemp writes r to a fsynced temporary file and records its MD5.
-func (b *FileBucket) writeTemp(r io.Reader, size int64) (name string, info ObjectInfo, err error) {
+func (b *Bucket) writeTemp(r io.Reader, size int64) (name string, info objstore.ObjectInfo, err error) {
 	f, err := os.CreateTemp(b.tmp, "tmp-"+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
-		return "", ObjectInfo{}, err
+		return "", objstore.ObjectInfo{}, err
 	}
 	name = f.Name()
 	defer func() {
@@ -321,22 +323,22 @@ func (b *FileBucket) writeTemp(r io.Reader, size int64) (name string, info Objec
 		info.ETag = hex.EncodeToString(h.Sum(nil))
 	}
 	if err != nil {
-		return "", ObjectInfo{}, err
+		return "", objstore.ObjectInfo{}, err
 	}
 	if size >= 0 && n != size {
-		return "", ObjectInfo{}, fmt.Errorf("reader held %d bytes, declared size %d", n, size)
+		return "", objstore.ObjectInfo{}, fmt.Errorf("reader held %d bytes, declared size %d", n, size)
 	}
 	info.Size = n
 	if !b.opts.NoSync {
 		if err := f.Sync(); err != nil {
-			return "", ObjectInfo{}, err
+			return "", objstore.ObjectInfo{}, err
 		}
 	}
 	return name, info, nil
 }
 
 // syncDir fsyncs a directory.
-func (b *FileBucket) syncDir(dir string) error {
+func (b *Bucket) syncDir(dir string) error {
 	if b.opts.NoSync {
 		return nil
 	}
@@ -350,7 +352,7 @@ func (b *FileBucket) syncDir(dir string) error {
 
 // mkdirs creates the parent directories of p below the root, fsyncing each
 // parent of a directory it created.
-func (b *FileBucket) mkdirs(p string, key string) error {
+func (b *Bucket) mkdirs(p string, key string) error {
 	dir := filepath.Dir(p)
 	if st, err := os.Stat(dir); err == nil && st.IsDir() {
 		return nil
@@ -378,19 +380,19 @@ func (b *FileBucket) mkdirs(p string, key string) error {
 	return nil
 }
 
-// PutIfAbsent implements Bucket.
-func (b *FileBucket) PutIfAbsent(ctx context.Context, key string, data []byte) (ObjectInfo, error) {
+// PutIfAbsent implements objstore.Bucket.
+func (b *Bucket) PutIfAbsent(ctx context.Context, key string, data []byte) (objstore.ObjectInfo, error) {
 	p, done, err := b.enter(ctx, key)
 	if err != nil {
-		return ObjectInfo{}, err
+		return objstore.ObjectInfo{}, err
 	}
 	defer done()
 	if err := b.writable("put-if-absent", key); err != nil {
-		return ObjectInfo{}, err
+		return objstore.ObjectInfo{}, err
 	}
 	tmp, info, err := b.writeTemp(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
-		return ObjectInfo{}, fmt.Errorf("objstore: put-if-absent %q: %w", key, err)
+		return objstore.ObjectInfo{}, fmt.Errorf("objstore: put-if-absent %q: %w", key, err)
 	}
 	defer os.Remove(tmp)
 	info.Key = key
@@ -398,7 +400,7 @@ func (b *FileBucket) PutIfAbsent(ctx context.Context, key string, data []byte) (
 	// mkdirs and link; retry a few times.
 	for attempt := 0; ; attempt++ {
 		if err := b.mkdirs(p, key); err != nil {
-			return ObjectInfo{}, err
+			return objstore.ObjectInfo{}, err
 		}
 		err = os.Link(tmp, p)
 		if err == nil {
@@ -406,22 +408,22 @@ func (b *FileBucket) PutIfAbsent(ctx context.Context, key string, data []byte) (
 		}
 		if errors.Is(err, fs.ErrExist) {
 			if st, serr := os.Stat(p); serr == nil && st.IsDir() {
-				return ObjectInfo{}, fmt.Errorf("objstore: put-if-absent %q: the key is a directory of other keys", key)
+				return objstore.ObjectInfo{}, fmt.Errorf("objstore: put-if-absent %q: the key is a directory of other keys", key)
 			}
-			return ObjectInfo{}, fmt.Errorf("put-if-absent %q: %w", key, ErrExists)
+			return objstore.ObjectInfo{}, fmt.Errorf("put-if-absent %q: %w", key, objstore.ErrExists)
 		}
 		if !errors.Is(err, fs.ErrNotExist) || attempt >= 3 {
-			return ObjectInfo{}, fmt.Errorf("objstore: put-if-absent %q: %w", key, err)
+			return objstore.ObjectInfo{}, fmt.Errorf("objstore: put-if-absent %q: %w", key, err)
 		}
 	}
 	if err := b.syncDir(filepath.Dir(p)); err != nil {
-		return ObjectInfo{}, fmt.Errorf("objstore: put-if-absent %q: sync directory: %w", key, err)
+		return objstore.ObjectInfo{}, fmt.Errorf("objstore: put-if-absent %q: sync directory: %w", key, err)
 	}
 	return info, nil
 }
 
 // lock takes the bucket's write lock, within and across processes.
-func (b *FileBucket) lock() (unlock func(), err error) {
+func (b *Bucket) lock() (unlock func(), err error) {
 	b.casMu.Lock()
 	for {
 		err = unix.Flock(int(b.lockFD.Fd()), unix.LOCK_EX)
@@ -441,66 +443,66 @@ func (b *FileBucket) lock() (unlock func(), err error) {
 
 // replace renames a temporary file over p under the write lock, after check
 // (if non-nil) approves the current object.
-func (b *FileBucket) replace(op, key, p string, r io.Reader, size int64, check func() error) (ObjectInfo, error) {
+func (b *Bucket) replace(op, key, p string, r io.Reader, size int64, check func() error) (objstore.ObjectInfo, error) {
 	tmp, info, err := b.writeTemp(r, size)
 	if err != nil {
-		return ObjectInfo{}, fmt.Errorf("objstore: %s %q: %w", op, key, err)
+		return objstore.ObjectInfo{}, fmt.Errorf("objstore: %s %q: %w", op, key, err)
 	}
 	defer os.Remove(tmp)
 	info.Key = key
 	unlock, err := b.lock()
 	if err != nil {
-		return ObjectInfo{}, err
+		return objstore.ObjectInfo{}, err
 	}
 	defer unlock()
 	if check != nil {
 		if err := check(); err != nil {
-			return ObjectInfo{}, err
+			return objstore.ObjectInfo{}, err
 		}
 	}
 	if err := b.mkdirs(p, key); err != nil {
-		return ObjectInfo{}, err
+		return objstore.ObjectInfo{}, err
 	}
 	if st, err := os.Stat(p); err == nil && st.IsDir() {
-		return ObjectInfo{}, fmt.Errorf("objstore: %s %q: the key is a directory of other keys", op, key)
+		return objstore.ObjectInfo{}, fmt.Errorf("objstore: %s %q: the key is a directory of other keys", op, key)
 	}
 	if err := os.Rename(tmp, p); err != nil {
-		return ObjectInfo{}, fmt.Errorf("objstore: %s %q: %w", op, key, err)
+		return objstore.ObjectInfo{}, fmt.Errorf("objstore: %s %q: %w", op, key, err)
 	}
 	if err := b.syncDir(filepath.Dir(p)); err != nil {
-		return ObjectInfo{}, fmt.Errorf("objstore: %s %q: sync directory: %w", op, key, err)
+		return objstore.ObjectInfo{}, fmt.Errorf("objstore: %s %q: sync directory: %w", op, key, err)
 	}
 	return info, nil
 }
 
-// Put implements Bucket.
-func (b *FileBucket) Put(ctx context.Context, key string, r io.Reader, size int64) (ObjectInfo, error) {
+// Put implements objstore.Bucket.
+func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64) (objstore.ObjectInfo, error) {
 	p, done, err := b.enter(ctx, key)
 	if err != nil {
-		return ObjectInfo{}, err
+		return objstore.ObjectInfo{}, err
 	}
 	defer done()
 	if err := b.writable("put", key); err != nil {
-		return ObjectInfo{}, err
+		return objstore.ObjectInfo{}, err
 	}
 	return b.replace("put", key, p, r, size, nil)
 }
 
-// PutIfMatch implements CASBucket.
-func (b *FileBucket) PutIfMatch(ctx context.Context, key string, data []byte, etag string) (ObjectInfo, error) {
+// PutIfMatch implements objstore.CASBucket.
+func (b *Bucket) PutIfMatch(ctx context.Context, key string, data []byte, etag string) (objstore.ObjectInfo, error) {
 	p, done, err := b.enter(ctx, key)
 	if err != nil {
-		return ObjectInfo{}, err
+		return objstore.ObjectInfo{}, err
 	}
 	defer done()
 	if err := b.writable("put-if-match", key); err != nil {
-		return ObjectInfo{}, err
+		return objstore.ObjectInfo{}, err
 	}
 	return b.replace("put-if-match", key, p, bytes.NewReader(data), int64(len(data)), func() error {
 		f, err := os.Open(p)
 		if err != nil {
-			if err := b.mapErr("put-if-match", key, err); errors.Is(err, ErrNotFound) {
-				return fmt.Errorf("put-if-match %q: %w (no object)", key, ErrPrecondition)
+			if err := b.mapErr("put-if-match", key, err); errors.Is(err, objstore.ErrNotFound) {
+				return fmt.Errorf("put-if-match %q: %w (no object)", key, objstore.ErrPrecondition)
 			}
 			return err
 		}
@@ -510,14 +512,14 @@ func (b *FileBucket) PutIfMatch(ctx context.Context, key string, data []byte, et
 			return err
 		}
 		if cur.ETag != etag {
-			return fmt.Errorf("put-if-match %q: %w", key, ErrPrecondition)
+			return fmt.Errorf("put-if-match %q: %w", key, objstore.ErrPrecondition)
 		}
 		return nil
 	})
 }
 
-// Delete implements Bucket. Parent directories left empty are removed.
-func (b *FileBucket) Delete(ctx context.Context, key string) error {
+// Delete implements objstore.Bucket. Parent directories left empty are removed.
+func (b *Bucket) Delete(ctx context.Context, key string) error {
 	p, done, err := b.enter(ctx, key)
 	if err != nil {
 		return err
@@ -553,17 +555,17 @@ func (b *FileBucket) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// List implements Bucket. The file backend walks the directory below the
+// List implements objstore.Bucket. The file backend walks the directory below the
 // prefix and sorts the keys, so listing order is byte order even where a
 // directory walk would differ ("a/b" sorts after "a-c").
-func (b *FileBucket) List(ctx context.Context, opts ListOptions) ([]ObjectInfo, error) {
+func (b *Bucket) List(ctx context.Context, opts objstore.ListOptions) ([]objstore.ObjectInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	b.closeMu.RLock()
 	defer b.closeMu.RUnlock()
 	if b.closed {
-		return nil, ErrClosed
+		return nil, objstore.ErrClosed
 	}
 	// Walk from the deepest directory the prefix names in full.
 	base := ""
@@ -572,7 +574,7 @@ func (b *FileBucket) List(ctx context.Context, opts ListOptions) ([]ObjectInfo, 
 	}
 	start := b.root
 	if base != "" {
-		if ValidateKey(base) != nil {
+		if objstore.ValidateKey(base) != nil {
 			return nil, nil // no valid key has this prefix
 		}
 		start = filepath.Join(b.root, filepath.FromSlash(base))
@@ -615,7 +617,7 @@ func (b *FileBucket) List(ctx context.Context, opts ListOptions) ([]ObjectInfo, 
 	if opts.Limit > 0 && len(keys) > opts.Limit {
 		keys = keys[:opts.Limit]
 	}
-	out := make([]ObjectInfo, 0, len(keys))
+	out := make([]objstore.ObjectInfo, 0, len(keys))
 	for _, k := range keys {
 		f, err := os.Open(filepath.Join(b.root, filepath.FromSlash(k)))
 		if err != nil {
@@ -634,8 +636,8 @@ func (b *FileBucket) List(ctx context.Context, opts ListOptions) ([]ObjectInfo, 
 	return out, nil
 }
 
-// Close implements Bucket.
-func (b *FileBucket) Close() error {
+// Close implements objstore.Bucket.
+func (b *Bucket) Close() error {
 	b.closeMu.Lock()
 	defer b.closeMu.Unlock()
 	if b.closed {

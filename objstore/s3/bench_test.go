@@ -1,4 +1,4 @@
-package objstore_test
+package s3_test
 
 import (
 	"bytes"
@@ -14,6 +14,9 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	filestore "github.com/woodpecker-wal/woodpecker/objstore/file"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
+	s3store "github.com/woodpecker-wal/woodpecker/objstore/s3"
 )
 
 // The raw limits of each backend, which the WAL's throughput and latency are
@@ -53,16 +56,16 @@ type s3BenchBackend struct {
 func s3BenchBackends(top *testing.B) []s3BenchBackend {
 	var vgw, fake *testserver.S3Server
 	openS3 := func(b *testing.B, s *testserver.S3Server) objstore.Bucket {
-		bk, err := objstore.NewS3(context.Background(), s.Config(s.NewBucket(b), "bench"))
+		bk, err := s3store.New(context.Background(), s.Config(s.NewBucket(b), "bench"))
 		if err != nil {
 			b.Fatal(err)
 		}
 		return bk
 	}
 	return []s3BenchBackend{
-		{"mem", func(*testing.B) objstore.Bucket { return objstore.NewMem() }},
+		{"mem", func(*testing.B) objstore.Bucket { return objmem.New() }},
 		{"file", func(b *testing.B) objstore.Bucket {
-			fb, err := objstore.NewFile(b.TempDir(), objstore.FileOptions{})
+			fb, err := filestore.New(b.TempDir(), filestore.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package conformance
+package metasuite
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 
 	"pgregory.net/rapid"
 
+	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/internal/harness"
 	"github.com/woodpecker-wal/woodpecker/meta"
 )
 
@@ -29,7 +31,7 @@ type MetaFactory func(t testing.TB) meta.Store
 // among racing creators, no lost update among racing CAS incrementers, watch
 // delivery for stores implementing meta.Watcher, and a rapid state machine
 // against a map model.
-func TestMetaStore(t *testing.T, newStore MetaFactory, opts Options) {
+func TestMetaStore(t *testing.T, newStore MetaFactory, opts conformance.Options) {
 	open := func(t testing.TB) meta.Store {
 		t.Helper()
 		s := newStore(t)
@@ -45,14 +47,14 @@ func TestMetaStore(t *testing.T, newStore MetaFactory, opts Options) {
 	t.Run("Watch", func(t *testing.T) { testMetaWatch(t, open(t)) })
 	t.Run("Close", func(t *testing.T) { testMetaClose(t, newStore(t)) })
 	t.Run("Model", func(t *testing.T) {
-		withChecks(opts.Checks, func() {
+		harness.With(opts.Checks, func() {
 			rapid.Check(t, func(rt *rapid.T) { testMetaModel(rt, t, newStore) })
 		})
 	})
 }
 
 func testMetaBasic(t *testing.T, s meta.Store) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	if _, err := s.Get(ctx, "basic/k"); !errors.Is(err, meta.ErrNotFound) {
 		t.Fatalf("Get of missing key: got %v, want ErrNotFound", err)
 	}
@@ -113,7 +115,7 @@ func testMetaBasic(t *testing.T, s meta.Store) {
 }
 
 func testMetaVersions(t *testing.T, s meta.Store) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	seen := map[meta.Version]bool{}
 	note := func(v meta.Version) {
 		t.Helper()
@@ -150,7 +152,7 @@ func testMetaVersions(t *testing.T, s meta.Store) {
 }
 
 func testMetaList(t *testing.T, s meta.Store) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	keys := []string{"l/a", "l/a/b", "l/a-c", "l/a_c", "l/b", "l/b/c/d", "lx", "l/a.x"}
 	for _, k := range keys {
 		if _, err := s.Create(ctx, k, []byte(k)); err != nil {
@@ -190,7 +192,7 @@ func testMetaList(t *testing.T, s meta.Store) {
 var InvalidMetaKeys = []string{"", "/a", "a/", "a//b", "A", "a b", "a/../b", ".", "..", "a~", "ü", strings.Repeat("k", 513)}
 
 func testMetaInvalid(t *testing.T, s meta.Store) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	for _, k := range InvalidMetaKeys {
 		errs := map[string]error{}
 		_, errs["Get"] = s.Get(ctx, k)
@@ -216,14 +218,14 @@ func testMetaInvalid(t *testing.T, s meta.Store) {
 }
 
 func testMetaRaceCreate(t *testing.T, s meta.Store) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	for round := 0; round < 5; round++ {
 		key := "race/create/" + strconv.Itoa(round)
 		var wins atomic.Int32
-		winner := make(chan string, raceN)
+		winner := make(chan string, harness.RaceN)
 		var wg sync.WaitGroup
 		start := make(chan struct{})
-		for g := 0; g < raceN; g++ {
+		for g := 0; g < harness.RaceN; g++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -253,7 +255,7 @@ func testMetaRaceCreate(t *testing.T, s meta.Store) {
 }
 
 func testMetaRaceIncrement(t *testing.T, s meta.Store) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	const key, writers, perWriter = "race/counter", 8, 10
 	if _, err := s.Create(ctx, key, []byte("0")); err != nil {
 		t.Fatal(err)
@@ -294,7 +296,7 @@ func testMetaWatch(t *testing.T, s meta.Store) {
 	if !ok {
 		t.Skipf("%T does not implement meta.Watcher", s)
 	}
-	ctx, cancel := context.WithTimeout(ctxFor(t), 30*time.Second)
+	ctx, cancel := context.WithTimeout(harness.Ctx(t), 30*time.Second)
 	defer cancel()
 	ch, err := w.Watch(ctx, "w/in/")
 	if err != nil {
@@ -344,7 +346,7 @@ func testMetaWatch(t *testing.T, s meta.Store) {
 }
 
 func testMetaClose(t *testing.T, s meta.Store) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -364,7 +366,7 @@ var metaModelKeys = []string{"m/a", "m/a/b", "m/b", "m/c-d", "m/c/0"}
 func testMetaModel(rt *rapid.T, t *testing.T, newStore MetaFactory) {
 	s := newStore(t)
 	defer s.Close()
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	type rec struct {
 		value []byte
 		ver   meta.Version

@@ -1,4 +1,4 @@
-package meta_test
+package bucket_test
 
 import (
 	"context"
@@ -7,18 +7,19 @@ import (
 	"testing"
 
 	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/metasuite"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/meta/bucket"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/file"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
+	"github.com/woodpecker-wal/woodpecker/objstore/s3"
 )
 
-func TestMemConformance(t *testing.T) {
-	conformance.TestMetaStore(t, func(t testing.TB) meta.Store { return meta.NewMem() }, conformance.Options{Checks: 100})
-}
-
-func newBucketStore(t testing.TB, b objstore.Bucket, prefix string) *meta.BucketStore {
+func newBucketStore(t testing.TB, b objstore.Bucket, prefix string) *bucket.Store {
 	t.Helper()
-	s, err := meta.NewBucketStore(b, prefix)
+	s, err := bucket.New(b, prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,14 +27,14 @@ func newBucketStore(t testing.TB, b objstore.Bucket, prefix string) *meta.Bucket
 }
 
 func TestBucketStoreOnMemConformance(t *testing.T) {
-	conformance.TestMetaStore(t, func(t testing.TB) meta.Store {
-		return newBucketStore(t, objstore.NewMem(), "deploy/meta")
+	metasuite.TestMetaStore(t, func(t testing.TB) meta.Store {
+		return newBucketStore(t, objmem.New(), "deploy/meta")
 	}, conformance.Options{Checks: 100})
 }
 
 func TestBucketStoreOnFileConformance(t *testing.T) {
-	conformance.TestMetaStore(t, func(t testing.TB) meta.Store {
-		b, err := objstore.NewFile(t.TempDir(), objstore.FileOptions{})
+	metasuite.TestMetaStore(t, func(t testing.TB) meta.Store {
+		b, err := file.New(t.TempDir(), file.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +47,7 @@ func TestBucketStoreOnFileConformance(t *testing.T) {
 type noCAS struct{ objstore.Bucket }
 
 func TestBucketStoreNeedsCAS(t *testing.T) {
-	_, err := meta.NewBucketStore(noCAS{objstore.NewMem()}, "")
+	_, err := bucket.New(noCAS{objmem.New()}, "")
 	if err == nil || !strings.Contains(err.Error(), "If-Match") {
 		t.Fatalf("NewBucketStore without CAS = %v", err)
 	}
@@ -56,7 +57,7 @@ func TestBucketStoreNeedsCAS(t *testing.T) {
 // error naming the record, never a value.
 func TestBucketStoreDetectsCorruption(t *testing.T) {
 	ctx := context.Background()
-	b := objstore.NewMem()
+	b := objmem.New()
 	s := newBucketStore(t, b, "p")
 	if _, err := s.Create(ctx, "logs/x", []byte("the value")); err != nil {
 		t.Fatal(err)
@@ -86,7 +87,7 @@ func TestBucketStoreDetectsCorruption(t *testing.T) {
 // reply) is recognised as our own write by its nonce.
 func TestBucketStoreResolvesAmbiguousWrites(t *testing.T) {
 	ctx := context.Background()
-	b := &landedButFailed{CASBucket: objstore.NewMem()}
+	b := &landedButFailed{CASBucket: objmem.New()}
 	s := newBucketStore(t, b, "")
 	v, err := s.Create(ctx, "k", []byte("1"))
 	if err != nil {
@@ -128,8 +129,8 @@ func (b *landedButFailed) PutIfMatch(ctx context.Context, key string, data []byt
 
 func TestBucketStoreOnVersitygwConformance(t *testing.T) {
 	srv := testserver.Versitygw(t)
-	conformance.TestMetaStore(t, func(t testing.TB) meta.Store {
-		b, err := objstore.NewS3(context.Background(), srv.Config(srv.NewBucket(t), "deploy"))
+	metasuite.TestMetaStore(t, func(t testing.TB) meta.Store {
+		b, err := s3.New(context.Background(), srv.Config(srv.NewBucket(t), "deploy"))
 		if err != nil {
 			t.Fatal(err)
 		}

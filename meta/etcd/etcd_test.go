@@ -1,4 +1,4 @@
-package meta_test
+package etcd_test
 
 import (
 	"bytes"
@@ -21,8 +21,10 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/metasuite"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
+	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
 )
 
 // etcdSecret is a password that must never show up in an error.
@@ -35,9 +37,9 @@ func etcdCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-func etcdOpen(t testing.TB, cfg meta.EtcdConfig) *meta.EtcdStore {
+func etcdOpen(t testing.TB, cfg etcdmeta.Config) *etcdmeta.Store {
 	t.Helper()
-	s, err := meta.NewEtcd(etcdCtx(t), cfg)
+	s, err := etcdmeta.New(etcdCtx(t), cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = s.Close() })
 	return s
@@ -48,48 +50,48 @@ func etcdRandomPrefix() string { return "t_" + strings.ToLower(rand.Text()) }
 func TestEtcdConfigFromURL(t *testing.T) {
 	good := []struct {
 		url  string
-		want meta.EtcdConfig
+		want etcdmeta.Config
 		tls  bool // want a non-nil TLS
 	}{
 		{url: "etcd://127.0.0.1:2379/woodpecker",
-			want: meta.EtcdConfig{Endpoints: []string{"127.0.0.1:2379"}, Prefix: "woodpecker"}},
+			want: etcdmeta.Config{Endpoints: []string{"127.0.0.1:2379"}, Prefix: "woodpecker"}},
 		// url.Parse only checks the text after the last ':' as a port, so
 		// a host without a port can only come before the first ported one,
 		// and an IPv6 literal can only be alone.
 		{url: "etcd://h3,h1:1,h2:2/a/b/",
-			want: meta.EtcdConfig{Endpoints: []string{"h3:2379", "h1:1", "h2:2"}, Prefix: "a/b"}},
+			want: etcdmeta.Config{Endpoints: []string{"h3:2379", "h1:1", "h2:2"}, Prefix: "a/b"}},
 		{url: "etcd://[::1]:2380/p",
-			want: meta.EtcdConfig{Endpoints: []string{"[::1]:2380"}, Prefix: "p"}},
+			want: etcdmeta.Config{Endpoints: []string{"[::1]:2380"}, Prefix: "p"}},
 		{url: "etcd://[fe80::1]/p",
-			want: meta.EtcdConfig{Endpoints: []string{"[fe80::1]:2379"}, Prefix: "p"}},
+			want: etcdmeta.Config{Endpoints: []string{"[fe80::1]:2379"}, Prefix: "p"}},
 		{url: "etcd://h:1//leading",
-			want: meta.EtcdConfig{Endpoints: []string{"h:1"}, Prefix: "/leading"}},
+			want: etcdmeta.Config{Endpoints: []string{"h:1"}, Prefix: "/leading"}},
 		{url: "etcd://u:" + etcdSecret + "@h:1/p",
-			want: meta.EtcdConfig{Endpoints: []string{"h:1"}, Prefix: "p", Username: "u", Password: etcdSecret}},
+			want: etcdmeta.Config{Endpoints: []string{"h:1"}, Prefix: "p", Username: "u", Password: etcdSecret}},
 		{url: "etcd://u:p%40ss%2Fw@h:1/p",
-			want: meta.EtcdConfig{Endpoints: []string{"h:1"}, Prefix: "p", Username: "u", Password: "p@ss/w"}},
+			want: etcdmeta.Config{Endpoints: []string{"h:1"}, Prefix: "p", Username: "u", Password: "p@ss/w"}},
 		{url: "etcd://h:1/p?user=u&password=" + etcdSecret,
-			want: meta.EtcdConfig{Endpoints: []string{"h:1"}, Prefix: "p", Username: "u", Password: etcdSecret}},
+			want: etcdmeta.Config{Endpoints: []string{"h:1"}, Prefix: "p", Username: "u", Password: etcdSecret}},
 		{url: "etcd://h:1/p?dial_timeout=250ms&timeout=3s",
-			want: meta.EtcdConfig{Endpoints: []string{"h:1"}, Prefix: "p", DialTimeout: 250 * time.Millisecond, RequestTimeout: 3 * time.Second}},
+			want: etcdmeta.Config{Endpoints: []string{"h:1"}, Prefix: "p", DialTimeout: 250 * time.Millisecond, RequestTimeout: 3 * time.Second}},
 		{url: "etcd://h:1/p?tls=true", tls: true,
-			want: meta.EtcdConfig{Endpoints: []string{"h:1"}, Prefix: "p"}},
+			want: etcdmeta.Config{Endpoints: []string{"h:1"}, Prefix: "p"}},
 		{url: "etcds://h:1/p", tls: true,
-			want: meta.EtcdConfig{Endpoints: []string{"h:1"}, Prefix: "p"}},
+			want: etcdmeta.Config{Endpoints: []string{"h:1"}, Prefix: "p"}},
 		{url: "etcds://h:1/p?tls=1", tls: true,
-			want: meta.EtcdConfig{Endpoints: []string{"h:1"}, Prefix: "p"}},
+			want: etcdmeta.Config{Endpoints: []string{"h:1"}, Prefix: "p"}},
 		{url: "etcd://h:1/p?tls=false",
-			want: meta.EtcdConfig{Endpoints: []string{"h:1"}, Prefix: "p"}},
+			want: etcdmeta.Config{Endpoints: []string{"h:1"}, Prefix: "p"}},
 		{url: "etcd://h:1/p?ca_file=/x/ca.pem&cert_file=/x/c.pem&key_file=/x/k.pem",
-			want: meta.EtcdConfig{Endpoints: []string{"h:1"}, Prefix: "p", CAFile: "/x/ca.pem", CertFile: "/x/c.pem", KeyFile: "/x/k.pem"}},
+			want: etcdmeta.Config{Endpoints: []string{"h:1"}, Prefix: "p", CAFile: "/x/ca.pem", CertFile: "/x/c.pem", KeyFile: "/x/k.pem"}},
 		{url: "etcds://h:1/p?ca_file=/x/ca.pem",
-			want: meta.EtcdConfig{Endpoints: []string{"h:1"}, Prefix: "p", CAFile: "/x/ca.pem"}},
+			want: etcdmeta.Config{Endpoints: []string{"h:1"}, Prefix: "p", CAFile: "/x/ca.pem"}},
 	}
 	for _, tc := range good {
 		t.Run("good/"+strings.ReplaceAll(tc.url, etcdSecret, "SECRET"), func(t *testing.T) {
 			u, err := url.Parse(tc.url)
 			require.NoError(t, err)
-			got, err := meta.EtcdConfigFromURL(u)
+			got, err := etcdmeta.ConfigFromURL(u)
 			require.NoError(t, err)
 			assert.Equal(t, tc.tls, got.TLS != nil, "TLS")
 			got.TLS = nil
@@ -133,57 +135,57 @@ func TestEtcdConfigFromURL(t *testing.T) {
 		t.Run("bad/"+strings.ReplaceAll(tc.url, etcdSecret, "SECRET"), func(t *testing.T) {
 			u, err := url.Parse(tc.url)
 			require.NoError(t, err)
-			_, err = meta.EtcdConfigFromURL(u)
+			_, err = etcdmeta.ConfigFromURL(u)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 			assert.NotContains(t, err.Error(), etcdSecret, "the password leaked into the error")
 		})
 	}
 
-	_, err := meta.EtcdConfigFromURL(nil)
+	_, err := etcdmeta.ConfigFromURL(nil)
 	assert.Error(t, err)
 }
 
 func TestEtcdConfigValidate(t *testing.T) {
-	base := meta.EtcdConfig{Endpoints: []string{"127.0.0.1:1"}, Prefix: "p"}
+	base := etcdmeta.Config{Endpoints: []string{"127.0.0.1:1"}, Prefix: "p"}
 	for _, tc := range []struct {
 		name string
-		edit func(*meta.EtcdConfig)
+		edit func(*etcdmeta.Config)
 		want string
 	}{
-		{"no endpoints", func(c *meta.EtcdConfig) { c.Endpoints = nil }, "Endpoints: empty"},
-		{"empty endpoint", func(c *meta.EtcdConfig) { c.Endpoints = []string{""} }, "Endpoints[0]: empty"},
-		{"no port", func(c *meta.EtcdConfig) { c.Endpoints = []string{"h"} }, `Endpoints[0]: "h"`},
-		{"bad port", func(c *meta.EtcdConfig) { c.Endpoints = []string{"h:1", "h:70000"} }, `Endpoints[1]: "h:70000": port "70000"`},
-		{"bad scheme", func(c *meta.EtcdConfig) { c.Endpoints = []string{"ftp://h:1"} }, `scheme "ftp"`},
-		{"creds in endpoint", func(c *meta.EtcdConfig) { c.Endpoints = []string{"http://u:" + etcdSecret + "@h:1"} }, "credentials in an endpoint"},
-		{"http with TLS", func(c *meta.EtcdConfig) { c.Endpoints = []string{"http://h:1"}; c.CAFile = "/ca" }, "TLS is configured"},
-		{"bad prefix", func(c *meta.EtcdConfig) { c.Prefix = "a/" }, `Prefix: "a/"`},
-		{"user without password", func(c *meta.EtcdConfig) { c.Username = "u" }, "without Password"},
-		{"password without user", func(c *meta.EtcdConfig) { c.Password = etcdSecret }, "Password set without Username"},
-		{"cert without key", func(c *meta.EtcdConfig) { c.CertFile = "/c" }, "set both or neither"},
-		{"negative dial timeout", func(c *meta.EtcdConfig) { c.DialTimeout = -time.Second }, "DialTimeout -1s"},
-		{"negative request timeout", func(c *meta.EtcdConfig) { c.RequestTimeout = -time.Second }, "RequestTimeout -1s"},
-		{"missing CA file", func(c *meta.EtcdConfig) { c.CAFile = "/nonexistent/ca.pem" }, "CAFile"},
+		{"no endpoints", func(c *etcdmeta.Config) { c.Endpoints = nil }, "Endpoints: empty"},
+		{"empty endpoint", func(c *etcdmeta.Config) { c.Endpoints = []string{""} }, "Endpoints[0]: empty"},
+		{"no port", func(c *etcdmeta.Config) { c.Endpoints = []string{"h"} }, `Endpoints[0]: "h"`},
+		{"bad port", func(c *etcdmeta.Config) { c.Endpoints = []string{"h:1", "h:70000"} }, `Endpoints[1]: "h:70000": port "70000"`},
+		{"bad scheme", func(c *etcdmeta.Config) { c.Endpoints = []string{"ftp://h:1"} }, `scheme "ftp"`},
+		{"creds in endpoint", func(c *etcdmeta.Config) { c.Endpoints = []string{"http://u:" + etcdSecret + "@h:1"} }, "credentials in an endpoint"},
+		{"http with TLS", func(c *etcdmeta.Config) { c.Endpoints = []string{"http://h:1"}; c.CAFile = "/ca" }, "TLS is configured"},
+		{"bad prefix", func(c *etcdmeta.Config) { c.Prefix = "a/" }, `Prefix: "a/"`},
+		{"user without password", func(c *etcdmeta.Config) { c.Username = "u" }, "without Password"},
+		{"password without user", func(c *etcdmeta.Config) { c.Password = etcdSecret }, "Password set without Username"},
+		{"cert without key", func(c *etcdmeta.Config) { c.CertFile = "/c" }, "set both or neither"},
+		{"negative dial timeout", func(c *etcdmeta.Config) { c.DialTimeout = -time.Second }, "DialTimeout -1s"},
+		{"negative request timeout", func(c *etcdmeta.Config) { c.RequestTimeout = -time.Second }, "RequestTimeout -1s"},
+		{"missing CA file", func(c *etcdmeta.Config) { c.CAFile = "/nonexistent/ca.pem" }, "CAFile"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := base
 			tc.edit(&cfg)
-			_, err := meta.NewEtcd(context.Background(), cfg)
+			_, err := etcdmeta.New(context.Background(), cfg)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 			assert.NotContains(t, err.Error(), etcdSecret)
 		})
 	}
 
-	s := meta.EtcdConfig{Endpoints: []string{"h:1"}, Username: "u", Password: etcdSecret}.String()
+	s := etcdmeta.Config{Endpoints: []string{"h:1"}, Username: "u", Password: etcdSecret}.String()
 	assert.NotContains(t, s, etcdSecret)
 	assert.Contains(t, s, `Username:"u"`)
-	assert.NotContains(t, fmt.Sprintf("%v %+v", base, meta.EtcdConfig{Password: etcdSecret}), etcdSecret)
+	assert.NotContains(t, fmt.Sprintf("%v %+v", base, etcdmeta.Config{Password: etcdSecret}), etcdSecret)
 }
 
 func TestEtcdNewFromClientPrefix(t *testing.T) {
-	_, err := meta.NewEtcdFromClient(nil, "p")
+	_, err := etcdmeta.NewFromClient(nil, "p")
 	assert.Error(t, err)
 }
 
@@ -197,12 +199,12 @@ func TestEtcdUnreachable(t *testing.T) {
 
 	for _, creds := range []bool{false, true} {
 		t.Run(fmt.Sprintf("creds=%t", creds), func(t *testing.T) {
-			cfg := meta.EtcdConfig{Endpoints: []string{addr}, Prefix: "p", DialTimeout: 300 * time.Millisecond}
+			cfg := etcdmeta.Config{Endpoints: []string{addr}, Prefix: "p", DialTimeout: 300 * time.Millisecond}
 			if creds {
 				cfg.Username, cfg.Password = "root", etcdSecret
 			}
 			start := time.Now()
-			s, err := meta.NewEtcd(context.Background(), cfg)
+			s, err := etcdmeta.New(context.Background(), cfg)
 			elapsed := time.Since(start)
 			if s != nil {
 				_ = s.Close()
@@ -230,7 +232,7 @@ func TestEtcdAuth(t *testing.T) {
 	// A URL with the credentials works too.
 	u, err := url.Parse(srv.URL("p"))
 	require.NoError(t, err)
-	ucfg, err := meta.EtcdConfigFromURL(u)
+	ucfg, err := etcdmeta.ConfigFromURL(u)
 	require.NoError(t, err)
 	s2 := etcdOpen(t, ucfg)
 	rec, err := s2.Get(ctx, "k")
@@ -239,7 +241,7 @@ func TestEtcdAuth(t *testing.T) {
 
 	wrong := cfg
 	wrong.Password = "wrong-" + etcdSecret
-	_, err = meta.NewEtcd(ctx, wrong)
+	_, err = etcdmeta.New(ctx, wrong)
 	require.Error(t, err)
 	t.Logf("wrong password: %v", err)
 	assert.ErrorIs(t, err, rpctypes.ErrAuthFailed)
@@ -248,7 +250,7 @@ func TestEtcdAuth(t *testing.T) {
 
 	none := cfg
 	none.Username, none.Password = "", ""
-	_, err = meta.NewEtcd(ctx, none)
+	_, err = etcdmeta.New(ctx, none)
 	require.Error(t, err)
 	t.Logf("no credentials: %v", err)
 	assert.ErrorIs(t, err, rpctypes.ErrUserEmpty)
@@ -340,9 +342,9 @@ func TestEtcdCAS(t *testing.T) {
 func TestEtcdListPaging(t *testing.T) {
 	srv := testserver.Etcd(t)
 	cli := srv.Client(t)
-	s, err := meta.NewEtcdFromClient(cli, "dep")
+	s, err := etcdmeta.NewFromClient(cli, "dep")
 	require.NoError(t, err)
-	neighbour, err := meta.NewEtcdFromClient(cli, "dep2")
+	neighbour, err := etcdmeta.NewFromClient(cli, "dep2")
 	require.NoError(t, err)
 	ctx := etcdCtx(t)
 
@@ -773,9 +775,9 @@ func TestEtcdConcurrentCreate(t *testing.T) {
 // a fresh deployment prefix.
 func TestEtcdConformance(t *testing.T) {
 	srv := testserver.Etcd(t)
-	conformance.TestMetaStore(t, func(t testing.TB) meta.Store {
+	metasuite.TestMetaStore(t, func(t testing.TB) meta.Store {
 		t.Helper()
-		s, err := meta.NewEtcd(context.Background(), srv.Config(etcdRandomPrefix()))
+		s, err := etcdmeta.New(context.Background(), srv.Config(etcdRandomPrefix()))
 		if err != nil {
 			t.Fatalf("NewEtcd: %v", err)
 		}

@@ -1,4 +1,4 @@
-package objstore_test
+package file_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package objstore_test
+package s3_test
 
 import (
 	"bytes"
@@ -29,8 +29,10 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/bucketsuite"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/s3"
 )
 
 // s3Kinds are the servers every S3 test runs against.
@@ -49,14 +51,14 @@ func s3Ctx(t testing.TB) context.Context {
 }
 
 // s3Open opens bucket/prefix on s and closes it at cleanup.
-func s3Open(t testing.TB, s *testserver.S3Server, bucket, prefix string) *objstore.S3Bucket {
+func s3Open(t testing.TB, s *testserver.S3Server, bucket, prefix string) *s3.Bucket {
 	t.Helper()
 	return s3OpenConfig(t, s.Config(bucket, prefix))
 }
 
-func s3OpenConfig(t testing.TB, cfg objstore.S3Config) *objstore.S3Bucket {
+func s3OpenConfig(t testing.TB, cfg s3.Config) *s3.Bucket {
 	t.Helper()
-	b, err := objstore.NewS3(s3Ctx(t), cfg)
+	b, err := s3.New(s3Ctx(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,9 +76,9 @@ func TestS3Conformance(t *testing.T) {
 			if k.name == "versitygw" {
 				prefix = "wp/test"
 			}
-			conformance.TestBucket(t, func(t testing.TB) objstore.Bucket {
+			bucketsuite.TestBucket(t, func(t testing.TB) objstore.Bucket {
 				cfg := s.Config(s.NewBucket(t), prefix)
-				b, err := objstore.NewS3(s3Ctx(t), cfg)
+				b, err := s3.New(s3Ctx(t), cfg)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -146,8 +148,8 @@ func TestS3OpenErrors(t *testing.T) {
 	vgw := testserver.Versitygw(t)
 	ctx := s3Ctx(t)
 	t.Run("MissingBucket", func(t *testing.T) {
-		_, err := objstore.NewS3(ctx, vgw.Config("no-such-bucket", ""))
-		if !errors.Is(err, objstore.ErrS3BucketNotFound) {
+		_, err := s3.New(ctx, vgw.Config("no-such-bucket", ""))
+		if !errors.Is(err, s3.ErrBucketNotFound) {
 			t.Fatalf("got %v, want ErrS3BucketNotFound", err)
 		}
 		t.Log(err)
@@ -155,8 +157,8 @@ func TestS3OpenErrors(t *testing.T) {
 	t.Run("WrongSecret", func(t *testing.T) {
 		cfg := vgw.Config(vgw.NewBucket(t), "")
 		cfg.SecretKey = "wrong-secret-" + cfg.SecretKey
-		_, err := objstore.NewS3(ctx, cfg)
-		if !errors.Is(err, objstore.ErrS3AccessDenied) || errors.Is(err, objstore.ErrS3BucketNotFound) {
+		_, err := s3.New(ctx, cfg)
+		if !errors.Is(err, s3.ErrAccessDenied) || errors.Is(err, s3.ErrBucketNotFound) {
 			t.Fatalf("got %v, want ErrS3AccessDenied", err)
 		}
 		if strings.Contains(err.Error(), cfg.SecretKey) {
@@ -167,8 +169,8 @@ func TestS3OpenErrors(t *testing.T) {
 	t.Run("WrongAccessKey", func(t *testing.T) {
 		cfg := vgw.Config(vgw.NewBucket(t), "")
 		cfg.AccessKey = "nosuchuser"
-		_, err := objstore.NewS3(ctx, cfg)
-		if !errors.Is(err, objstore.ErrS3AccessDenied) {
+		_, err := s3.New(ctx, cfg)
+		if !errors.Is(err, s3.ErrAccessDenied) {
 			t.Fatalf("got %v, want ErrS3AccessDenied", err)
 		}
 		t.Log(err)
@@ -183,8 +185,8 @@ func TestS3OpenErrors(t *testing.T) {
 		cfg := vgw.Config("bucket", "")
 		cfg.Endpoint = addr
 		start := time.Now()
-		_, err = objstore.NewS3(ctx, cfg)
-		if !errors.Is(err, objstore.ErrS3Unreachable) {
+		_, err = s3.New(ctx, cfg)
+		if !errors.Is(err, s3.ErrUnreachable) {
 			t.Fatalf("got %v, want ErrS3Unreachable", err)
 		}
 		if d := time.Since(start); d > 2*time.Second {
@@ -223,8 +225,8 @@ func TestS3OpenErrors(t *testing.T) {
 		cfg.Endpoint = l.Addr().String()
 		cfg.RequestTimeout = 300 * time.Millisecond
 		start := time.Now()
-		_, err = objstore.NewS3(ctx, cfg)
-		if !errors.Is(err, objstore.ErrS3Unreachable) {
+		_, err = s3.New(ctx, cfg)
+		if !errors.Is(err, s3.ErrUnreachable) {
 			t.Fatalf("got %v, want ErrS3Unreachable", err)
 		}
 		if d := time.Since(start); d > 3*time.Second {
@@ -235,7 +237,7 @@ func TestS3OpenErrors(t *testing.T) {
 	t.Run("CallerDeadline", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
-		_, err := objstore.NewS3(cctx, vgw.Config("bucket", ""))
+		_, err := s3.New(cctx, vgw.Config("bucket", ""))
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("got %v, want context.Canceled", err)
 		}
@@ -244,38 +246,38 @@ func TestS3OpenErrors(t *testing.T) {
 
 func TestS3ConfigValidation(t *testing.T) {
 	t.Parallel()
-	good := objstore.S3Config{Endpoint: "127.0.0.1:1", Bucket: "bucket", AccessKey: "ak", SecretKey: "sk-secret-value"}
+	good := s3.Config{Endpoint: "127.0.0.1:1", Bucket: "bucket", AccessKey: "ak", SecretKey: "sk-secret-value"}
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(caFile, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
 		name string
-		mod  func(*objstore.S3Config)
+		mod  func(*s3.Config)
 		want string // substring of the error
 	}{
-		{"NoEndpoint", func(c *objstore.S3Config) { c.Endpoint = "" }, "Endpoint"},
-		{"EndpointScheme", func(c *objstore.S3Config) { c.Endpoint = "http://127.0.0.1:9000" }, "Endpoint \"http://127.0.0.1:9000\""},
-		{"EndpointBadPort", func(c *objstore.S3Config) { c.Endpoint = "127.0.0.1:99999" }, "bad port"},
-		{"EndpointUserInfo", func(c *objstore.S3Config) { c.Endpoint = "u:sk-secret-value@host" }, "user info"},
-		{"NoBucket", func(c *objstore.S3Config) { c.Bucket = "" }, "Bucket"},
-		{"BadBucket", func(c *objstore.S3Config) { c.Bucket = "Bad_Bucket" }, "Bucket \"Bad_Bucket\""},
-		{"BadPrefix", func(c *objstore.S3Config) { c.Prefix = "a//b" }, "Prefix \"a//b\""},
-		{"TrailingSlashPrefix", func(c *objstore.S3Config) { c.Prefix = "a/" }, "Prefix"},
-		{"BadLookup", func(c *objstore.S3Config) { c.Lookup = "virtual" }, "Lookup \"virtual\""},
-		{"SecretWithoutAccess", func(c *objstore.S3Config) { c.AccessKey = "" }, "SecretKey is set"},
-		{"AccessWithoutSecret", func(c *objstore.S3Config) { c.SecretKey = "" }, "AccessKey is set"},
-		{"NegativeTimeout", func(c *objstore.S3Config) { c.RequestTimeout = -time.Second }, "RequestTimeout"},
-		{"SkipVerifyWithoutTLS", func(c *objstore.S3Config) { c.InsecureSkipVerify = true }, "InsecureSkipVerify"},
-		{"CAWithoutTLS", func(c *objstore.S3Config) { c.CAFile = caFile }, "CAFile"},
-		{"CAMissing", func(c *objstore.S3Config) { c.Secure, c.CAFile = true, caFile+".missing" }, "CAFile"},
-		{"CANotPEM", func(c *objstore.S3Config) { c.Secure, c.CAFile = true, caFile }, "no PEM certificate"},
+		{"NoEndpoint", func(c *s3.Config) { c.Endpoint = "" }, "Endpoint"},
+		{"EndpointScheme", func(c *s3.Config) { c.Endpoint = "http://127.0.0.1:9000" }, "Endpoint \"http://127.0.0.1:9000\""},
+		{"EndpointBadPort", func(c *s3.Config) { c.Endpoint = "127.0.0.1:99999" }, "bad port"},
+		{"EndpointUserInfo", func(c *s3.Config) { c.Endpoint = "u:sk-secret-value@host" }, "user info"},
+		{"NoBucket", func(c *s3.Config) { c.Bucket = "" }, "Bucket"},
+		{"BadBucket", func(c *s3.Config) { c.Bucket = "Bad_Bucket" }, "Bucket \"Bad_Bucket\""},
+		{"BadPrefix", func(c *s3.Config) { c.Prefix = "a//b" }, "Prefix \"a//b\""},
+		{"TrailingSlashPrefix", func(c *s3.Config) { c.Prefix = "a/" }, "Prefix"},
+		{"BadLookup", func(c *s3.Config) { c.Lookup = "virtual" }, "Lookup \"virtual\""},
+		{"SecretWithoutAccess", func(c *s3.Config) { c.AccessKey = "" }, "SecretKey is set"},
+		{"AccessWithoutSecret", func(c *s3.Config) { c.SecretKey = "" }, "AccessKey is set"},
+		{"NegativeTimeout", func(c *s3.Config) { c.RequestTimeout = -time.Second }, "RequestTimeout"},
+		{"SkipVerifyWithoutTLS", func(c *s3.Config) { c.InsecureSkipVerify = true }, "InsecureSkipVerify"},
+		{"CAWithoutTLS", func(c *s3.Config) { c.CAFile = caFile }, "CAFile"},
+		{"CAMissing", func(c *s3.Config) { c.Secure, c.CAFile = true, caFile+".missing" }, "CAFile"},
+		{"CANotPEM", func(c *s3.Config) { c.Secure, c.CAFile = true, caFile }, "no PEM certificate"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := good
 			c.mod(&cfg)
-			_, err := objstore.NewS3(context.Background(), cfg)
+			_, err := s3.New(context.Background(), cfg)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("NewS3 = %v, want an error containing %q", err, c.want)
 			}
@@ -296,38 +298,38 @@ func TestS3ConfigFromURL(t *testing.T) {
 		name string
 		url  string
 		env  map[string]string
-		want objstore.S3Config
+		want s3.Config
 	}{
 		{
 			name: "Full",
 			url: "s3://bucket/some/prefix?endpoint=127.0.0.1:9000&region=us-east-1&secure=false&lookup=path" +
 				"&access_key=AK&secret_key=S%2FK&session_token=TOK&disable_sha256=true&timeout=10s&max_retries=5",
-			want: objstore.S3Config{Endpoint: "127.0.0.1:9000", Bucket: "bucket", Prefix: "some/prefix",
+			want: s3.Config{Endpoint: "127.0.0.1:9000", Bucket: "bucket", Prefix: "some/prefix",
 				Region: "us-east-1", AccessKey: "AK", SecretKey: "S/K", SessionToken: "TOK", Lookup: "path",
 				DisableContentSha256: true, RequestTimeout: 10 * time.Second, MaxRetries: 5},
 		},
 		{
 			name: "UserInfo",
 			url:  "s3://AK:S%2BK@bucket/p/?endpoint=127.0.0.1:9000&secure=false",
-			want: objstore.S3Config{Endpoint: "127.0.0.1:9000", Bucket: "bucket", Prefix: "p", AccessKey: "AK", SecretKey: "S+K"},
+			want: s3.Config{Endpoint: "127.0.0.1:9000", Bucket: "bucket", Prefix: "p", AccessKey: "AK", SecretKey: "S+K"},
 		},
 		{
 			name: "TLSOptions",
 			url:  "s3://bucket?endpoint=minio.local:9443&insecure_skip_verify=true&ca_file=/x.pem&lookup=dns",
-			want: objstore.S3Config{Endpoint: "minio.local:9443", Bucket: "bucket", Secure: true,
+			want: s3.Config{Endpoint: "minio.local:9443", Bucket: "bucket", Secure: true,
 				InsecureSkipVerify: true, CAFile: "/x.pem", Lookup: "dns"},
 		},
 		{
 			name: "Defaults",
 			url:  "s3://bucket",
-			want: objstore.S3Config{Endpoint: "s3.amazonaws.com", Bucket: "bucket", Secure: true},
+			want: s3.Config{Endpoint: "s3.amazonaws.com", Bucket: "bucket", Secure: true},
 		},
 		{
 			name: "Env",
 			url:  "s3://bucket/x",
 			env: map[string]string{"AWS_ACCESS_KEY_ID": "EAK", "AWS_SECRET_ACCESS_KEY": "ESK", "AWS_SESSION_TOKEN": "ETOK",
 				"AWS_DEFAULT_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://10.0.0.1:9000/"},
-			want: objstore.S3Config{Endpoint: "10.0.0.1:9000", Bucket: "bucket", Prefix: "x", Region: "eu-west-1",
+			want: s3.Config{Endpoint: "10.0.0.1:9000", Bucket: "bucket", Prefix: "x", Region: "eu-west-1",
 				AccessKey: "EAK", SecretKey: "ESK", SessionToken: "ETOK"},
 		},
 		{
@@ -335,18 +337,18 @@ func TestS3ConfigFromURL(t *testing.T) {
 			url:  "s3://bucket",
 			env: map[string]string{"AWS_ENDPOINT_URL_S3": "https://s3.example.com", "AWS_ENDPOINT_URL": "http://other:1",
 				"AWS_REGION": "ap-south-1", "AWS_DEFAULT_REGION": "eu-west-1"},
-			want: objstore.S3Config{Endpoint: "s3.example.com", Bucket: "bucket", Region: "ap-south-1", Secure: true},
+			want: s3.Config{Endpoint: "s3.example.com", Bucket: "bucket", Region: "ap-south-1", Secure: true},
 		},
 		{
 			name: "URLCredentialsWinOverEnv",
 			url:  "s3://bucket?access_key=AK&secret_key=SK&region=r1",
 			env:  map[string]string{"AWS_ACCESS_KEY_ID": "EAK", "AWS_SECRET_ACCESS_KEY": "ESK", "AWS_SESSION_TOKEN": "ETOK", "AWS_REGION": "r2"},
-			want: objstore.S3Config{Endpoint: "s3.amazonaws.com", Bucket: "bucket", Region: "r1", AccessKey: "AK", SecretKey: "SK", Secure: true},
+			want: s3.Config{Endpoint: "s3.amazonaws.com", Bucket: "bucket", Region: "r1", AccessKey: "AK", SecretKey: "SK", Secure: true},
 		},
 		{
 			name: "EndpointWithScheme",
 			url:  "s3://bucket?endpoint=http%3A%2F%2F127.0.0.1%3A9000",
-			want: objstore.S3Config{Endpoint: "127.0.0.1:9000", Bucket: "bucket"},
+			want: s3.Config{Endpoint: "127.0.0.1:9000", Bucket: "bucket"},
 		},
 	}
 	for _, c := range good {
@@ -358,7 +360,7 @@ func TestS3ConfigFromURL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := objstore.S3ConfigFromURL(u)
+			got, err := s3.ConfigFromURL(u)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -402,7 +404,7 @@ func TestS3ConfigFromURL(t *testing.T) {
 			if err != nil {
 				t.Fatalf("url.Parse: %v", err)
 			}
-			_, err = objstore.S3ConfigFromURL(u)
+			_, err = s3.ConfigFromURL(u)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("got %v, want an error containing %q", err, c.want)
 			}
@@ -410,7 +412,7 @@ func TestS3ConfigFromURL(t *testing.T) {
 		})
 	}
 	t.Run("Nil", func(t *testing.T) {
-		if _, err := objstore.S3ConfigFromURL(nil); err == nil {
+		if _, err := s3.ConfigFromURL(nil); err == nil {
 			t.Fatal("nil URL accepted")
 		}
 	})
@@ -446,7 +448,7 @@ func TestS3SecretsNeverLeak(t *testing.T) {
 		errs = append(errs, err)
 	}
 
-	cfg := objstore.S3Config{Endpoint: "127.0.0.1:1", Bucket: "bucket", AccessKey: "AK", SecretKey: secret, SessionToken: token}
+	cfg := s3.Config{Endpoint: "127.0.0.1:1", Bucket: "bucket", AccessKey: "AK", SecretKey: secret, SessionToken: token}
 	for _, s := range []string{cfg.String(), fmt.Sprintf("%v", cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg)} {
 		if strings.Contains(s, secret) || strings.Contains(s, token) {
 			t.Fatalf("printed config contains a secret: %s", s)
@@ -454,18 +456,18 @@ func TestS3SecretsNeverLeak(t *testing.T) {
 	}
 
 	// Validation and connection errors.
-	for _, mod := range []func(*objstore.S3Config){
-		func(c *objstore.S3Config) { c.Bucket = "" },
-		func(c *objstore.S3Config) { c.AccessKey = "" },
-		func(c *objstore.S3Config) { c.Lookup = "x" },
-		func(c *objstore.S3Config) { c.Endpoint = "AK:" + secret + "@host:1" },
-		func(c *objstore.S3Config) {}, // closed port
-		func(c *objstore.S3Config) { c.Secure = true },
+	for _, mod := range []func(*s3.Config){
+		func(c *s3.Config) { c.Bucket = "" },
+		func(c *s3.Config) { c.AccessKey = "" },
+		func(c *s3.Config) { c.Lookup = "x" },
+		func(c *s3.Config) { c.Endpoint = "AK:" + secret + "@host:1" },
+		func(c *s3.Config) {}, // closed port
+		func(c *s3.Config) { c.Secure = true },
 	} {
 		c := cfg
 		c.RequestTimeout = time.Second
 		mod(&c)
-		_, err := objstore.NewS3(ctx, c)
+		_, err := s3.New(ctx, c)
 		add(err)
 	}
 
@@ -473,10 +475,10 @@ func TestS3SecretsNeverLeak(t *testing.T) {
 	vgw := testserver.Versitygw(t)
 	c := vgw.Config(vgw.NewBucket(t), "")
 	c.SecretKey, c.SessionToken = secret, token
-	_, err := objstore.NewS3(ctx, c)
+	_, err := s3.New(ctx, c)
 	add(err)
 	c.SessionToken = ""
-	_, err = objstore.NewS3(ctx, c)
+	_, err = s3.New(ctx, c)
 	add(err)
 
 	// A server that echoes the request's credentials in its error messages,
@@ -494,9 +496,9 @@ func TestS3SecretsNeverLeak(t *testing.T) {
 			secret, token)
 	}))
 	defer echo.Close()
-	ec := objstore.S3Config{Endpoint: strings.TrimPrefix(echo.URL, "http://"), Bucket: "bucket", Region: "us-east-1",
+	ec := s3.Config{Endpoint: strings.TrimPrefix(echo.URL, "http://"), Bucket: "bucket", Region: "us-east-1",
 		Lookup: "path", AccessKey: "AK", SecretKey: secret, SessionToken: token, MaxRetries: -1}
-	b, err := objstore.NewS3(ctx, ec)
+	b, err := s3.New(ctx, ec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -581,7 +583,7 @@ func TestS3Retry(t *testing.T) {
 	t.Parallel()
 	vgw := testserver.Versitygw(t)
 	ctx := s3Ctx(t)
-	open := func(t *testing.T, endpoint string, retries int) *objstore.S3Bucket {
+	open := func(t *testing.T, endpoint string, retries int) *s3.Bucket {
 		cfg := vgw.Config(vgw.NewBucket(t), "")
 		cfg.Endpoint = endpoint
 		cfg.MaxRetries = retries
@@ -786,12 +788,12 @@ func TestS3PrefixIsolation(t *testing.T) {
 	a := s3Open(t, s, bucket, "tenant/a")
 	ab := s3Open(t, s, bucket, "tenant/ab")
 	root := s3Open(t, s, bucket, "")
-	for _, b := range []*objstore.S3Bucket{a, ab} {
+	for _, b := range []*s3.Bucket{a, ab} {
 		if _, err := b.PutIfAbsent(ctx, "k", []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, b := range []*objstore.S3Bucket{a, ab} {
+	for _, b := range []*s3.Bucket{a, ab} {
 		objs, err := b.List(ctx, objstore.ListOptions{})
 		if err != nil || len(objs) != 1 || objs[0].Key != "k" {
 			t.Fatalf("List = %+v, %v; want just k", objs, err)
@@ -913,7 +915,7 @@ func TestS3RacePutIfAbsent(t *testing.T) {
 			s := k.start(t)
 			bucket := s.NewBucket(t)
 			// Each writer has its own client, as separate processes would.
-			bs := make([]*objstore.S3Bucket, writers)
+			bs := make([]*s3.Bucket, writers)
 			for i := range bs {
 				bs[i] = s3Open(t, s, bucket, "")
 			}
@@ -962,7 +964,7 @@ func TestS3TLS(t *testing.T) {
 	ts.StartTLS()
 	defer ts.Close()
 	ctx := s3Ctx(t)
-	cfg := objstore.S3Config{Endpoint: strings.TrimPrefix(ts.URL, "https://"), Bucket: "tls", Region: "us-east-1",
+	cfg := s3.Config{Endpoint: strings.TrimPrefix(ts.URL, "https://"), Bucket: "tls", Region: "us-east-1",
 		Lookup: "path", AccessKey: "ak", SecretKey: "sk", Secure: true, RequestTimeout: 5 * time.Second}
 
 	mk, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4("ak", "sk", ""), Secure: true,
@@ -974,7 +976,7 @@ func TestS3TLS(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, err := objstore.NewS3(ctx, cfg); !errors.Is(err, objstore.ErrS3Unreachable) {
+	if _, err := s3.New(ctx, cfg); !errors.Is(err, s3.ErrUnreachable) {
 		t.Fatalf("unknown CA: %v, want ErrS3Unreachable", err)
 	} else {
 		t.Log(err)
@@ -983,13 +985,13 @@ func TestS3TLS(t *testing.T) {
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for name, mod := range map[string]func(*objstore.S3Config){
-		"CAFile":             func(c *objstore.S3Config) { c.CAFile = ca },
-		"InsecureSkipVerify": func(c *objstore.S3Config) { c.InsecureSkipVerify = true },
+	for name, mod := range map[string]func(*s3.Config){
+		"CAFile":             func(c *s3.Config) { c.CAFile = ca },
+		"InsecureSkipVerify": func(c *s3.Config) { c.InsecureSkipVerify = true },
 	} {
 		c := cfg
 		mod(&c)
-		b, err := objstore.NewS3(ctx, c)
+		b, err := s3.New(ctx, c)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -1000,20 +1002,37 @@ func TestS3TLS(t *testing.T) {
 	}
 }
 
-func ExampleS3ConfigFromURL() {
+func ExampleConfigFromURL() {
 	u, err := url.Parse("s3://AKID:secret@logs/raft/cluster1?endpoint=127.0.0.1:9000&secure=false&region=us-east-1&lookup=path")
 	if err != nil {
 		panic(err)
 	}
-	cfg, err := objstore.S3ConfigFromURL(u)
+	cfg, err := s3.ConfigFromURL(u)
 	if err != nil {
 		panic(err)
 	}
 	fmt.Println(cfg.Endpoint, cfg.Bucket, cfg.Prefix, cfg.Secure, cfg.Lookup)
 	fmt.Println(cfg) // secrets are redacted
-	// Then: bucket, err := objstore.NewS3(ctx, cfg)
+	// Then: bucket, err := s3.New(ctx, cfg)
 
 	// Output:
 	// 127.0.0.1:9000 logs raft/cluster1 false path
-	// S3Config{Endpoint:"127.0.0.1:9000" Bucket:"logs" Prefix:"raft/cluster1" Region:"us-east-1" AccessKey:"AKID" SecretKey:"REDACTED" SessionToken:"" Secure:false InsecureSkipVerify:false CAFile:"" Lookup:"path" DisableContentSha256:false MaxRetries:0 RequestTimeout:0s}
+	// s3.Config{Endpoint:"127.0.0.1:9000" Bucket:"logs" Prefix:"raft/cluster1" Region:"us-east-1" AccessKey:"AKID" SecretKey:"REDACTED" SessionToken:"" Secure:false InsecureSkipVerify:false CAFile:"" Lookup:"path" DisableContentSha256:false MaxRetries:0 RequestTimeout:0s}
+}
+
+// Linking objstore/s3 registers the s3 scheme with objstore.Open.
+func TestOpenRegistersScheme(t *testing.T) {
+	for _, c := range []struct{ url, want string }{
+		{"s3://", "bucket"},
+		{"s3://ak:topsecret@bucket/p?endpoint=127.0.0.1:1&bogus=1", "bogus"},
+	} {
+		b, err := objstore.Open(context.Background(), c.url)
+		if err == nil {
+			b.Close()
+			t.Fatalf("Open(%q) succeeded", c.url)
+		}
+		if !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "topsecret") {
+			t.Errorf("Open(%q) = %q, want it to mention %q and not the secret", c.url, err, c.want)
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package conformance
+package etcdraftsuite
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"pgregory.net/rapid"
 
+	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/internal/harness"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
@@ -41,7 +43,7 @@ type EtcdSaver interface {
 type EtcdStorageFactory struct {
 	// Stores returns a fresh, empty bucket and metadata store for one test
 	// case. The suite closes neither; register cleanup with t.Cleanup.
-	Stores WALStores
+	Stores conformance.WALStores
 	// Open opens the storage over b and m. It is called at the start of a
 	// case, again after a clean Close, and after a simulated crash, each time
 	// with new handles over the same data.
@@ -62,10 +64,10 @@ type EtcdStorageFactory struct {
 //
 // MemoryStorage reports its panics through raft's global logger: the suite
 // silences it while it runs and restores raft's default logger afterwards.
-func TestEtcdStorage(t *testing.T, f EtcdStorageFactory, opts Options) {
+func TestEtcdStorage(t *testing.T, f EtcdStorageFactory, opts conformance.Options) {
 	raft.SetLogger(&raft.DefaultLogger{Logger: log.New(io.Discard, "", 0)})
 	defer raft.ResetDefaultLogger()
-	withChecks(opts.Checks, func() {
+	harness.With(opts.Checks, func() {
 		rapid.Check(t, func(rt *rapid.T) {
 			b, m := f.Stores(t)
 			sm := &etcdMachine{t: t, f: f, base: b, meta: m, seed: rapid.Uint64().Draw(rt, "seed"),
@@ -87,7 +89,7 @@ type etcdMachine struct {
 	n    uint64
 
 	fb *fault.Bucket
-	gm *gatedMeta
+	gm *harness.GatedMeta
 	st EtcdStorage
 
 	oracle *raft.MemoryStorage
@@ -102,7 +104,7 @@ func (m *etcdMachine) ctx() context.Context {
 func (m *etcdMachine) newProcess(rt *rapid.T) {
 	m.fb = fault.Wrap(m.base, m.seed+m.n)
 	m.n++
-	m.gm = &gatedMeta{Store: m.meta}
+	m.gm = &harness.GatedMeta{Store: m.meta}
 	st, err := m.f.Open(m.ctx(), m.fb, m.gm)
 	if err != nil {
 		rt.Fatalf("open storage: %v", err)
@@ -363,7 +365,7 @@ func (m *etcdMachine) actions() map[string]func(*rapid.T) {
 			m.check(rt)
 		},
 		"Crash": func(rt *rapid.T) {
-			m.gm.kill()
+			m.gm.Kill()
 			m.fb.SetHook(func(fault.Op, string) fault.Action { return fault.Fail })
 			view, err := m.fb.CrashView()
 			if err != nil {

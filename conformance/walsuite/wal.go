@@ -1,24 +1,21 @@
-package conformance
+package walsuite
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	"pgregory.net/rapid"
 
+	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/internal/harness"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
-
-// WALStores returns a fresh, empty bucket and metadata store for one WAL
-// test case. The suite closes neither; register cleanup with t.Cleanup.
-type WALStores func(t testing.TB) (objstore.Bucket, meta.Store)
 
 // TestWAL runs the WAL engine's property-based state machine against a
 // plain-slice model. Actions: append (sync and async), truncate front,
@@ -33,8 +30,8 @@ type WALStores func(t testing.TB) (objstore.Bucket, meta.Store)
 // The crash action needs the bucket's state to survive into a new client:
 // the suite wraps the factory's bucket in a fault.Bucket and replaces it by
 // its crash view, which is in memory; the metadata store is shared.
-func TestWAL(t *testing.T, stores WALStores, opts Options) {
-	withChecks(opts.Checks, func() {
+func TestWAL(t *testing.T, stores conformance.WALStores, opts conformance.Options) {
+	harness.With(opts.Checks, func() {
 		rapid.Check(t, func(rt *rapid.T) {
 			b, m := stores(t)
 			sm := &walMachine{t: t, base: b, meta: m, seed: rapid.Uint64().Draw(rt, "seed")}
@@ -45,67 +42,6 @@ func TestWAL(t *testing.T, stores WALStores, opts Options) {
 	})
 }
 
-// gatedMeta fails every call after kill, standing in for a crashed process.
-type gatedMeta struct {
-	meta.Store
-	mu     sync.Mutex
-	killed bool
-}
-
-var errKilled = errors.New("conformance: process crashed")
-
-func (g *gatedMeta) check() error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.killed {
-		return errKilled
-	}
-	return nil
-}
-
-func (g *gatedMeta) kill() {
-	g.mu.Lock()
-	g.killed = true
-	g.mu.Unlock()
-}
-
-func (g *gatedMeta) Get(ctx context.Context, k string) (meta.Record, error) {
-	if err := g.check(); err != nil {
-		return meta.Record{}, err
-	}
-	return g.Store.Get(ctx, k)
-}
-
-func (g *gatedMeta) Create(ctx context.Context, k string, v []byte) (meta.Version, error) {
-	if err := g.check(); err != nil {
-		return "", err
-	}
-	return g.Store.Create(ctx, k, v)
-}
-
-func (g *gatedMeta) Update(ctx context.Context, k string, v []byte, ver meta.Version) (meta.Version, error) {
-	if err := g.check(); err != nil {
-		return "", err
-	}
-	return g.Store.Update(ctx, k, v, ver)
-}
-
-func (g *gatedMeta) Delete(ctx context.Context, k string, ver meta.Version) error {
-	if err := g.check(); err != nil {
-		return err
-	}
-	return g.Store.Delete(ctx, k, ver)
-}
-
-func (g *gatedMeta) List(ctx context.Context, p string) ([]meta.Record, error) {
-	if err := g.check(); err != nil {
-		return nil, err
-	}
-	return g.Store.List(ctx, p)
-}
-
-func (g *gatedMeta) Close() error { return nil }
-
 type walMachine struct {
 	t    *testing.T
 	base objstore.Bucket
@@ -114,7 +50,7 @@ type walMachine struct {
 
 	// The current process.
 	fb     *fault.Bucket
-	gm     *gatedMeta
+	gm     *harness.GatedMeta
 	client *wal.Client
 	log    *wal.Log
 	w      *wal.Writer
@@ -153,7 +89,7 @@ func (m *walMachine) newProcess(rt *rapid.T, sameBucket bool) {
 		m.fb = fault.Wrap(m.base, m.seed+m.nextSeq)
 		m.nextSeq++
 	}
-	m.gm = &gatedMeta{Store: m.meta}
+	m.gm = &harness.GatedMeta{Store: m.meta}
 	c, err := wal.Open(m.ctx(), wal.Config{
 		Bucket: m.fb, Meta: m.gm, RetryInterval: time.Millisecond, MaxFlushRetries: 8,
 		SegmentMaxFragments: 4, MaxInterval: time.Millisecond, MaxEntries: 3, CacheBytes: 1 << 20,
@@ -342,7 +278,7 @@ func (m *walMachine) actions() map[string]func(*rapid.T) {
 		},
 		"Crash": func(rt *rapid.T) {
 			// Crash with async appends possibly in flight.
-			m.gm.kill()
+			m.gm.Kill()
 			m.fb.SetHook(func(fault.Op, string) fault.Action { return fault.Fail })
 			view, err := m.fb.CrashView()
 			if err != nil {

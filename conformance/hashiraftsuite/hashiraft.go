@@ -1,4 +1,4 @@
-package conformance
+package hashiraftsuite
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"github.com/hashicorp/raft"
 	"pgregory.net/rapid"
 
+	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/internal/harness"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
@@ -34,7 +36,7 @@ type HashiStore interface {
 type HashiFactory struct {
 	// Stores returns a fresh, empty bucket and metadata store for one test
 	// case. The suite closes neither; register cleanup with t.Cleanup.
-	Stores WALStores
+	Stores conformance.WALStores
 	// Open opens the store under test over c (a client the suite made over
 	// the stores, possibly wrapped to inject faults), creating its log if it
 	// is missing. Opening it again over a client of the same stores finds
@@ -72,7 +74,7 @@ const (
 // The suite makes its own wal.Client (small fragments and segments, fast
 // retries) over a fault.Bucket wrapping the factory's bucket; the metadata
 // store is shared by every process of a case.
-func TestHashiLogStore(t *testing.T, f HashiFactory, opts Options) {
+func TestHashiLogStore(t *testing.T, f HashiFactory, opts conformance.Options) {
 	t.Run("Empty", func(t *testing.T) { testHashiEmpty(t, f) })
 	t.Run("Fields", func(t *testing.T) { testHashiFields(t, f) })
 	t.Run("NoAliasing", func(t *testing.T) { testHashiNoAliasing(t, f) })
@@ -84,7 +86,7 @@ func TestHashiLogStore(t *testing.T, f HashiFactory, opts Options) {
 	t.Run("Fenced", func(t *testing.T) { testHashiFenced(t, f) })
 	t.Run("ConcurrentReads", func(t *testing.T) { testHashiConcurrent(t, f) })
 	t.Run("StateMachine", func(t *testing.T) {
-		withChecks(opts.Checks, func() {
+		harness.With(opts.Checks, func() {
 			rapid.Check(t, func(rt *rapid.T) {
 				b, m := f.Stores(t)
 				sm := &hashiMachine{t: t, f: f, base: b, meta: m, seed: rapid.Uint64().Draw(rt, "seed")}
@@ -100,7 +102,7 @@ func TestHashiLogStore(t *testing.T, f HashiFactory, opts Options) {
 // and the store under test.
 type hashiProc struct {
 	fb *fault.Bucket
-	gm *gatedMeta
+	gm *harness.GatedMeta
 	c  *wal.Client
 	s  HashiStore
 }
@@ -121,7 +123,7 @@ func hashiStartTimeout(t testing.TB, f HashiFactory, b objstore.Bucket, m meta.S
 	if fb == nil {
 		fb = fault.Wrap(b, seed)
 	}
-	gm := &gatedMeta{Store: m}
+	gm := &harness.GatedMeta{Store: m}
 	c, err := wal.Open(hashiCtx(t), wal.Config{
 		Bucket: fb, Meta: gm, RetryInterval: time.Millisecond, MaxFlushRetries: 3,
 		SegmentMaxFragments: 4, MaxInterval: time.Millisecond, MaxEntries: 3, CacheBytes: 1 << 20,
@@ -869,7 +871,7 @@ func (m *hashiMachine) actions() map[string]func(*rapid.T) {
 			m.checkAll(rt)
 		},
 		"Crash": func(rt *rapid.T) {
-			m.p.gm.kill()
+			m.p.gm.Kill()
 			m.p.fb.SetHook(func(fault.Op, string) fault.Action { return fault.Fail })
 			view, err := m.p.fb.CrashView()
 			if err != nil {
@@ -905,7 +907,7 @@ func (m *hashiMachine) actions() map[string]func(*rapid.T) {
 				done <- err
 			default:
 			}
-			m.p.gm.kill()
+			m.p.gm.Kill()
 			m.p.fb.SetHook(func(fault.Op, string) fault.Action { return fault.Fail })
 			view, err := m.p.fb.CrashView()
 			if err != nil {

@@ -1,4 +1,4 @@
-package objstore
+package mem
 
 import (
 	"bytes"
@@ -10,12 +10,14 @@ import (
 	"slices"
 	"sort"
 	"sync"
+
+	"github.com/woodpecker-wal/woodpecker/objstore"
 )
 
-// MemBucket is an in-memory Bucket for unit and property tests. It implements
-// CASBucket. ETags are the hex MD5 of the content, as on S3. It is safe for
+// Bucket is an in-memory objstore.Bucket for unit and property tests. It implements
+// objstore.CASBucket. ETags are the hex MD5 of the content, as on S3. It is safe for
 // concurrent use; nothing survives the process.
-type MemBucket struct {
+type Bucket struct {
 	mu struct {
 		sync.Mutex
 		objs   map[string]memObject // guarded by mu
@@ -29,11 +31,11 @@ type memObject struct {
 	etag string
 }
 
-var _ CASBucket = (*MemBucket)(nil)
+var _ objstore.CASBucket = (*Bucket)(nil)
 
-// NewMem returns an empty in-memory bucket.
-func NewMem() *MemBucket {
-	b := &MemBucket{}
+// New returns an empty in-memory bucket.
+func New() *Bucket {
+	b := &Bucket{}
 	b.mu.objs = make(map[string]memObject)
 	return b
 }
@@ -43,28 +45,28 @@ func etagOf(data []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func (b *MemBucket) check(ctx context.Context, key string) error {
+func (b *Bucket) check(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if b.mu.closed {
-		return ErrClosed
+		return objstore.ErrClosed
 	}
-	return ValidateKey(key)
+	return objstore.ValidateKey(key)
 }
 
-// Get implements Bucket. The returned reader reads a private copy.
-func (b *MemBucket) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, ObjectInfo, error) {
+// Get implements objstore.Bucket. The returned reader reads a private copy.
+func (b *Bucket) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, objstore.ObjectInfo, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.check(ctx, key); err != nil {
-		return nil, ObjectInfo{}, err
+		return nil, objstore.ObjectInfo{}, err
 	}
 	o, ok := b.mu.objs[key]
 	if !ok {
-		return nil, ObjectInfo{}, fmt.Errorf("get %q: %w", key, ErrNotFound)
+		return nil, objstore.ObjectInfo{}, fmt.Errorf("get %q: %w", key, objstore.ErrNotFound)
 	}
-	info := ObjectInfo{Key: key, Size: int64(len(o.data)), ETag: o.etag}
+	info := objstore.ObjectInfo{Key: key, Size: int64(len(o.data)), ETag: o.etag}
 	if off < 0 {
 		return nil, info, fmt.Errorf("objstore: get %q: negative offset %d", key, off)
 	}
@@ -86,69 +88,69 @@ func sliceRange(data []byte, off, length int64) []byte {
 	return data[off:end]
 }
 
-// Head implements Bucket.
-func (b *MemBucket) Head(ctx context.Context, key string) (ObjectInfo, error) {
+// Head implements objstore.Bucket.
+func (b *Bucket) Head(ctx context.Context, key string) (objstore.ObjectInfo, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.check(ctx, key); err != nil {
-		return ObjectInfo{}, err
+		return objstore.ObjectInfo{}, err
 	}
 	o, ok := b.mu.objs[key]
 	if !ok {
-		return ObjectInfo{}, fmt.Errorf("head %q: %w", key, ErrNotFound)
+		return objstore.ObjectInfo{}, fmt.Errorf("head %q: %w", key, objstore.ErrNotFound)
 	}
-	return ObjectInfo{Key: key, Size: int64(len(o.data)), ETag: o.etag}, nil
+	return objstore.ObjectInfo{Key: key, Size: int64(len(o.data)), ETag: o.etag}, nil
 }
 
-func (b *MemBucket) store(key string, data []byte) ObjectInfo {
+func (b *Bucket) store(key string, data []byte) objstore.ObjectInfo {
 	if _, ok := b.mu.objs[key]; !ok {
 		i, _ := slices.BinarySearch(b.mu.keys, key)
 		b.mu.keys = slices.Insert(b.mu.keys, i, key)
 	}
 	o := memObject{data: data, etag: etagOf(data)}
 	b.mu.objs[key] = o
-	return ObjectInfo{Key: key, Size: int64(len(data)), ETag: o.etag}
+	return objstore.ObjectInfo{Key: key, Size: int64(len(data)), ETag: o.etag}
 }
 
-// PutIfAbsent implements Bucket.
-func (b *MemBucket) PutIfAbsent(ctx context.Context, key string, data []byte) (ObjectInfo, error) {
+// PutIfAbsent implements objstore.Bucket.
+func (b *Bucket) PutIfAbsent(ctx context.Context, key string, data []byte) (objstore.ObjectInfo, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.check(ctx, key); err != nil {
-		return ObjectInfo{}, err
+		return objstore.ObjectInfo{}, err
 	}
 	if _, ok := b.mu.objs[key]; ok {
-		return ObjectInfo{}, fmt.Errorf("put-if-absent %q: %w", key, ErrExists)
+		return objstore.ObjectInfo{}, fmt.Errorf("put-if-absent %q: %w", key, objstore.ErrExists)
 	}
 	return b.store(key, bytes.Clone(data)), nil
 }
 
-// PutIfMatch implements CASBucket.
-func (b *MemBucket) PutIfMatch(ctx context.Context, key string, data []byte, etag string) (ObjectInfo, error) {
+// PutIfMatch implements objstore.CASBucket.
+func (b *Bucket) PutIfMatch(ctx context.Context, key string, data []byte, etag string) (objstore.ObjectInfo, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.check(ctx, key); err != nil {
-		return ObjectInfo{}, err
+		return objstore.ObjectInfo{}, err
 	}
 	if o, ok := b.mu.objs[key]; !ok || o.etag != etag {
-		return ObjectInfo{}, fmt.Errorf("put-if-match %q: %w", key, ErrPrecondition)
+		return objstore.ObjectInfo{}, fmt.Errorf("put-if-match %q: %w", key, objstore.ErrPrecondition)
 	}
 	return b.store(key, bytes.Clone(data)), nil
 }
 
-// Put implements Bucket.
-func (b *MemBucket) Put(ctx context.Context, key string, r io.Reader, size int64) (ObjectInfo, error) {
-	if err := ValidateKey(key); err != nil {
-		return ObjectInfo{}, err
+// Put implements objstore.Bucket.
+func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64) (objstore.ObjectInfo, error) {
+	if err := objstore.ValidateKey(key); err != nil {
+		return objstore.ObjectInfo{}, err
 	}
 	data, err := readSized(r, size)
 	if err != nil {
-		return ObjectInfo{}, fmt.Errorf("objstore: put %q: %w", key, err)
+		return objstore.ObjectInfo{}, fmt.Errorf("objstore: put %q: %w", key, err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.check(ctx, key); err != nil {
-		return ObjectInfo{}, err
+		return objstore.ObjectInfo{}, err
 	}
 	return b.store(key, data), nil
 }
@@ -169,8 +171,8 @@ func readSized(r io.Reader, size int64) ([]byte, error) {
 	return data, nil
 }
 
-// Delete implements Bucket.
-func (b *MemBucket) Delete(ctx context.Context, key string) error {
+// Delete implements objstore.Bucket.
+func (b *Bucket) Delete(ctx context.Context, key string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.check(ctx, key); err != nil {
@@ -184,27 +186,27 @@ func (b *MemBucket) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// List implements Bucket.
-func (b *MemBucket) List(ctx context.Context, opts ListOptions) ([]ObjectInfo, error) {
+// List implements objstore.Bucket.
+func (b *Bucket) List(ctx context.Context, opts objstore.ListOptions) ([]objstore.ObjectInfo, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if b.mu.closed {
-		return nil, ErrClosed
+		return nil, objstore.ErrClosed
 	}
 	start := sort.SearchStrings(b.mu.keys, opts.Prefix)
 	if opts.StartAfter >= opts.Prefix {
 		start = sort.Search(len(b.mu.keys), func(i int) bool { return b.mu.keys[i] > opts.StartAfter })
 	}
-	var out []ObjectInfo
+	var out []objstore.ObjectInfo
 	for _, k := range b.mu.keys[start:] {
 		if len(k) < len(opts.Prefix) || k[:len(opts.Prefix)] != opts.Prefix {
 			break
 		}
 		o := b.mu.objs[k]
-		out = append(out, ObjectInfo{Key: k, Size: int64(len(o.data)), ETag: o.etag})
+		out = append(out, objstore.ObjectInfo{Key: k, Size: int64(len(o.data)), ETag: o.etag})
 		if opts.Limit > 0 && len(out) == opts.Limit {
 			break
 		}
@@ -213,10 +215,10 @@ func (b *MemBucket) List(ctx context.Context, opts ListOptions) ([]ObjectInfo, e
 }
 
 // Clone returns an independent copy of the bucket's current contents.
-func (b *MemBucket) Clone() *MemBucket {
+func (b *Bucket) Clone() *Bucket {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	c := NewMem()
+	c := New()
 	for k, o := range b.mu.objs {
 		c.mu.objs[k] = o // data is never mutated in place
 	}
@@ -224,8 +226,8 @@ func (b *MemBucket) Clone() *MemBucket {
 	return c
 }
 
-// Close implements Bucket.
-func (b *MemBucket) Close() error {
+// Close implements objstore.Bucket.
+func (b *Bucket) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.mu.closed = true

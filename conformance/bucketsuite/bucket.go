@@ -1,4 +1,4 @@
-package conformance
+package bucketsuite
 
 import (
 	"bytes"
@@ -13,10 +13,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"pgregory.net/rapid"
 
+	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/internal/harness"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 )
 
@@ -29,7 +30,7 @@ type BucketFactory func(t testing.TB) objstore.Bucket
 // listing order and paging, key validation, Close, exactly one winner among
 // racing creators, no lost update among racing compare-and-swappers (for
 // objstore.CASBucket), and a rapid state machine against a map model.
-func TestBucket(t *testing.T, newBucket BucketFactory, opts Options) {
+func TestBucket(t *testing.T, newBucket BucketFactory, opts conformance.Options) {
 	open := func(t testing.TB) objstore.Bucket {
 		t.Helper()
 		b := newBucket(t)
@@ -47,16 +48,10 @@ func TestBucket(t *testing.T, newBucket BucketFactory, opts Options) {
 	t.Run("RaceCAS", func(t *testing.T) { testBucketRaceCAS(t, open(t)) })
 	t.Run("Close", func(t *testing.T) { testBucketClose(t, newBucket(t)) })
 	t.Run("Model", func(t *testing.T) {
-		withChecks(opts.Checks, func() {
+		harness.With(opts.Checks, func() {
 			rapid.Check(t, func(rt *rapid.T) { testBucketModel(rt, t, newBucket) })
 		})
 	})
-}
-
-func ctxFor(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func mustRead(t testing.TB, ctx context.Context, b objstore.Bucket, key string) ([]byte, objstore.ObjectInfo) {
@@ -69,7 +64,7 @@ func mustRead(t testing.TB, ctx context.Context, b objstore.Bucket, key string) 
 }
 
 func testBucketBasic(t *testing.T, b objstore.Bucket) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	const key = "basic/obj"
 	if _, err := b.Head(ctx, key); !errors.Is(err, objstore.ErrNotFound) {
 		t.Fatalf("Head of missing key: got %v, want ErrNotFound", err)
@@ -150,7 +145,7 @@ func testBucketBasic(t *testing.T, b objstore.Bucket) {
 }
 
 func testBucketRanges(t *testing.T, b objstore.Bucket) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	data := make([]byte, 1000)
 	for i := range data {
 		data[i] = byte(i * 7)
@@ -195,7 +190,7 @@ var InvalidKeys = []string{
 }
 
 func testBucketInvalidKeys(t *testing.T, b objstore.Bucket) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	for _, key := range InvalidKeys {
 		errs := map[string]error{}
 		_, errs["PutIfAbsent"] = b.PutIfAbsent(ctx, key, []byte("x"))
@@ -223,7 +218,7 @@ func testBucketInvalidKeys(t *testing.T, b objstore.Bucket) {
 var listOrderKeys = []string{"lo/a/b", "lo/a-c", "lo/a0/x", "lo/a_c", "lo/ab", "lo/a/c/d", "lo/a.x"}
 
 func testBucketListOrder(t *testing.T, b objstore.Bucket) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	for _, k := range listOrderKeys {
 		if _, err := b.PutIfAbsent(ctx, k, []byte(k)); err != nil {
 			t.Fatalf("PutIfAbsent(%q): %v", k, err)
@@ -261,7 +256,7 @@ func testBucketListOrder(t *testing.T, b objstore.Bucket) {
 }
 
 func testBucketListPaging(t *testing.T, b objstore.Bucket) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	var want []string
 	for i := 0; i < 23; i++ {
 		k := fmt.Sprintf("page/%020d", i*37)
@@ -304,7 +299,7 @@ func testBucketListPaging(t *testing.T, b objstore.Bucket) {
 }
 
 func testBucketPutStream(t *testing.T, b objstore.Bucket) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	data := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
 	// Unknown size: the backend streams it.
 	info, err := b.Put(ctx, "stream/unknown", io.MultiReader(bytes.NewReader(data[:1000]), bytes.NewReader(data[1000:])), -1)
@@ -331,7 +326,7 @@ func testBucketCAS(t *testing.T, b objstore.Bucket) {
 	if !ok {
 		t.Skipf("%T does not implement objstore.CASBucket", b)
 	}
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	if _, err := cb.PutIfMatch(ctx, "cas/missing", []byte("x"), "0123456789abcdef0123456789abcdef"); !errors.Is(err, objstore.ErrPrecondition) {
 		t.Fatalf("PutIfMatch on missing key: got %v, want ErrPrecondition", err)
 	}
@@ -355,18 +350,15 @@ func testBucketCAS(t *testing.T, b objstore.Bucket) {
 	}
 }
 
-// raceN is the number of goroutines in race tests.
-const raceN = 16
-
 func testBucketRaceCreate(t *testing.T, b objstore.Bucket) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	for round := 0; round < 5; round++ {
 		key := "race/create/" + strconv.Itoa(round)
 		var wins atomic.Int32
-		winner := make(chan string, raceN)
+		winner := make(chan string, harness.RaceN)
 		var wg sync.WaitGroup
 		start := make(chan struct{})
-		for g := 0; g < raceN; g++ {
+		for g := 0; g < harness.RaceN; g++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -399,7 +391,7 @@ func testBucketRaceCAS(t *testing.T, b objstore.Bucket) {
 	if !ok {
 		t.Skipf("%T does not implement objstore.CASBucket", b)
 	}
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	const key, perWriter, writers = "race/cas", 10, 8
 	if _, err := cb.PutIfAbsent(ctx, key, []byte("0")); err != nil {
 		t.Fatal(err)
@@ -435,7 +427,7 @@ func testBucketRaceCAS(t *testing.T, b objstore.Bucket) {
 }
 
 func testBucketClose(t *testing.T, b objstore.Bucket) {
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	if _, err := b.PutIfAbsent(ctx, "close/k", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -463,7 +455,7 @@ var modelKeys = []string{"m/a", "m/b", "m/c0", "m/c_1", "m/d/e", "m/d/f", "m/d-g
 func testBucketModel(rt *rapid.T, t *testing.T, newBucket BucketFactory) {
 	b := newBucket(t)
 	defer b.Close()
-	ctx := ctxFor(t)
+	ctx := harness.Ctx(t)
 	model := map[string][]byte{}
 	etags := map[string]string{} // last known ETag per live key
 	cb, isCAS := b.(objstore.CASBucket)

@@ -1,4 +1,4 @@
-package objstore_test
+package file_test
 
 import (
 	"context"
@@ -9,16 +9,14 @@ import (
 	"testing"
 
 	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/bucketsuite"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/file"
 )
 
-func TestMemConformance(t *testing.T) {
-	conformance.TestBucket(t, func(t testing.TB) objstore.Bucket { return objstore.NewMem() }, conformance.Options{Checks: 100})
-}
-
-func newFile(t testing.TB, opts objstore.FileOptions) *objstore.FileBucket {
+func newFile(t testing.TB, opts file.Options) *file.Bucket {
 	t.Helper()
-	b, err := objstore.NewFile(t.TempDir(), opts)
+	b, err := file.New(t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,11 +24,11 @@ func newFile(t testing.TB, opts objstore.FileOptions) *objstore.FileBucket {
 }
 
 func TestFileConformance(t *testing.T) {
-	conformance.TestBucket(t, func(t testing.TB) objstore.Bucket { return newFile(t, objstore.FileOptions{}) }, conformance.Options{Checks: 30})
+	bucketsuite.TestBucket(t, func(t testing.TB) objstore.Bucket { return newFile(t, file.Options{}) }, conformance.Options{Checks: 30})
 }
 
 func TestFileRejectsRelativeRoot(t *testing.T) {
-	_, err := objstore.NewFile("relative/dir", objstore.FileOptions{})
+	_, err := file.New("relative/dir", file.Options{})
 	if err == nil || !strings.Contains(err.Error(), "absolute") {
 		t.Fatalf("NewFile(relative) = %v, want an error about an absolute path", err)
 	}
@@ -41,13 +39,13 @@ func TestFileRejectsRelativeRoot(t *testing.T) {
 func TestFileNoEscape(t *testing.T) {
 	parent := t.TempDir()
 	root := filepath.Join(parent, "root")
-	b, err := objstore.NewFile(root, objstore.FileOptions{})
+	b, err := file.New(root, file.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	ctx := context.Background()
-	for _, key := range append(conformance.InvalidKeys, ".woodpecker-tmp/lock", ".woodpecker-tmp/x/y") {
+	for _, key := range append(bucketsuite.InvalidKeys, ".woodpecker-tmp/lock", ".woodpecker-tmp/x/y") {
 		if _, err := b.PutIfAbsent(ctx, key, []byte("x")); !errors.Is(err, objstore.ErrInvalidKey) {
 			t.Errorf("PutIfAbsent(%q) = %v, want ErrInvalidKey", key, err)
 		}
@@ -64,7 +62,7 @@ func TestFileNoEscape(t *testing.T) {
 // TestFilePathConflicts: keys are paths, so an object cannot also be a
 // directory of keys; the error says so instead of pretending ErrExists.
 func TestFilePathConflicts(t *testing.T) {
-	b := newFile(t, objstore.FileOptions{})
+	b := newFile(t, file.Options{})
 	ctx := context.Background()
 	if _, err := b.PutIfAbsent(ctx, "a/b", []byte("x")); err != nil {
 		t.Fatal(err)
@@ -93,7 +91,7 @@ func TestFilePathConflicts(t *testing.T) {
 // open, those of live processes are kept.
 func TestFileSweepsTempFiles(t *testing.T) {
 	root := t.TempDir()
-	b, err := objstore.NewFile(root, objstore.FileOptions{})
+	b, err := file.New(root, file.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +104,7 @@ func TestFileSweepsTempFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b, err = objstore.NewFile(root, objstore.FileOptions{})
+	b, err = file.New(root, file.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +120,7 @@ func TestFileSweepsTempFiles(t *testing.T) {
 // TestFileETagWithoutXattr: an object written by other means (no xattr)
 // still gets its MD5 as ETag, so CAS works on it.
 func TestFileETagWithoutXattr(t *testing.T) {
-	b := newFile(t, objstore.FileOptions{})
+	b := newFile(t, file.Options{})
 	ctx := context.Background()
 	if err := os.WriteFile(filepath.Join(b.Root(), "plain"), []byte("abc"), 0o644); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package meta
+package bucket
 
 import (
 	"context"
@@ -11,10 +11,11 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 )
 
-// BucketStore keeps each record as one object in a bucket, updated with
+// Store keeps each record as one object in a bucket, updated with
 // conditional writes: Create uses If-None-Match: * (PutIfAbsent), Update and
 // Delete use If-Match on the version, which is the object's ETag. It needs no
 // server besides the bucket, which makes it the embedded default.
@@ -25,7 +26,7 @@ import (
 // key, so no record object is ever a directory prefix of another key's object,
 // which path-based stores (the file backend, versitygw) require.
 //
-// # Record body
+// # meta.Record body
 //
 //	magic "wpmr" | format u8 = 1 | flags u8 (bit 0: tombstone) | reserved u16 = 0
 //	| nonce [16]byte | crc32c u32 (Castagnoli, over everything before it and the value) | value
@@ -47,14 +48,14 @@ import (
 // so tombstones (about 30 bytes each) are kept.
 //
 // Watch is not supported; callers poll.
-type BucketStore struct {
+type Store struct {
 	b      objstore.CASBucket
 	prefix string
 	closed atomic.Bool
 	owned  objstore.Bucket // closed by Close when set (Open's bucket+ URLs)
 }
 
-// Record body format constants: part of the stored format, never change.
+// meta.Record body format constants: part of the stored format, never change.
 const (
 	recMagic      = "wpmr"
 	recFormat     = 1
@@ -65,10 +66,10 @@ const (
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// NewBucketStore returns a store keeping records under prefix in b, which
+// New returns a store keeping records under prefix in b, which
 // must support conditional replacement (objstore.CASBucket). prefix may be
 // empty. The store does not close b.
-func NewBucketStore(b objstore.Bucket, prefix string) (*BucketStore, error) {
+func New(b objstore.Bucket, prefix string) (*Store, error) {
 	cb, ok := b.(objstore.CASBucket)
 	if !ok {
 		return nil, fmt.Errorf("meta: bucket store: %T does not support conditional replacement (If-Match)", b)
@@ -79,18 +80,18 @@ func NewBucketStore(b objstore.Bucket, prefix string) (*BucketStore, error) {
 			return nil, fmt.Errorf("meta: bucket store prefix: %w", err)
 		}
 	}
-	return &BucketStore{b: cb, prefix: prefix}, nil
+	return &Store{b: cb, prefix: prefix}, nil
 }
 
 // enter validates key (when non-empty) and fails after Close.
-func (s *BucketStore) enter(key string) error {
+func (s *Store) enter(key string) error {
 	if s.closed.Load() {
-		return ErrClosed
+		return meta.ErrClosed
 	}
-	return ValidateKey(key)
+	return meta.ValidateKey(key)
 }
 
-func (s *BucketStore) objKey(key string) string {
+func (s *Store) objKey(key string) string {
 	if s.prefix == "" {
 		return key + "/" + recLeaf
 	}
@@ -140,11 +141,11 @@ func decodeRec(key string, buf []byte) (bucketRec, error) {
 }
 
 // read returns the stored record object (possibly a tombstone) and its ETag.
-func (s *BucketStore) read(ctx context.Context, key string) (bucketRec, string, error) {
+func (s *Store) read(ctx context.Context, key string) (bucketRec, string, error) {
 	data, info, err := objstore.ReadAll(ctx, s.b, s.objKey(key))
 	if err != nil {
 		if errors.Is(err, objstore.ErrNotFound) {
-			return bucketRec{}, "", fmt.Errorf("get %q: %w", key, ErrNotFound)
+			return bucketRec{}, "", fmt.Errorf("get %q: %w", key, meta.ErrNotFound)
 		}
 		return bucketRec{}, "", fmt.Errorf("meta: get %q: %w", key, err)
 	}
@@ -152,47 +153,47 @@ func (s *BucketStore) read(ctx context.Context, key string) (bucketRec, string, 
 	return r, info.ETag, err
 }
 
-// Get implements Store.
-func (s *BucketStore) Get(ctx context.Context, key string) (Record, error) {
+// Get implements meta.Store.
+func (s *Store) Get(ctx context.Context, key string) (meta.Record, error) {
 	if err := s.enter(key); err != nil {
-		return Record{}, err
+		return meta.Record{}, err
 	}
 	r, etag, err := s.read(ctx, key)
 	if err != nil {
-		return Record{}, err
+		return meta.Record{}, err
 	}
 	if r.tombstone {
-		return Record{}, fmt.Errorf("get %q: %w", key, ErrNotFound)
+		return meta.Record{}, fmt.Errorf("get %q: %w", key, meta.ErrNotFound)
 	}
-	return Record{Key: key, Value: r.value, Version: Version(etag)}, nil
+	return meta.Record{Key: key, Value: r.value, Version: meta.Version(etag)}, nil
 }
 
 // resolve decides an ambiguous conditional write by reading the record back:
 // if it holds our nonce the write landed.
-func (s *BucketStore) resolve(ctx context.Context, key string, nonce [16]byte) (Version, bool, error) {
+func (s *Store) resolve(ctx context.Context, key string, nonce [16]byte) (meta.Version, bool, error) {
 	r, etag, err := s.read(ctx, key)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, meta.ErrNotFound) {
 		return "", false, nil
 	}
 	if err != nil {
 		return "", false, err
 	}
-	return Version(etag), r.nonce == nonce, nil
+	return meta.Version(etag), r.nonce == nonce, nil
 }
 
-// Create implements Store.
-func (s *BucketStore) Create(ctx context.Context, key string, value []byte) (Version, error) {
+// Create implements meta.Store.
+func (s *Store) Create(ctx context.Context, key string, value []byte) (meta.Version, error) {
 	if err := s.enter(key); err != nil {
 		return "", err
 	}
-	if err := checkValue(key, value); err != nil {
+	if err := meta.CheckValue(key, value); err != nil {
 		return "", err
 	}
 	body, nonce := encodeRec(false, value)
 	for {
 		info, err := s.b.PutIfAbsent(ctx, s.objKey(key), body)
 		if err == nil {
-			return Version(info.ETag), nil
+			return meta.Version(info.ETag), nil
 		}
 		if !errors.Is(err, objstore.ErrExists) {
 			return "", fmt.Errorf("meta: create %q: %w", key, err)
@@ -200,21 +201,21 @@ func (s *BucketStore) Create(ctx context.Context, key string, value []byte) (Ver
 		// Something is there: our own landed retry, a live record or a
 		// tombstone to create over.
 		r, etag, err := s.read(ctx, key)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, meta.ErrNotFound) {
 			continue // deleted under us; try again
 		}
 		if err != nil {
 			return "", err
 		}
 		if r.nonce == nonce {
-			return Version(etag), nil
+			return meta.Version(etag), nil
 		}
 		if !r.tombstone {
-			return "", fmt.Errorf("create %q: %w", key, ErrExists)
+			return "", fmt.Errorf("create %q: %w", key, meta.ErrExists)
 		}
 		info, err = s.b.PutIfMatch(ctx, s.objKey(key), body, etag)
 		if err == nil {
-			return Version(info.ETag), nil
+			return meta.Version(info.ETag), nil
 		}
 		if !errors.Is(err, objstore.ErrPrecondition) {
 			return "", fmt.Errorf("meta: create %q: %w", key, err)
@@ -227,13 +228,13 @@ func (s *BucketStore) Create(ctx context.Context, key string, value []byte) (Ver
 }
 
 // cas replaces the record at version ver with body, resolving ambiguity.
-func (s *BucketStore) cas(ctx context.Context, op, key string, body []byte, nonce [16]byte, ver Version) (Version, error) {
+func (s *Store) cas(ctx context.Context, op, key string, body []byte, nonce [16]byte, ver meta.Version) (meta.Version, error) {
 	if ver == "" {
-		return "", fmt.Errorf("%s %q: %w (empty version)", op, key, ErrPrecondition)
+		return "", fmt.Errorf("%s %q: %w (empty version)", op, key, meta.ErrPrecondition)
 	}
 	info, err := s.b.PutIfMatch(ctx, s.objKey(key), body, string(ver))
 	if err == nil {
-		return Version(info.ETag), nil
+		return meta.Version(info.ETag), nil
 	}
 	if !errors.Is(err, objstore.ErrPrecondition) {
 		return "", fmt.Errorf("meta: %s %q: %w", op, key, err)
@@ -245,23 +246,23 @@ func (s *BucketStore) cas(ctx context.Context, op, key string, body []byte, nonc
 	if ours {
 		return v, nil
 	}
-	return "", fmt.Errorf("%s %q at version %q: %w", op, key, ver, ErrPrecondition)
+	return "", fmt.Errorf("%s %q at version %q: %w", op, key, ver, meta.ErrPrecondition)
 }
 
-// Update implements Store.
-func (s *BucketStore) Update(ctx context.Context, key string, value []byte, ver Version) (Version, error) {
+// Update implements meta.Store.
+func (s *Store) Update(ctx context.Context, key string, value []byte, ver meta.Version) (meta.Version, error) {
 	if err := s.enter(key); err != nil {
 		return "", err
 	}
-	if err := checkValue(key, value); err != nil {
+	if err := meta.CheckValue(key, value); err != nil {
 		return "", err
 	}
 	body, nonce := encodeRec(false, value)
 	return s.cas(ctx, "update", key, body, nonce, ver)
 }
 
-// Delete implements Store. It leaves a tombstone (see the type's doc).
-func (s *BucketStore) Delete(ctx context.Context, key string, ver Version) error {
+// Delete implements meta.Store. It leaves a tombstone (see the type's doc).
+func (s *Store) Delete(ctx context.Context, key string, ver meta.Version) error {
 	if err := s.enter(key); err != nil {
 		return err
 	}
@@ -270,13 +271,13 @@ func (s *BucketStore) Delete(ctx context.Context, key string, ver Version) error
 	return err
 }
 
-// List implements Store. It costs one LIST page per 1000 records and one GET
+// List implements meta.Store. It costs one LIST page per 1000 records and one GET
 // per record.
-func (s *BucketStore) List(ctx context.Context, prefix string) ([]Record, error) {
+func (s *Store) List(ctx context.Context, prefix string) ([]meta.Record, error) {
 	if s.closed.Load() {
-		return nil, ErrClosed
+		return nil, meta.ErrClosed
 	}
-	if err := checkPrefix(prefix); err != nil {
+	if err := meta.CheckPrefix(prefix); err != nil {
 		return nil, err
 	}
 	base := ""
@@ -286,7 +287,7 @@ func (s *BucketStore) List(ctx context.Context, prefix string) ([]Record, error)
 	var keys []string
 	err := objstore.ListAll(ctx, s.b, base+prefix, 0, func(o objstore.ObjectInfo) error {
 		k, ok := strings.CutSuffix(strings.TrimPrefix(o.Key, base), "/"+recLeaf)
-		if ok && strings.HasPrefix(k, prefix) && ValidateKey(k) == nil {
+		if ok && strings.HasPrefix(k, prefix) && meta.ValidateKey(k) == nil {
 			keys = append(keys, k)
 		}
 		return nil
@@ -295,10 +296,10 @@ func (s *BucketStore) List(ctx context.Context, prefix string) ([]Record, error)
 		return nil, fmt.Errorf("meta: list %q: %w", prefix, err)
 	}
 	slices.Sort(keys)
-	out := make([]Record, 0, len(keys))
+	out := make([]meta.Record, 0, len(keys))
 	for _, k := range keys {
 		rec, err := s.Get(ctx, k)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, meta.ErrNotFound) {
 			continue
 		}
 		if err != nil {
@@ -309,8 +310,8 @@ func (s *BucketStore) List(ctx context.Context, prefix string) ([]Record, error)
 	return out, nil
 }
 
-// Close implements Store. It closes the bucket only if Open opened it.
-func (s *BucketStore) Close() error {
+// Close implements meta.Store. It closes the bucket only if Open opened it.
+func (s *Store) Close() error {
 	if s.closed.Swap(true) || s.owned == nil {
 		return nil
 	}

@@ -161,8 +161,18 @@ func ValidateKey(key string) error {
 	return nil
 }
 
+// Getter is the part of a Bucket that ReadAll needs.
+type Getter interface {
+	Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, ObjectInfo, error)
+}
+
+// Lister is the part of a Bucket that ListAll needs.
+type Lister interface {
+	List(ctx context.Context, opts ListOptions) ([]ObjectInfo, error)
+}
+
 // ReadAll reads the whole object under key.
-func ReadAll(ctx context.Context, b Bucket, key string) ([]byte, ObjectInfo, error) {
+func ReadAll(ctx context.Context, b Getter, key string) ([]byte, ObjectInfo, error) {
 	rc, info, err := b.Get(ctx, key, 0, -1)
 	if err != nil {
 		return nil, info, err
@@ -178,7 +188,7 @@ func ReadAll(ctx context.Context, b Bucket, key string) ([]byte, ObjectInfo, err
 // ListAll pages through every object whose key starts with prefix, calling fn
 // for each in ascending key order, pageSize keys per List call (0 means 1000).
 // It stops early and returns the error when fn fails.
-func ListAll(ctx context.Context, b Bucket, prefix string, pageSize int, fn func(ObjectInfo) error) error {
+func ListAll(ctx context.Context, b Lister, prefix string, pageSize int, fn func(ObjectInfo) error) error {
 	if pageSize <= 0 {
 		pageSize = 1000
 	}

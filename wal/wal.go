@@ -47,40 +47,25 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
 
+// The errors of the logstore contract, which the engine returns (see the
+// logstore package for what each means).
 var (
-	// ErrFenced is returned by a writer after another writer opened the
-	// same log: nothing it writes from then on becomes part of the log.
-	ErrFenced = errors.New("wal: writer fenced by a newer writer")
-	// ErrLogNotFound is returned when the named log does not exist.
-	ErrLogNotFound = errors.New("wal: log not found")
-	// ErrLogExists is returned by CreateLog when the log already exists.
-	ErrLogExists = errors.New("wal: log already exists")
-	// ErrTruncated is returned when an index below the log's first index,
-	// or removed by TruncateBack, is read.
-	ErrTruncated = errors.New("wal: entry truncated")
-	// ErrOutOfRange is returned when an index above the log's last index
-	// is read with Get.
-	ErrOutOfRange = errors.New("wal: index beyond the end of the log")
-	// ErrBadIndex is returned by Append when the first index would leave a
-	// gap or go backwards, and by truncations given an invalid index.
-	ErrBadIndex = errors.New("wal: bad index")
-	// ErrClosed is returned after Close.
-	ErrClosed = errors.New("wal: closed")
-	// ErrCorrupt is returned when stored data fails its checksums or does
-	// not decode; the error names the object.
-	ErrCorrupt = codec.ErrCorrupt
-	// ErrUnsupportedVersion is returned for data written in a format this
-	// version does not know.
-	ErrUnsupportedVersion = codec.ErrUnsupportedVersion
-	// ErrBroken is returned by a writer after a write failed in a way it
-	// could not resolve (retries exhausted): what landed is decided by the
-	// next writer's recovery. Open a new writer.
-	ErrBroken = errors.New("wal: writer broken by an unresolved write; reopen it")
+	ErrFenced             = logstore.ErrFenced
+	ErrLogNotFound        = logstore.ErrLogNotFound
+	ErrLogExists          = logstore.ErrLogExists
+	ErrTruncated          = logstore.ErrTruncated
+	ErrOutOfRange         = logstore.ErrOutOfRange
+	ErrBadIndex           = logstore.ErrBadIndex
+	ErrClosed             = logstore.ErrClosed
+	ErrCorrupt            = logstore.ErrCorrupt
+	ErrUnsupportedVersion = logstore.ErrUnsupportedVersion
+	ErrBroken             = logstore.ErrBroken
 )
 
 // Config configures a Client. Zero values mean the documented defaults. The
@@ -282,15 +267,4 @@ func (c Config) validate() error {
 
 // ValidateLogName reports whether name can name a log: 1 to 64 bytes of
 // [0-9a-z_].
-func ValidateLogName(name string) error {
-	if name == "" || len(name) > 64 {
-		return fmt.Errorf("wal: log name %q: want 1 to 64 bytes of [0-9a-z_]", name)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c == '_') {
-			return fmt.Errorf("wal: log name %q: byte %q at %d is not in [0-9a-z_]", name, c, i)
-		}
-	}
-	return nil
-}
+func ValidateLogName(name string) error { return logstore.ValidateLogName(name) }

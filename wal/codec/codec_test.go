@@ -498,7 +498,7 @@ func TestWithObject(t *testing.T) {
 	key := FragmentKey("logs/l1", 3, 42)
 	err = WithObject(err, key)
 	require.ErrorIs(t, err, ErrCorrupt)
-	require.True(t, strings.HasPrefix(err.Error(), `object "logs/l1/s/00000000000000000003/00000000000000000042": codec: corrupt fragment: payload checksum mismatch`), err.Error())
+	require.True(t, strings.HasPrefix(err.Error(), `object "logs/l1/s/00000000000000000003/00000000000000000042": corrupt data: payload checksum mismatch`), err.Error())
 	var target interface{ Unwrap() error }
 	require.True(t, errors.As(err, &target))
 }

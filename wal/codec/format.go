@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+
+	"github.com/woodpecker-wal/woodpecker/logstore"
 )
 
 // The constants in this block are part of the on-object format. They never
@@ -193,14 +195,14 @@ var (
 	// mismatch, truncation, trailing bytes, or a checksummed header whose
 	// fields contradict each other or the v1 limits. Any single-bit flip of a
 	// valid fragment yields ErrCorrupt.
-	ErrCorrupt = errors.New("codec: corrupt fragment")
+	ErrCorrupt = logstore.ErrCorrupt
 
 	// ErrUnsupportedVersion is returned (wrapped) when a fragment's header
 	// checksum verifies but it uses something this package does not know: a
 	// format version other than FormatVersion, or, in a v1 header, an
 	// unknown kind, compression codec or flag bit. It means "written by a
 	// newer writer", never "damaged".
-	ErrUnsupportedVersion = errors.New("codec: unsupported fragment format")
+	ErrUnsupportedVersion = logstore.ErrUnsupportedVersion
 
 	// ErrInvalid is returned (wrapped) by AppendFragment when the header and
 	// entries are inconsistent: count mismatch, zero entries for data,

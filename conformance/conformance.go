@@ -25,8 +25,10 @@
 package conformance
 
 import (
+	"context"
 	"testing"
 
+	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 )
@@ -39,6 +41,12 @@ type Options struct {
 	// budget: mem 100, file ~30, network ~10.
 	Checks int
 }
+
+// ClientFactory opens a log client over a bucket and a metadata store: the
+// suites that crash and restart a process call it again over the same
+// stores (wrapped to inject faults). The suite closes what it returns.
+// conformance/embedded makes one for the embedded engine.
+type ClientFactory func(ctx context.Context, b objstore.Bucket, m meta.Store) (logstore.Client, error)
 
 // WALStores returns a fresh, empty bucket and metadata store for one WAL
 // test case. The suites close neither; register cleanup with t.Cleanup.

@@ -99,6 +99,9 @@ type WriterID struct {
 type Limits struct {
 	// MaxEntrySize is the largest entry an append accepts, in bytes.
 	MaxEntrySize int
+	// MaxMetaSize bounds the total size of a log's metadata values
+	// (Writer.SetMeta).
+	MaxMetaSize int
 	// RetryWindow is how long the client goes on retrying one operation
 	// after its first failure; RetryWindowSource names the settings that
 	// set it, for error messages.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/embedded"
 	"github.com/woodpecker-wal/woodpecker/conformance/walsuite"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
@@ -16,13 +17,22 @@ import (
 	"github.com/woodpecker-wal/woodpecker/objstore/file"
 	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	s3store "github.com/woodpecker-wal/woodpecker/objstore/s3"
+	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
 func TestConformanceMem(t *testing.T) {
 	walsuite.TestWAL(t, func(t testing.TB) (objstore.Bucket, meta.Store) {
 		return objmem.New(), metamem.New()
-	}, conformance.Options{Checks: 100})
+	}, suiteClient, conformance.Options{Checks: 100})
 }
+
+// suiteClient is the engine as the suite drives it: small fragments and
+// segments, fast retries, up to eight of them.
+var suiteClient = embedded.Client(func() wal.Config {
+	cfg := embedded.Small()
+	cfg.MaxFlushRetries = 8
+	return cfg
+}())
 
 func TestConformanceFile(t *testing.T) {
 	walsuite.TestWAL(t, func(t testing.TB) (objstore.Bucket, meta.Store) {
@@ -36,7 +46,7 @@ func TestConformanceFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		return b, m
-	}, conformance.Options{Checks: 30})
+	}, suiteClient, conformance.Options{Checks: 30})
 }
 
 // TestConformanceVersitygwEtcd runs the suite on the real servers: S3 on
@@ -46,7 +56,7 @@ func TestConformanceVersitygwEtcd(t *testing.T) {
 	n := 0
 	walsuite.TestWAL(t, func(t testing.TB) (objstore.Bucket, meta.Store) {
 		return s3Etcd(t, s3, etcd, &n)
-	}, conformance.Options{Checks: 10})
+	}, suiteClient, conformance.Options{Checks: 10})
 }
 
 func s3Etcd(t testing.TB, s3 *testserver.S3Server, etcd *testserver.EtcdServer, n *int) (objstore.Bucket, meta.Store) {

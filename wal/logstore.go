@@ -55,6 +55,7 @@ func (s storeClient) Limits() logstore.Limits {
 	window, why := cfg.RetryWindow()
 	return logstore.Limits{
 		MaxEntrySize:      cfg.MaxFlushSize,
+		MaxMetaSize:       MaxMetaSize,
 		RetryWindow:       window,
 		RetryWindowSource: why,
 		OperationBound:    cfg.OperationBound(),

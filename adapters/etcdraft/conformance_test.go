@@ -48,7 +48,7 @@ func openOwned(ctx context.Context, b objstore.Bucket, m meta.Store, cacheBytes 
 	if err != nil {
 		return ownedStorage{}, err
 	}
-	s, err := etcdraft.New(ctx, c, "raft", etcdraft.Options{TailCacheBytes: cacheBytes})
+	s, err := etcdraft.New(ctx, c.LogStore(), "raft", etcdraft.Options{TailCacheBytes: cacheBytes})
 	if err != nil {
 		c.Close()
 		return ownedStorage{}, err

@@ -61,7 +61,7 @@
 // Storage fences any earlier writer of the log (another process or a stale
 // handle), and a Storage whose writer failed while another one opened the
 // log never takes it back. Once fenced — found out by a write or by the
-// reopen — every mutator fails with an error wrapping wal.ErrFenced. Errors
+// reopen — every mutator fails with an error wrapping logstore.ErrFenced. Errors
 // other than ErrWriteFailed and raft's sentinels are permanent.
 //
 // # Stored format
@@ -81,14 +81,17 @@
 //	               [uvarint key length][key][protobuf raftpb.SnapshotMetadata]
 //
 // "off" is the compaction point: the WAL holds exactly the entries (off,
-// LastIndex]. A snapshot's data is one object in the client's bucket under
-// "<Client.Prefix()>/<log>/snap/<index, 20 digits>_<16 random hex digits>",
+// LastIndex]. A snapshot's data is one object among the log's blobs
+// (logstore.Client.Blobs) under "snap/<index, 20 digits>_<16 random hex
+// digits>" — for the embedded engine, "<prefix>/<log>/snap/..." in the
+// bucket; the record holds that relative key (older records held the bucket
+// key, which is read the same way),
 // written before the metadata that references it and deleted once a newer
 // snapshot is durable; empty data has no object. The generation is bumped by
 // every applied snapshot, which replaces the whole log: WAL entries with an
 // older generation are leftovers of a reset interrupted by a crash, and
 // recovery discards them. Unknown format numbers are
-// wal.ErrUnsupportedVersion; damage is wal.ErrCorrupt.
+// logstore.ErrUnsupportedVersion; damage is logstore.ErrCorrupt.
 //
 // # Crash safety
 //

@@ -4,16 +4,17 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"strings"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/woodpecker-wal/woodpecker/wal"
+	"github.com/woodpecker-wal/woodpecker/logstore"
 )
 
 // Format versions. They are part of the stored format (WAL entries and the
 // values kept in the log's metadata record) and never change; a new layout
-// takes a new number, and an unknown number is wal.ErrUnsupportedVersion.
+// takes a new number, and an unknown number is logstore.ErrUnsupportedVersion.
 const (
 	entryFormat = 1 // WAL entry: [1] uvarint(gen) proto(raftpb.Entry)
 	hsFormat    = 1 // metaHardState: [1] proto(raftpb.HardState)
@@ -34,11 +35,11 @@ const snapFlagHasData = 1 << 0 // Snapshot.Data was non-nil (possibly empty)
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func corrupt(format string, args ...any) error {
-	return fmt.Errorf("%w: etcdraft: "+format, append([]any{wal.ErrCorrupt}, args...)...)
+	return fmt.Errorf("%w: etcdraft: "+format, append([]any{logstore.ErrCorrupt}, args...)...)
 }
 
 func unsupported(what string, v byte) error {
-	return fmt.Errorf("%w: etcdraft: %s format %d (this version reads 1)", wal.ErrUnsupportedVersion, what, v)
+	return fmt.Errorf("%w: etcdraft: %s format %d (this version reads 1)", logstore.ErrUnsupportedVersion, what, v)
 }
 
 // encodeEntry encodes e for the WAL under generation gen.
@@ -135,6 +136,17 @@ type snapRecord struct {
 	key     string
 }
 
+// snapBlobKey returns a recorded data key relative to the log's blobs:
+// records hold "snap/<name>", and records written before the adapter saw
+// only its log's blobs held the whole bucket key "<prefix>/<log>/snap/<name>"
+// of the same object.
+func snapBlobKey(key string) string {
+	if i := strings.LastIndex(key, "/snap/"); i >= 0 {
+		return key[i+1:]
+	}
+	return key
+}
+
 func encodeSnapRecord(r snapRecord) ([]byte, error) {
 	b := []byte{snapFormat, 0}
 	if r.hasData {
@@ -169,7 +181,7 @@ func decodeSnapRecord(b []byte) (snapRecord, error) {
 	if n <= 0 || uint64(len(b[n:])) < kl {
 		return r, corrupt("snapshot record: truncated")
 	}
-	r.key = string(b[n : n+int(kl)])
+	r.key = snapBlobKey(string(b[n : n+int(kl)]))
 	r.md = new(pb.SnapshotMetadata)
 	if err := proto.Unmarshal(b[n+int(kl):], r.md); err != nil {
 		return r, corrupt("snapshot record: %v", err)

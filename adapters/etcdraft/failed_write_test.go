@@ -70,7 +70,7 @@ func TestDefaultCallTimeoutWaitsOutTheEnginesRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	s, err := New(ctx, c, "raft", Options{})
+	s, err := New(ctx, c.LogStore(), "raft", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

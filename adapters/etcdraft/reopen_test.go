@@ -64,7 +64,7 @@ func openProc(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(ctx, c, "raft", Options{TailCacheBytes: 64, // reads go through the WAL too
+	s, err := New(ctx, c.LogStore(), "raft", Options{TailCacheBytes: 64, // reads go through the WAL too
 		Logger: slog.New(slog.NewTextHandler(logWriter{t}, nil))})
 	if err != nil {
 		c.Close()
@@ -320,7 +320,7 @@ func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	s, err := New(ctx, c, "raft", Options{})
+	s, err := New(ctx, c.LogStore(), "raft", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +348,7 @@ func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_, err = New(ctx, c, "raft", Options{CallTimeout: time.Second})
+	_, err = New(ctx, c.LogStore(), "raft", Options{CallTimeout: time.Second})
 	if err == nil {
 		t.Fatal("New accepted CallTimeout 1s with a RetryBudget of 5s")
 	}
@@ -362,7 +362,7 @@ func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
 		t.Fatalf("Open with CallTimeout 10s and the default 30s budget = %v, want an error naming both", err)
 	}
 
-	s, err := New(ctx, c, "raft", Options{CallTimeout: 5 * time.Second})
+	s, err := New(ctx, c.LogStore(), "raft", Options{CallTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatalf("New with CallTimeout equal to the budget: %v", err)
 	}
@@ -376,7 +376,7 @@ func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	s, err = New(ctx, c2, "raft", Options{CallTimeout: 150 * time.Millisecond})
+	s, err = New(ctx, c2.LogStore(), "raft", Options{CallTimeout: 150 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("New with CallTimeout 150ms and at most 3 retries 1ms apart: %v", err)
 	}

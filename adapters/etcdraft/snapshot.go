@@ -39,11 +39,11 @@ func (s *Storage) putSnapshot(ctx context.Context, md *pb.SnapshotMetadata, data
 	}
 	rec.crc = crc32.Checksum(data, castagnoli)
 	rec.key = s.snapKey(md.GetIndex())
-	cfg := s.client.Config()
+	lim := s.client.Limits()
 	var first time.Time
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
-		_, err := s.client.Bucket().Put(actx, rec.key, bytes.NewReader(data), int64(len(data)))
+		actx, cancel := context.WithTimeout(ctx, lim.RequestTimeout)
+		_, err := s.blobs.Put(actx, rec.key, bytes.NewReader(data), int64(len(data)))
 		cancel()
 		if err == nil {
 			return rec, nil
@@ -51,9 +51,9 @@ func (s *Storage) putSnapshot(ctx context.Context, md *pb.SnapshotMetadata, data
 		if attempt == 1 {
 			first = time.Now()
 		}
-		d := cfg.RetryInterval << min(attempt-1, 6)
+		d := lim.RetryInterval << min(attempt-1, 6)
 		d = d/2 + rand.N(d/2+1)
-		spent := time.Since(first)+d > cfg.RetryBudget || (cfg.MaxFlushRetries > 0 && attempt > cfg.MaxFlushRetries)
+		spent := time.Since(first)+d > lim.RetryWindow
 		if spent || errors.Is(err, objstore.ErrInvalidKey) || ctx.Err() != nil || sleepCtx(ctx, d) != nil {
 			return snapRecord{}, fmt.Errorf("%w: etcdraft: write snapshot %d data (%d attempts): %w",
 				ErrWriteFailed, md.GetIndex(), attempt, err)
@@ -76,7 +76,7 @@ func (s *Storage) loadSnapshot(rec snapRecord) ([]byte, error) {
 	}
 	ctx, cancel := s.callCtx()
 	defer cancel()
-	data, _, err := objstore.ReadAll(ctx, s.client.Bucket(), rec.key)
+	data, _, err := objstore.ReadAll(ctx, s.blobs, rec.key)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +101,7 @@ func (s *Storage) deleteSnapObject(ctx context.Context, key string) {
 	if key == "" {
 		return
 	}
-	if err := s.client.Bucket().Delete(ctx, key); err != nil {
+	if err := s.blobs.Delete(ctx, key); err != nil {
 		s.logger.Warn("etcdraft: delete superseded snapshot object", "log", s.name, "key", key, "err", err)
 	}
 }
@@ -113,7 +113,7 @@ func (s *Storage) deleteSnapObject(ctx context.Context, key string) {
 func (s *Storage) sweepSnapshots(ctx context.Context) {
 	cur := s.mu.snap.rec.key
 	var stale []string
-	err := objstore.ListAll(ctx, s.client.Bucket(), s.snapPrefix, 0, func(o objstore.ObjectInfo) error {
+	err := objstore.ListAll(ctx, s.blobs, s.snapPrefix, 0, func(o objstore.ObjectInfo) error {
 		if o.Key != cur {
 			stale = append(stale, o.Key)
 		}

@@ -13,6 +13,8 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/woodpecker-wal/woodpecker/adapters/internal/raftlog"
+	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
@@ -29,7 +31,7 @@ var ErrClosed = errors.New("etcdraft: storage closed")
 // up the state the reopened writer recovered, and goes on. Retry when it
 // suits (a Raft loop saves the same Ready again). The reopen is a
 // conditional takeover: if another writer opened the log meanwhile, it and
-// every later mutator fail with an error wrapping wal.ErrFenced instead.
+// every later mutator fail with an error wrapping logstore.ErrFenced instead.
 var ErrWriteFailed = errors.New("etcdraft: write failed; the next write reopens the log")
 
 // Options configures a Storage. Zero values mean the documented defaults.
@@ -73,18 +75,8 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// checkBudget refuses a CallTimeout shorter than the client's retry budget.
-func (o Options) checkBudget(cfg wal.Config) error {
-	if budget, what := cfg.RetryWindow(); o.CallTimeout < budget {
-		return fmt.Errorf("etcdraft: Options.CallTimeout = %v is shorter than the client's %s: a call would give up "+
-			"while the engine still retries it; give at least %v, or leave it 0 for RetryBudget + 2×RequestTimeout (%v)",
-			o.CallTimeout, what, budget, cfg.OperationBound())
-	}
-	return nil
-}
-
 func (o Options) validate() error {
-	if err := wal.ValidateLogName(o.LogName); err != nil {
+	if err := logstore.ValidateLogName(o.LogName); err != nil {
 		return fmt.Errorf("etcdraft: Options.LogName: %w", err)
 	}
 	if o.CallTimeout < 0 {
@@ -104,11 +96,12 @@ func (o Options) validate() error {
 // (an overwriting append or a snapshot install), so it never mixes old and
 // new entries.
 type Storage struct {
-	client     *wal.Client
+	client     logstore.Client
 	owned      bool // Open created client; Close closes it
-	log        *wal.Log
+	log        logstore.Log
 	name       string
-	snapPrefix string // "<prefix>/<name>/snap/"
+	blobs      logstore.Blobs // the log's blobs: snapshot objects
+	snapPrefix string         // "snap/", where they are in blobs
 	opts       Options
 	logger     *slog.Logger
 
@@ -116,12 +109,12 @@ type Storage struct {
 	// then mu. The fields in mu are written only with both held, so a holder
 	// of wmu may read them without mu.
 	wmu     sync.Mutex
-	w       *wal.Writer   // the log's writer; nil after a failed write until the next mutator reopens it; guarded by wmu
-	held    wal.WriterID  // the writer last opened, which a reopen names; guarded by wmu
-	closing chan struct{} // closed when the abandoned writer's Close returned; guarded by wmu
-	failed  error         // why the writer was abandoned; guarded by wmu
-	dead    error         // permanent failure (fenced, or inconsistent): every mutator fails with it; guarded by wmu
-	closed  bool          // guarded by wmu
+	w       logstore.Writer   // the log's writer; nil after a failed write until the next mutator reopens it; guarded by wmu
+	held    logstore.WriterID // the writer last opened, which a reopen names; guarded by wmu
+	closing chan struct{}     // closed when the abandoned writer's Close returned; guarded by wmu
+	failed  error             // why the writer was abandoned; guarded by wmu
+	dead    error             // permanent failure (fenced, or inconsistent): every mutator fails with it; guarded by wmu
+	closed  bool              // guarded by wmu
 
 	loadMu sync.Mutex // serializes loads of snapshot data
 
@@ -173,14 +166,11 @@ func Open(ctx context.Context, bucketURL, metaURL string, opts Options) (*Storag
 	if wcfg.Logger == nil {
 		wcfg.Logger = d.Logger
 	}
-	if wcfg.GCInterval == 0 {
-		wcfg.GCInterval = time.Minute
-	}
 	c, err := wal.OpenURL(ctx, bucketURL, metaURL, wcfg)
 	if err != nil {
 		return nil, err
 	}
-	s, err := New(ctx, c, d.LogName, opts) // New defaults CallTimeout from the client's budget
+	s, err := New(ctx, c.LogStore(), d.LogName, opts) // New defaults CallTimeout from the client's budget
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -195,24 +185,17 @@ func Open(ctx context.Context, bucketURL, metaURL string, opts Options) (*Storag
 // interrupted compaction or snapshot reset and deletes snapshot objects no
 // longer referenced. The client stays the caller's. ctx bounds the opening
 // only.
-func New(ctx context.Context, client *wal.Client, logName string, opts Options) (*Storage, error) {
+func New(ctx context.Context, client logstore.Client, logName string, opts Options) (*Storage, error) {
 	opts.LogName = logName
-	if opts.CallTimeout == 0 {
-		opts.CallTimeout = client.Config().OperationBound()
+	var err error
+	if opts.CallTimeout, err = raftlog.CallTimeout("etcdraft", opts.CallTimeout, client.Limits()); err != nil {
+		return nil, err
 	}
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	if err := opts.checkBudget(client.Config()); err != nil {
-		return nil, err
-	}
-	l, err := client.OpenLog(ctx, logName)
-	if errors.Is(err, wal.ErrLogNotFound) {
-		if err = client.CreateLog(ctx, logName); err == nil || errors.Is(err, wal.ErrLogExists) {
-			l, err = client.OpenLog(ctx, logName)
-		}
-	}
+	l, err := raftlog.OpenOrCreate(ctx, client, logName)
 	if err != nil {
 		return nil, fmt.Errorf("etcdraft: %w", err)
 	}
@@ -222,8 +205,8 @@ func New(ctx context.Context, client *wal.Client, logName string, opts Options) 
 	}
 	s := &Storage{
 		client: client, log: l, w: w, held: w.ID(), name: logName,
-		snapPrefix: client.Prefix() + "/" + logName + "/snap/",
-		opts:       opts, logger: opts.Logger,
+		blobs: client.Blobs(logName), snapPrefix: "snap/",
+		opts: opts, logger: opts.Logger,
 	}
 	s.mu.rwDone = make(chan struct{})
 	close(s.mu.rwDone)
@@ -408,7 +391,7 @@ func (s *Storage) resumeLocked(ctx context.Context) error {
 	}
 	start := time.Now()
 	w, err := s.log.ReopenWriter(ctx, s.held)
-	if errors.Is(err, wal.ErrFenced) {
+	if errors.Is(err, logstore.ErrFenced) {
 		s.dead = fmt.Errorf("etcdraft: log %q was taken over by another writer while this storage's writer was down "+
 			"(after: %v); this storage can no longer write it: %w", s.name, s.failed, err)
 		s.logger.Info("etcdraft: log taken over by another writer; every later mutator fails", "log", s.name, "err", err)
@@ -444,7 +427,7 @@ func (s *Storage) emptyWAL(ctx context.Context) error {
 // reads: read retries those that may succeed later (a failed or timed-out
 // GET) with backoff until ctx is done.
 func (s *Storage) read(ctx context.Context, i uint64) ([]byte, error) {
-	base := s.client.Config().RetryInterval
+	base := s.client.Limits().RetryInterval
 	for attempt := 1; ; attempt++ {
 		b, err := s.log.Get(ctx, i)
 		if err == nil || !retryableRead(err) || ctx.Err() != nil {
@@ -461,8 +444,8 @@ func (s *Storage) read(ctx context.Context, i uint64) ([]byte, error) {
 // retryableRead reports whether a failed read may succeed if repeated.
 func retryableRead(err error) bool {
 	for _, target := range []error{
-		wal.ErrTruncated, wal.ErrOutOfRange, wal.ErrCorrupt, wal.ErrUnsupportedVersion, wal.ErrLogNotFound,
-		wal.ErrClosed, objstore.ErrNotFound, objstore.ErrInvalidKey, context.Canceled, context.DeadlineExceeded,
+		logstore.ErrTruncated, logstore.ErrOutOfRange, logstore.ErrCorrupt, logstore.ErrUnsupportedVersion, logstore.ErrLogNotFound,
+		logstore.ErrClosed, objstore.ErrNotFound, objstore.ErrInvalidKey, context.Canceled, context.DeadlineExceeded,
 	} {
 		if errors.Is(err, target) {
 			return false
@@ -516,7 +499,7 @@ func (s *Storage) Close() error {
 	if s.closing != nil {
 		<-s.closing // the abandoned writer: its failure was reported
 	}
-	if errors.Is(err, wal.ErrFenced) {
+	if errors.Is(err, logstore.ErrFenced) {
 		err = nil // another process took over: nothing of ours is pending
 	}
 	if s.owned {
@@ -726,7 +709,7 @@ func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 				return nil, raft.ErrCompacted
 			case ctx.Err() != nil:
 				return nil, fmt.Errorf("etcdraft: entries [%d, %d): %w", lo, hi, ferr)
-			case errors.Is(ferr, wal.ErrTruncated), errors.Is(ferr, wal.ErrOutOfRange):
+			case errors.Is(ferr, logstore.ErrTruncated), errors.Is(ferr, logstore.ErrOutOfRange):
 				// A racing compaction or overwrite not yet visible in rw
 				// cannot happen (both are published before the WAL changes),
 				// so this is a real inconsistency.

@@ -504,7 +504,7 @@ func TestOptionsValidation(t *testing.T) {
 	c, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New()})
 	require.NoError(t, err)
 	defer c.Close()
-	_, err = etcdraft.New(ctx, c, "Bad-Name", etcdraft.Options{})
+	_, err = etcdraft.New(ctx, c.LogStore(), "Bad-Name", etcdraft.Options{})
 	require.Error(t, err)
 	_, err = etcdraft.Open(ctx, "mem://", "", etcdraft.Options{CallTimeout: -1})
 	require.Error(t, err)

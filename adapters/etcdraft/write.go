@@ -9,7 +9,7 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/woodpecker-wal/woodpecker/wal"
+	"github.com/woodpecker-wal/woodpecker/logstore"
 )
 
 // maxEntrySize is the largest encoded entry the WAL can ever take (its
@@ -60,7 +60,7 @@ func (s *Storage) writableLocked(ctx context.Context) error {
 // writer is abandoned: the next mutator reopens the log and takes up what
 // the reopened writer recovers (resumeLocked), and err is returned wrapped
 // in ErrWriteFailed. A failure no reopening can cure — the log taken over
-// by another writer (wal.ErrFenced), damaged data, an inconsistency — makes
+// by another writer (logstore.ErrFenced), damaged data, an inconsistency — makes
 // the Storage unusable instead. REQUIRES: wmu.
 func (s *Storage) fail(err error) error {
 	if s.w != nil {
@@ -73,13 +73,13 @@ func (s *Storage) fail(err error) error {
 			_ = w.Close() // its error is err, or what the reopened writer recovers
 		}()
 	}
-	for _, target := range []error{wal.ErrBadIndex, wal.ErrCorrupt, wal.ErrUnsupportedVersion, wal.ErrLogNotFound, wal.ErrClosed} {
+	for _, target := range []error{logstore.ErrBadIndex, logstore.ErrCorrupt, logstore.ErrUnsupportedVersion, logstore.ErrLogNotFound, logstore.ErrClosed} {
 		if errors.Is(err, target) {
 			s.dead = fmt.Errorf("etcdraft: storage unusable: %w", err)
 			return s.dead
 		}
 	}
-	if errors.Is(err, wal.ErrFenced) {
+	if errors.Is(err, logstore.ErrFenced) {
 		s.dead = fmt.Errorf("etcdraft: log %q was opened by another writer; this storage can no longer write it: %w", s.name, err)
 		s.logger.Info("etcdraft: fenced by a newer writer; every later mutator fails", "log", s.name, "err", err)
 		return s.dead

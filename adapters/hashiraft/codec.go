@@ -7,7 +7,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/woodpecker-wal/woodpecker/wal"
+	"github.com/woodpecker-wal/woodpecker/logstore"
 )
 
 // Entry format constants: part of the stored format (see FORMAT.md), never
@@ -60,16 +60,16 @@ func entrySize(l *raft.Log) int {
 // decodeEntry decodes b into out and returns the commit index stored with
 // it (0 if none). out's Data and Extensions are fresh slices (nil when
 // empty): nothing aliases b. On error out is unchanged; the error wraps
-// wal.ErrCorrupt or wal.ErrUnsupportedVersion.
+// logstore.ErrCorrupt or logstore.ErrUnsupportedVersion.
 func decodeEntry(b []byte, out *raft.Log) (commit uint64, err error) {
 	corrupt := func(what string) error {
-		return fmt.Errorf("%w: hashiraft entry: %s", wal.ErrCorrupt, what)
+		return fmt.Errorf("%w: hashiraft entry: %s", logstore.ErrCorrupt, what)
 	}
 	if len(b) < 3 {
 		return 0, corrupt(fmt.Sprintf("%d bytes, shorter than the 3-byte header", len(b)))
 	}
 	if b[0] != entryVersion {
-		return 0, fmt.Errorf("%w: hashiraft entry version %d (this version reads %d)", wal.ErrUnsupportedVersion, b[0], entryVersion)
+		return 0, fmt.Errorf("%w: hashiraft entry version %d (this version reads %d)", logstore.ErrUnsupportedVersion, b[0], entryVersion)
 	}
 	flags := b[1]
 	if flags&^flagsKnown != 0 {

@@ -10,8 +10,10 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/adapters/hashiraft"
 	"github.com/woodpecker-wal/woodpecker/conformance"
+	"github.com/woodpecker-wal/woodpecker/conformance/embedded"
 	"github.com/woodpecker-wal/woodpecker/conformance/hashiraftsuite"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/meta/bucket"
 	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
@@ -20,10 +22,9 @@ import (
 	"github.com/woodpecker-wal/woodpecker/objstore/file"
 	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	s3store "github.com/woodpecker-wal/woodpecker/objstore/s3"
-	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
-func openStore(ctx context.Context, c *wal.Client, callTimeout time.Duration) (hashiraftsuite.HashiStore, error) {
+func openStore(ctx context.Context, c logstore.Client, callTimeout time.Duration) (hashiraftsuite.HashiStore, error) {
 	return hashiraft.New(ctx, c, "raft", hashiraft.Options{CallTimeout: callTimeout})
 }
 
@@ -64,12 +65,12 @@ func s3EtcdStores(s3 *testserver.S3Server, etcd *testserver.EtcdServer) conforma
 }
 
 func TestConformanceMem(t *testing.T) {
-	hashiraftsuite.TestHashiLogStore(t, hashiraftsuite.HashiFactory{Stores: memStores, Open: openStore},
+	hashiraftsuite.TestHashiLogStore(t, hashiraftsuite.HashiFactory{Stores: memStores, Client: embedded.Client(embedded.Small()), Open: openStore},
 		conformance.Options{Checks: 100})
 }
 
 func TestConformanceFile(t *testing.T) {
-	hashiraftsuite.TestHashiLogStore(t, hashiraftsuite.HashiFactory{Stores: fileStores, Open: openStore},
+	hashiraftsuite.TestHashiLogStore(t, hashiraftsuite.HashiFactory{Stores: fileStores, Client: embedded.Client(embedded.Small()), Open: openStore},
 		conformance.Options{Checks: 30})
 }
 
@@ -77,7 +78,7 @@ func TestConformanceFile(t *testing.T) {
 // versitygw, metadata in an embedded etcd.
 func TestConformanceVersitygwEtcd(t *testing.T) {
 	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
-	hashiraftsuite.TestHashiLogStore(t, hashiraftsuite.HashiFactory{Stores: s3EtcdStores(s3, etcd), Open: openStore},
+	hashiraftsuite.TestHashiLogStore(t, hashiraftsuite.HashiFactory{Stores: s3EtcdStores(s3, etcd), Client: embedded.Client(embedded.Small()), Open: openStore},
 		conformance.Options{Checks: 10})
 }
 

@@ -60,7 +60,7 @@
 // request. The WAL engine alone retries the writes it makes — fragment
 // PUTs, fences, record updates — with backoff for up to its client's
 // wal.Config.RetryBudget of outage (default 30s, each attempt bounded by
-// RequestTimeout), and only then breaks the writer (wal.ErrBroken). The
+// RequestTimeout), and only then breaks the writer (logstore.ErrBroken). The
 // Store never retries those writes itself: when the writer breaks, or a
 // call runs out of time with an operation still queued, it reopens the log
 // — a conditional takeover naming the incarnation and epoch of the writer

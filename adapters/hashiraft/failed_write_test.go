@@ -99,7 +99,7 @@ func TestDefaultCallTimeoutWaitsOutTheEnginesRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	s, err := New(ctx, c, "raft", Options{GCInterval: -1, Logger: slog.New(slog.NewTextHandler(logWriter{t}, nil))})
+	s, err := New(ctx, c.LogStore(), "raft", Options{Logger: slog.New(slog.NewTextHandler(logWriter{t}, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -190,7 +190,7 @@ func (w *hashiWriter) verifyFresh(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	opts := w.options()
-	opts.GCInterval = -1
+	opts.WAL.GCInterval = -1
 	fresh, err := hashiraft.Open(ctx, w.bucketURL, w.metaURL, opts)
 	if err != nil {
 		t.Errorf("%s: open from a fresh client: %v", w.Name, err)

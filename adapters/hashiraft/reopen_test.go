@@ -72,7 +72,7 @@ func openProcTimeout(t *testing.T, mem objstore.Bucket, shared meta.Store, seed 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(ctx, c, "raft", Options{CallTimeout: callTimeout, GCInterval: -1,
+	s, err := New(ctx, c.LogStore(), "raft", Options{CallTimeout: callTimeout,
 		Logger: slog.New(slog.NewTextHandler(logWriter{t}, nil))})
 	if err != nil {
 		c.Close()
@@ -273,7 +273,7 @@ func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	s, err := New(ctx, c, "raft", Options{GCInterval: -1})
+	s, err := New(ctx, c.LogStore(), "raft", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
 			s.opts.CallTimeout, s.snaps.timeout)
 	}
 
-	s2, err := Open(ctx, "mem://", "", Options{GCInterval: -1})
+	s2, err := Open(ctx, "mem://", "", Options{WAL: wal.Config{GCInterval: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_, err = New(ctx, c, "raft", Options{CallTimeout: time.Second, GCInterval: -1})
+	_, err = New(ctx, c.LogStore(), "raft", Options{CallTimeout: time.Second})
 	if err == nil {
 		t.Fatal("New accepted CallTimeout 1s with a RetryBudget of 5s")
 	}
@@ -311,12 +311,12 @@ func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
 			t.Errorf("New's error %q does not name %q", err, want)
 		}
 	}
-	_, err = Open(ctx, "mem://", "", Options{CallTimeout: 10 * time.Second, GCInterval: -1})
+	_, err = Open(ctx, "mem://", "", Options{CallTimeout: 10 * time.Second, WAL: wal.Config{GCInterval: -1}})
 	if err == nil || !strings.Contains(err.Error(), "CallTimeout") || !strings.Contains(err.Error(), "RetryBudget = 30s") {
 		t.Fatalf("Open with CallTimeout 10s and the default 30s budget = %v, want an error naming both", err)
 	}
 
-	s, err := New(ctx, c, "raft", Options{CallTimeout: 5 * time.Second, GCInterval: -1})
+	s, err := New(ctx, c.LogStore(), "raft", Options{CallTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatalf("New with CallTimeout equal to the budget: %v", err)
 	}
@@ -330,7 +330,7 @@ func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	s, err = New(ctx, c2, "raft", Options{CallTimeout: 150 * time.Millisecond, GCInterval: -1})
+	s, err = New(ctx, c2.LogStore(), "raft", Options{CallTimeout: 150 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("New with CallTimeout 150ms and at most 3 retries 1ms apart: %v", err)
 	}

@@ -18,8 +18,8 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/objstore"
-	"github.com/woodpecker-wal/woodpecker/wal"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
 
@@ -36,7 +36,7 @@ const (
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// SnapshotStore is a raft.SnapshotStore in an object-store bucket. A
+// SnapshotStore is a raft.SnapshotStore in a blob store (a bucket). A
 // snapshot is a run of chunk objects of Options.SnapshotChunkSize bytes and a
 // metadata object written after them: a snapshot is visible exactly when its
 // metadata object exists, so Close publishes it atomically and a crash or
@@ -54,7 +54,7 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // process can still publish one, which is harmless because a snapshot only
 // ever holds committed state.
 type SnapshotStore struct {
-	b       objstore.Bucket
+	b       logstore.Blobs
 	prefix  string
 	retain  int
 	chunk   int
@@ -72,7 +72,7 @@ type SnapshotStore struct {
 // (components of [0-9a-z_] separated by '/') in b, configured by opts'
 // SnapshotRetain, SnapshotChunkSize, CallTimeout and Logger. Store.Snapshots
 // returns one beside the log; use this to keep snapshots elsewhere.
-func NewSnapshotStore(b objstore.Bucket, prefix string, opts Options) (*SnapshotStore, error) {
+func NewSnapshotStore(b logstore.Blobs, prefix string, opts Options) (*SnapshotStore, error) {
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
 		return nil, err
@@ -142,7 +142,7 @@ func (s *SnapshotStore) retry(what string, fn func(ctx context.Context) error) e
 			return nil
 		}
 		if errors.Is(err, objstore.ErrNotFound) || errors.Is(err, objstore.ErrInvalidKey) ||
-			errors.Is(err, objstore.ErrClosed) || errors.Is(err, wal.ErrCorrupt) {
+			errors.Is(err, objstore.ErrClosed) || errors.Is(err, logstore.ErrCorrupt) {
 			return fmt.Errorf("hashiraft: snapshot: %s: %w", what, err)
 		}
 		if sleepCtx(ctx, backoff(attempt)) != nil {
@@ -212,7 +212,7 @@ func (s *SnapshotStore) list() ([]*snapshotRecord, error) {
 		if errors.Is(err, objstore.ErrNotFound) {
 			continue // deleted meanwhile
 		}
-		if errors.Is(err, wal.ErrCorrupt) {
+		if errors.Is(err, logstore.ErrCorrupt) {
 			s.lg.Warn("hashiraft: skipping a snapshot whose metadata does not decode", "id", id, "err", err)
 			continue
 		}
@@ -252,20 +252,20 @@ func (s *SnapshotStore) readMeta(id string) (*snapshotRecord, error) {
 	}
 	var r snapshotRecord
 	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("%w: snapshot %s: metadata: %v", wal.ErrCorrupt, id, err)
+		return nil, fmt.Errorf("%w: snapshot %s: metadata: %v", logstore.ErrCorrupt, id, err)
 	}
 	if r.Format != snapFormat {
-		return nil, fmt.Errorf("%w: snapshot %s: metadata format %d (this version reads %d)", wal.ErrUnsupportedVersion, id, r.Format, snapFormat)
+		return nil, fmt.Errorf("%w: snapshot %s: metadata format %d (this version reads %d)", logstore.ErrUnsupportedVersion, id, r.Format, snapFormat)
 	}
 	n := int64(len(r.ChunkCRCs))
 	if r.ID != id || r.ChunkSize < 1 || r.Size < 0 || r.Size > n*int64(r.ChunkSize) || r.Size <= (n-1)*int64(r.ChunkSize) && n > 0 {
-		return nil, fmt.Errorf("%w: snapshot %s: inconsistent metadata (id %q, size %d, %d chunks of %d)", wal.ErrCorrupt, id, r.ID, r.Size, n, r.ChunkSize)
+		return nil, fmt.Errorf("%w: snapshot %s: inconsistent metadata (id %q, size %d, %d chunks of %d)", logstore.ErrCorrupt, id, r.ID, r.Size, n, r.ChunkSize)
 	}
 	return &r, nil
 }
 
 // Open returns the snapshot's metadata and a reader streaming its bytes one
-// chunk at a time. The reader fails with an error wrapping wal.ErrCorrupt,
+// chunk at a time. The reader fails with an error wrapping logstore.ErrCorrupt,
 // before returning any of its bytes, on a chunk that does not match its
 // recorded size and checksum. Close it: the
 // snapshot is not deleted by retention while it is open.
@@ -517,7 +517,7 @@ func (s *SnapshotStore) metaIs(ctx context.Context, id string, body []byte) erro
 		return err
 	}
 	if !bytes.Equal(got, body) {
-		return fmt.Errorf("%w: snapshot %s: metadata exists with other contents", wal.ErrCorrupt, id)
+		return fmt.Errorf("%w: snapshot %s: metadata exists with other contents", logstore.ErrCorrupt, id)
 	}
 	return nil
 }
@@ -575,7 +575,7 @@ func (r *snapshotReader) Read(p []byte) (int, error) {
 		if r.next == uint64(len(r.rec.ChunkCRCs)) {
 			r.err = io.EOF
 			if r.read != r.rec.Size {
-				r.err = fmt.Errorf("%w: snapshot %s: read %d bytes, metadata says %d", wal.ErrCorrupt, r.rec.ID, r.read, r.rec.Size)
+				r.err = fmt.Errorf("%w: snapshot %s: read %d bytes, metadata says %d", logstore.ErrCorrupt, r.rec.ID, r.read, r.rec.Size)
 			}
 			continue
 		}
@@ -589,7 +589,7 @@ func (r *snapshotReader) Read(p []byte) (int, error) {
 		if err != nil {
 			r.err = err
 			if errors.Is(err, objstore.ErrNotFound) {
-				r.err = fmt.Errorf("%w: snapshot %s: chunk %d is missing: %v", wal.ErrCorrupt, r.rec.ID, r.next, err)
+				r.err = fmt.Errorf("%w: snapshot %s: chunk %d is missing: %v", logstore.ErrCorrupt, r.rec.ID, r.next, err)
 			}
 			continue
 		}
@@ -598,7 +598,7 @@ func (r *snapshotReader) Read(p []byte) (int, error) {
 			want = r.rec.Size - int64(r.next)*int64(r.rec.ChunkSize)
 		}
 		if int64(len(data)) != want || crc32.Checksum(data, crcTable) != r.rec.ChunkCRCs[r.next] {
-			r.err = fmt.Errorf("%w: snapshot %s: chunk %d (%d bytes, want %d) fails its CRC-32C", wal.ErrCorrupt, r.rec.ID, r.next, len(data), want)
+			r.err = fmt.Errorf("%w: snapshot %s: chunk %d (%d bytes, want %d) fails its CRC-32C", logstore.ErrCorrupt, r.rec.ID, r.next, len(data), want)
 			continue
 		}
 		r.next++

@@ -14,6 +14,8 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/woodpecker-wal/woodpecker/adapters/internal/raftlog"
+	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
@@ -57,13 +59,6 @@ type Options struct {
 	// the stores); a nil WAL.Logger takes Logger.
 	WAL wal.Config
 
-	// GCInterval is how often the Store collects its log's garbage
-	// (wal.Client.GC): objects of segments wholly below the first index,
-	// deleted Config.GCGrace after raft compacted them. Without it nothing
-	// is ever deleted. Default 1 minute; negative disables it (run GC
-	// yourself, or set WAL.GCInterval on the client).
-	GCInterval time.Duration
-
 	// TailCacheBytes bounds a cache of the most recently stored entries,
 	// which GetLog serves without going through the WAL (replication and
 	// apply read them). Default 16 MiB; negative disables it. Older entries
@@ -92,9 +87,6 @@ func (o Options) withDefaults() Options {
 	if o.WAL.Logger == nil {
 		o.WAL.Logger = o.Logger
 	}
-	if o.GCInterval == 0 {
-		o.GCInterval = time.Minute
-	}
 	if o.TailCacheBytes == 0 {
 		o.TailCacheBytes = 16 << 20
 	}
@@ -107,21 +99,11 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// checkBudget refuses a CallTimeout shorter than the client's retry budget.
-func (o Options) checkBudget(cfg wal.Config) error {
-	if budget, what := cfg.RetryWindow(); o.CallTimeout < budget {
-		return fmt.Errorf("hashiraft: Options.CallTimeout = %v is shorter than the client's %s: a call would give up "+
-			"while the engine still retries it; give at least %v, or leave it 0 for RetryBudget + 2×RequestTimeout (%v)",
-			o.CallTimeout, what, budget, cfg.OperationBound())
-	}
-	return nil
-}
-
 func (o Options) validate() error {
 	bad := func(field string, v any, why string) error {
 		return fmt.Errorf("hashiraft: Options.%s = %v: %s", field, v, why)
 	}
-	if err := wal.ValidateLogName(o.LogName); err != nil {
+	if err := logstore.ValidateLogName(o.LogName); err != nil {
 		return bad("LogName", fmt.Sprintf("%q", o.LogName), "want 1 to 64 bytes of [0-9a-z_]")
 	}
 	switch {
@@ -154,15 +136,15 @@ func (o Options) validate() error {
 //
 // Errors are wrapped with the operation and index, except raft's sentinel
 // raft.ErrLogNotFound, which GetLog returns unwrapped because raft compares
-// it with ==. A fenced Store (wal.ErrFenced: another Store opened the log,
+// it with ==. A fenced Store (logstore.ErrFenced: another Store opened the log,
 // before or during a failure of this one) fails every later mutation.
 type Store struct {
-	c     *wal.Client
+	c     logstore.Client
 	owned bool // Open created c; Close closes it
 	name  string
 	opts  Options
 	lg    *slog.Logger
-	log   *wal.Log
+	log   logstore.Log
 	snaps *SnapshotStore
 
 	staged atomic.Uint64 // commit index for the next StoreLogs
@@ -173,16 +155,14 @@ type Store struct {
 	first, last atomic.Uint64
 
 	closed atomic.Bool
-	gcStop context.CancelFunc // stops the GC loop
-	gcDone chan struct{}      // closed when the GC loop exits; nil without one
 
 	// mu serializes mutations and the writer's replacement.
 	mu struct {
 		sync.Mutex
-		w       *wal.Writer   // the log's writer; nil after a failure until reopened
-		closing chan struct{} // closed when the dropped writer's Close returned
-		dead    error         // permanent failure (fenced): every mutation fails with it
-		held    wal.WriterID  // the writer last opened, which a reopen names
+		w       logstore.Writer   // the log's writer; nil after a failure until reopened
+		closing chan struct{}     // closed when the dropped writer's Close returned
+		dead    error             // permanent failure (fenced): every mutation fails with it
+		held    logstore.WriterID // the writer last opened, which a reopen names
 		// rollback, when pending, is where the log must end (0: empty)
 		// before the next mutation: a StoreLogs that failed may have left a
 		// prefix of its entries, which raft never saw acknowledged.
@@ -209,7 +189,7 @@ func Open(ctx context.Context, bucketURL, metaURL string, opts Options) (*Store,
 	if err != nil {
 		return nil, fmt.Errorf("hashiraft: open: %w", err)
 	}
-	s, err := New(ctx, c, d.LogName, opts) // New defaults CallTimeout from the client's budget
+	s, err := New(ctx, c.LogStore(), d.LogName, opts) // New defaults CallTimeout from the client's budget
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -222,29 +202,24 @@ func Open(ctx context.Context, bucketURL, metaURL string, opts Options) (*Store,
 // close), creating the log if it is missing. logName overrides
 // Options.LogName when not empty; Options.WAL is ignored. ctx bounds the
 // opening only.
-func New(ctx context.Context, c *wal.Client, logName string, opts Options) (*Store, error) {
+func New(ctx context.Context, c logstore.Client, logName string, opts Options) (*Store, error) {
 	if logName != "" {
 		opts.LogName = logName
 	}
-	if opts.CallTimeout == 0 {
-		opts.CallTimeout = c.Config().OperationBound()
+	var err error
+	if opts.CallTimeout, err = raftlog.CallTimeout("hashiraft", opts.CallTimeout, c.Limits()); err != nil {
+		return nil, err
 	}
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	if err := opts.checkBudget(c.Config()); err != nil {
-		return nil, err
-	}
 	name := opts.LogName
-	if err := c.CreateLog(ctx, name); err != nil && !errors.Is(err, wal.ErrLogExists) {
-		return nil, fmt.Errorf("hashiraft: create log %q: %w", name, err)
-	}
-	l, err := c.OpenLog(ctx, name)
+	l, err := raftlog.OpenOrCreate(ctx, c, name)
 	if err != nil {
-		return nil, fmt.Errorf("hashiraft: open log %q: %w", name, err)
+		return nil, fmt.Errorf("hashiraft: %w", err)
 	}
-	snaps, err := NewSnapshotStore(c.Bucket(), c.Prefix()+"/"+name+"/snapshots", opts)
+	snaps, err := NewSnapshotStore(c.Blobs(name), "snapshots", opts)
 	if err != nil {
 		return nil, err
 	}
@@ -257,46 +232,15 @@ func New(ctx context.Context, c *wal.Client, logName string, opts Options) (*Sto
 		return nil, fmt.Errorf("hashiraft: open writer of log %q: %w", name, err)
 	}
 	s.useWriterLocked(w)
-	if opts.GCInterval > 0 {
-		var gcCtx context.Context
-		gcCtx, s.gcStop = context.WithCancel(context.Background())
-		s.gcDone = make(chan struct{})
-		go s.gcLoop(gcCtx)
-	}
 	s.lg.Info("hashiraft: store opened", "log", name, "first", s.first.Load(), "last", s.last.Load())
 	return s, nil
-}
-
-// gcLoop runs the WAL's garbage collection of the log every GCInterval
-// until Close.
-func (s *Store) gcLoop(ctx context.Context) {
-	defer close(s.gcDone)
-	t := time.NewTicker(s.opts.GCInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		cctx, cancel := context.WithTimeout(ctx, s.opts.CallTimeout)
-		st, err := s.c.GC(cctx, s.name)
-		cancel()
-		switch {
-		case err != nil && ctx.Err() == nil:
-			s.lg.Warn("hashiraft: gc failed; retrying at the next interval", "log", s.name, "err", err)
-		case st.Marked+st.SegmentsRemoved > 0:
-			s.lg.Debug("hashiraft: gc", "log", s.name, "marked", st.Marked, "segments_removed", st.SegmentsRemoved,
-				"objects_deleted", st.ObjectsDeleted, "waiting", st.Waiting)
-		}
-	}
 }
 
 // Snapshots returns the SnapshotStore kept beside the log, under
 // "<prefix>/<log name>/snapshots/" in the client's bucket.
 func (s *Store) Snapshots() *SnapshotStore { return s.snaps }
 
-// Close stops the GC loop, closes the writer (waiting for nothing but its
+// Close closes the writer (waiting for nothing but its
 // own queue: every acknowledged call is already durable) and, for a Store
 // made by Open, the client. Later calls fail with ErrClosed. Close is
 // idempotent.
@@ -304,17 +248,13 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	if s.gcStop != nil {
-		s.gcStop()
-		<-s.gcDone
-	}
 	s.mu.Lock()
 	w, closing := s.mu.w, s.mu.closing
 	s.mu.w, s.mu.closing = nil, nil
 	s.mu.Unlock()
 	var err error
 	if w != nil {
-		if cerr := w.Close(); cerr != nil && !errors.Is(cerr, wal.ErrFenced) {
+		if cerr := w.Close(); cerr != nil && !errors.Is(cerr, logstore.ErrFenced) {
 			err = fmt.Errorf("hashiraft: close log %q: %w", s.name, cerr)
 		}
 	}
@@ -338,8 +278,8 @@ func (s *Store) callCtx() (context.Context, context.CancelFunc) {
 // permanent reports whether err cannot go away by retrying.
 func permanent(err error) bool {
 	for _, target := range []error{
-		wal.ErrFenced, wal.ErrBadIndex, wal.ErrCorrupt, wal.ErrUnsupportedVersion,
-		wal.ErrLogNotFound, ErrClosed, objstore.ErrInvalidKey, errRejected,
+		logstore.ErrFenced, logstore.ErrBadIndex, logstore.ErrCorrupt, logstore.ErrUnsupportedVersion,
+		logstore.ErrLogNotFound, ErrClosed, objstore.ErrInvalidKey, errRejected,
 	} {
 		if errors.Is(err, target) {
 			return true
@@ -376,7 +316,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // the store held (wal.Log.ReopenWriter), so a store that failed never takes
 // the log back from another process that opened it meanwhile: it is fenced
 // instead, for good. REQUIRES: s.mu held.
-func (s *Store) writerLocked(ctx context.Context) (*wal.Writer, error) {
+func (s *Store) writerLocked(ctx context.Context) (logstore.Writer, error) {
 	if s.mu.dead != nil {
 		return nil, s.mu.dead
 	}
@@ -395,7 +335,7 @@ func (s *Store) writerLocked(ctx context.Context) (*wal.Writer, error) {
 		}
 	}
 	w, err := s.log.ReopenWriter(ctx, s.mu.held)
-	if errors.Is(err, wal.ErrFenced) {
+	if errors.Is(err, logstore.ErrFenced) {
 		s.mu.dead = fmt.Errorf("hashiraft: log %q: %w", s.name, err)
 		s.lg.Info("hashiraft: log taken over by another writer while this store's writer was down; every later mutation fails",
 			"log", s.name, "err", err)
@@ -410,7 +350,7 @@ func (s *Store) writerLocked(ctx context.Context) (*wal.Writer, error) {
 
 // useWriterLocked makes w, just opened, the store's writer and takes up the
 // state it recovered. REQUIRES: s.mu held.
-func (s *Store) useWriterLocked(w *wal.Writer) {
+func (s *Store) useWriterLocked(w logstore.Writer) {
 	s.mu.held = w.ID()
 	s.mu.w = w
 	s.mu.stable = w.Meta()
@@ -432,7 +372,7 @@ func (s *Store) dropWriterLocked(cause error) {
 		defer close(done)
 		_ = w.Close() // its error is cause, or what the reopened writer recovers
 	}()
-	if errors.Is(cause, wal.ErrFenced) {
+	if errors.Is(cause, logstore.ErrFenced) {
 		s.mu.dead = fmt.Errorf("hashiraft: log %q: %w", s.name, cause)
 		s.lg.Info("hashiraft: store fenced by a newer writer; every later mutation fails", "log", s.name, "err", cause)
 	}
@@ -458,13 +398,13 @@ func (s *Store) refreshBoundsLocked() {
 // retries inside each attempt, and each reopen, run under that one
 // deadline: however often the writer breaks and is reopened, the call
 // rides out at most CallTimeout of outage. REQUIRES: s.mu held.
-func (s *Store) mutateLocked(op string, fn func(ctx context.Context, w *wal.Writer) error) error {
+func (s *Store) mutateLocked(op string, fn func(ctx context.Context, w logstore.Writer) error) error {
 	ctx, cancel := s.callCtx()
 	defer cancel()
 	start := time.Now()
 	var err error
 	for attempt := 1; ; attempt++ {
-		var w *wal.Writer
+		var w logstore.Writer
 		if w, err = s.writerLocked(ctx); err == nil {
 			if err = s.rollbackLocked(ctx, w); err == nil {
 				err = fn(ctx, w)
@@ -476,7 +416,7 @@ func (s *Store) mutateLocked(op string, fn func(ctx context.Context, w *wal.Writ
 				}
 				return nil
 			}
-			if permanent(err) && !errors.Is(err, wal.ErrFenced) {
+			if permanent(err) && !errors.Is(err, logstore.ErrFenced) {
 				s.refreshBoundsLocked()
 				return fmt.Errorf("hashiraft: %s: %w", op, err)
 			}
@@ -503,7 +443,7 @@ func (s *Store) mutateLocked(op string, fn func(ctx context.Context, w *wal.Writ
 
 // rollbackLocked removes what a failed StoreLogs may have left beyond the
 // end raft knows of. REQUIRES: s.mu held.
-func (s *Store) rollbackLocked(ctx context.Context, w *wal.Writer) error {
+func (s *Store) rollbackLocked(ctx context.Context, w logstore.Writer) error {
 	if !s.mu.rollback.pending {
 		return nil
 	}
@@ -562,7 +502,7 @@ func (s *Store) GetLog(index uint64, out *raft.Log) error {
 		if err == nil {
 			return s.decode(index, b, out)
 		}
-		if errors.Is(err, wal.ErrTruncated) || errors.Is(err, wal.ErrOutOfRange) {
+		if errors.Is(err, logstore.ErrTruncated) || errors.Is(err, logstore.ErrOutOfRange) {
 			return raft.ErrLogNotFound
 		}
 		if permanent(err) {
@@ -582,7 +522,7 @@ func (s *Store) decode(index uint64, b []byte, out *raft.Log) error {
 		return fmt.Errorf("hashiraft: log %q: entry %d: %w", s.name, index, err)
 	}
 	if l.Index != index {
-		return fmt.Errorf("hashiraft: log %q: %w: entry %d holds raft index %d", s.name, wal.ErrCorrupt, index, l.Index)
+		return fmt.Errorf("hashiraft: log %q: %w: entry %d holds raft index %d", s.name, logstore.ErrCorrupt, index, l.Index)
 	}
 	*out = l
 	return nil
@@ -638,7 +578,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	// prepared: the log ends right before first (or is empty), durably;
 	// from then on whatever lies in [first, LastIndex] is ours.
 	prepared := false
-	err := s.mutateLocked(fmt.Sprintf("store logs [%d, %d]", first, last), func(ctx context.Context, w *wal.Writer) error {
+	err := s.mutateLocked(fmt.Sprintf("store logs [%d, %d]", first, last), func(ctx context.Context, w logstore.Writer) error {
 		lo, hi := w.FirstIndex(), w.LastIndex()
 		empty := lo == 0 || hi < lo
 		if !prepared {
@@ -670,7 +610,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		}
 		before := w.LastIndex()
 		err := w.Append(ctx, start, enc[start-first:])
-		if err != nil && ctx.Err() == nil && !permanent(err) && !errors.Is(err, wal.ErrBroken) && w.LastIndex() == before {
+		if err != nil && ctx.Err() == nil && !permanent(err) && !errors.Is(err, logstore.ErrBroken) && w.LastIndex() == before {
 			// Refused before anything was queued, and not for a sentinel
 			// reason: the input (an entry larger than the WAL's
 			// MaxFlushSize). Retrying cannot help.
@@ -703,7 +643,7 @@ func (s *Store) DeleteRange(min, max uint64) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.mutateLocked(fmt.Sprintf("delete range [%d, %d]", min, max), func(ctx context.Context, w *wal.Writer) error {
+	return s.mutateLocked(fmt.Sprintf("delete range [%d, %d]", min, max), func(ctx context.Context, w logstore.Writer) error {
 		first, last := w.FirstIndex(), w.LastIndex()
 		if first == 0 || last < first || max < first || min > last {
 			return nil // nothing there (or an earlier attempt removed it)
@@ -767,7 +707,7 @@ func (s *Store) GetCommitIndex() (uint64, error) {
 			}
 			return min(commit, last), nil
 		}
-		if errors.Is(err, wal.ErrTruncated) || errors.Is(err, wal.ErrOutOfRange) {
+		if errors.Is(err, logstore.ErrTruncated) || errors.Is(err, logstore.ErrOutOfRange) {
 			// Raced with a truncation: read the new last entry.
 			if last = s.last.Load(); last == 0 {
 				return 0, nil
@@ -809,12 +749,12 @@ func (s *Store) Set(key, val []byte) error {
 	if len(val) > 0 {
 		v = append([]byte{}, val...)
 	}
-	if len(k)+len(v) > wal.MaxMetaSize/2 {
+	if len(k)+len(v) > s.c.Limits().MaxMetaSize/2 {
 		return fmt.Errorf("hashiraft: set %q: %w: %d bytes is too large for the stable store", key, errRejected, len(v))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.mutateLocked(fmt.Sprintf("set %q", key), func(ctx context.Context, w *wal.Writer) error {
+	return s.mutateLocked(fmt.Sprintf("set %q", key), func(ctx context.Context, w logstore.Writer) error {
 		if err := w.SetMeta(ctx, map[string][]byte{k: v}); err != nil {
 			return err
 		}

@@ -52,7 +52,7 @@ func faultStore(t *testing.T, opts hashiraft.Options) (*hashiraft.Store, *fault.
 	}
 	t.Cleanup(func() { c.Close() })
 	opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	s, err := hashiraft.New(context.Background(), c, "", opts)
+	s, err := hashiraft.New(context.Background(), c.LogStore(), "", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestOptionsValidation(t *testing.T) {
 		{SnapshotRetain: -1},
 		{SnapshotChunkSize: 16 << 20},
 	} {
-		if _, err := hashiraft.New(context.Background(), c, "", o); err == nil || !strings.Contains(err.Error(), "Options.") {
+		if _, err := hashiraft.New(context.Background(), c.LogStore(), "", o); err == nil || !strings.Contains(err.Error(), "Options.") {
 			t.Errorf("New(%+v) = %v, want an error naming the field", o, err)
 		}
 	}
@@ -247,7 +247,7 @@ func TestGetLogRetries(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := hashiraft.New(ctx, c, "", hashiraft.Options{CallTimeout: 10 * time.Second})
+		s, err := hashiraft.New(ctx, c.LogStore(), "", hashiraft.Options{CallTimeout: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -426,17 +426,17 @@ func TestEntryTooLarge(t *testing.T) {
 	wantBounds(t, s, 1, 2)
 }
 
-// TestGC: the Store collects the objects raft compacted away.
+// TestGC: the client's janitor collects the objects raft compacted away.
 func TestGC(t *testing.T) {
 	ctx := context.Background()
 	mem := objmem.New()
 	c, err := wal.Open(ctx, wal.Config{Bucket: mem, Meta: metamem.New(), GCGrace: time.Millisecond,
-		SegmentMaxFragments: 2})
+		SegmentMaxFragments: 2, GCInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	s, err := hashiraft.New(ctx, c, "", hashiraft.Options{GCInterval: 10 * time.Millisecond, TailCacheBytes: -1})
+	s, err := hashiraft.New(ctx, c.LogStore(), "", hashiraft.Options{TailCacheBytes: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,10 +16,10 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/conformance"
 	"github.com/woodpecker-wal/woodpecker/conformance/internal/harness"
+	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
-	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
 // HashiStore is what TestHashiLogStore drives: a hashicorp/raft LogStore
@@ -37,13 +37,17 @@ type HashiFactory struct {
 	// Stores returns a fresh, empty bucket and metadata store for one test
 	// case. The suite closes neither; register cleanup with t.Cleanup.
 	Stores conformance.WALStores
+	// Client opens a log client over the suite's (fault-wrapped) stores,
+	// e.g. embedded.Client(embedded.Small()). Its retry window must be
+	// shorter than 150ms, the suite's short call timeout.
+	Client conformance.ClientFactory
 	// Open opens the store under test over c (a client the suite made over
 	// the stores, possibly wrapped to inject faults), creating its log if it
 	// is missing. Opening it again over a client of the same stores finds
 	// the same log and stable values, and fences the earlier store.
 	// callTimeout is the per-call timeout the store must use: the suite keeps
 	// it short to test failures that outlast it.
-	Open func(ctx context.Context, c *wal.Client, callTimeout time.Duration) (HashiStore, error)
+	Open func(ctx context.Context, c logstore.Client, callTimeout time.Duration) (HashiStore, error)
 }
 
 // The per-call timeouts the suite asks for: a generous one, and a short
@@ -103,7 +107,7 @@ func TestHashiLogStore(t *testing.T, f HashiFactory, opts conformance.Options) {
 type hashiProc struct {
 	fb *fault.Bucket
 	gm *harness.GatedMeta
-	c  *wal.Client
+	c  logstore.Client
 	s  HashiStore
 }
 
@@ -124,12 +128,9 @@ func hashiStartTimeout(t testing.TB, f HashiFactory, b objstore.Bucket, m meta.S
 		fb = fault.Wrap(b, seed)
 	}
 	gm := &harness.GatedMeta{Store: m}
-	c, err := wal.Open(hashiCtx(t), wal.Config{
-		Bucket: fb, Meta: gm, RetryInterval: time.Millisecond, MaxFlushRetries: 3,
-		SegmentMaxFragments: 4, MaxInterval: time.Millisecond, MaxEntries: 3, CacheBytes: 1 << 20,
-	})
+	c, err := f.Client(hashiCtx(t), fb, gm)
 	if err != nil {
-		return nil, fmt.Errorf("wal.Open: %w", err)
+		return nil, fmt.Errorf("open client: %w", err)
 	}
 	s, err := f.Open(hashiCtx(t), c, timeout)
 	if err != nil {

@@ -11,10 +11,10 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/conformance"
 	"github.com/woodpecker-wal/woodpecker/conformance/internal/harness"
+	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
-	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
 // TestWAL runs the WAL engine's property-based state machine against a
@@ -29,12 +29,15 @@ import (
 //
 // The crash action needs the bucket's state to survive into a new client:
 // the suite wraps the factory's bucket in a fault.Bucket and replaces it by
-// its crash view, which is in memory; the metadata store is shared.
-func TestWAL(t *testing.T, stores conformance.WALStores, opts conformance.Options) {
+// its crash view, which is in memory; the metadata store is shared. open
+// makes each process's client over those stores, e.g.
+// embedded.Client(cfg) for the engine; it should retry a failed write a
+// few times at most (the suite injects failures).
+func TestWAL(t *testing.T, stores conformance.WALStores, open conformance.ClientFactory, opts conformance.Options) {
 	harness.With(opts.Checks, func() {
 		rapid.Check(t, func(rt *rapid.T) {
 			b, m := stores(t)
-			sm := &walMachine{t: t, base: b, meta: m, seed: rapid.Uint64().Draw(rt, "seed")}
+			sm := &walMachine{t: t, base: b, meta: m, open: open, seed: rapid.Uint64().Draw(rt, "seed")}
 			sm.init(rt)
 			defer sm.cleanup()
 			rt.Repeat(sm.actions())
@@ -46,14 +49,15 @@ type walMachine struct {
 	t    *testing.T
 	base objstore.Bucket
 	meta meta.Store
+	open conformance.ClientFactory
 	seed uint64
 
 	// The current process.
 	fb     *fault.Bucket
 	gm     *harness.GatedMeta
-	client *wal.Client
-	log    *wal.Log
-	w      *wal.Writer
+	client logstore.Client
+	log    logstore.Log
+	w      logstore.Writer
 
 	// The model. acked holds the log's entries [first, first+len(acked)),
 	// all acknowledged. pending holds entries appended after them whose
@@ -70,7 +74,7 @@ type walMachine struct {
 type pendingAppend struct {
 	first uint64
 	data  [][]byte
-	fut   *wal.Future
+	fut   logstore.Future
 }
 
 const walLogName = "conf"
@@ -90,12 +94,9 @@ func (m *walMachine) newProcess(rt *rapid.T, sameBucket bool) {
 		m.nextSeq++
 	}
 	m.gm = &harness.GatedMeta{Store: m.meta}
-	c, err := wal.Open(m.ctx(), wal.Config{
-		Bucket: m.fb, Meta: m.gm, RetryInterval: time.Millisecond, MaxFlushRetries: 8,
-		SegmentMaxFragments: 4, MaxInterval: time.Millisecond, MaxEntries: 3, CacheBytes: 1 << 20,
-	})
+	c, err := m.open(m.ctx(), m.fb, m.gm)
 	if err != nil {
-		rt.Fatalf("wal.Open: %v", err)
+		rt.Fatalf("open client: %v", err)
 	}
 	m.client = c
 	l, err := c.OpenLog(m.ctx(), walLogName)
@@ -111,7 +112,7 @@ func (m *walMachine) newProcess(rt *rapid.T, sameBucket bool) {
 }
 
 func (m *walMachine) init(rt *rapid.T) {
-	c, err := wal.Open(m.ctx(), wal.Config{Bucket: m.base, Meta: m.meta})
+	c, err := m.open(m.ctx(), m.base, m.meta)
 	if err != nil {
 		rt.Fatal(err)
 	}
@@ -295,7 +296,7 @@ func (m *walMachine) actions() map[string]func(*rapid.T) {
 			old, oldClient := m.w, m.client
 			m.newProcess(rt, true)
 			first := old.LastIndex() + 1
-			if err := old.Append(m.ctx(), first, [][]byte{[]byte("zombie")}); !errors.Is(err, wal.ErrFenced) {
+			if err := old.Append(m.ctx(), first, [][]byte{[]byte("zombie")}); !errors.Is(err, logstore.ErrFenced) {
 				rt.Fatalf("fenced writer's Append = %v, want ErrFenced", err)
 			}
 			old.Close()
@@ -382,11 +383,11 @@ func (m *walMachine) checkRead(rt *rapid.T, sequential bool) {
 		return
 	}
 	if m.first > 1 {
-		if _, err := m.log.Get(ctx, m.first-1); !errors.Is(err, wal.ErrTruncated) {
+		if _, err := m.log.Get(ctx, m.first-1); !errors.Is(err, logstore.ErrTruncated) {
 			rt.Fatalf("Get(%d) below the first index = %v, want ErrTruncated", m.first-1, err)
 		}
 	}
-	if _, err := m.log.Get(ctx, m.last()+1); !errors.Is(err, wal.ErrOutOfRange) {
+	if _, err := m.log.Get(ctx, m.last()+1); !errors.Is(err, logstore.ErrOutOfRange) {
 		rt.Fatalf("Get(%d) beyond the last index = %v, want ErrOutOfRange", m.last()+1, err)
 	}
 	if sequential {

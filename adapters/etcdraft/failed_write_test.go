@@ -8,6 +8,7 @@ import (
 
 	pb "go.etcd.io/raft/v3/raftpb"
 
+	"github.com/woodpecker-wal/woodpecker/adapters/internal/adaptertest"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
@@ -20,8 +21,8 @@ import (
 // the failed Save's snapshot had landed: the snapshot is recognised as the
 // current one and the entries and HardState are persisted.
 func TestSavingTheSameReadyAgainAfterItsSnapshotLanded(t *testing.T) {
-	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
-		seed := reopenSeed(t)
+	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
 		if err := a.s.Save(hardState(1, 1, 4), ents(1, 4, 1), nil); err != nil {
 			t.Fatal(err)
@@ -63,7 +64,7 @@ func TestSavingTheSameReadyAgainAfterItsSnapshotLanded(t *testing.T) {
 // while the engine still retries unless it allows for that.
 func TestDefaultCallTimeoutWaitsOutTheEnginesRetries(t *testing.T) {
 	ctx := context.Background()
-	fb := fault.Wrap(objmem.New(), reopenSeed(t))
+	fb := fault.Wrap(objmem.New(), adaptertest.Seed(t))
 	c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: metamem.New(), MaxInterval: time.Millisecond,
 		RetryInterval: 100 * time.Millisecond, RetryBudget: 800 * time.Millisecond, RequestTimeout: 400 * time.Millisecond})
 	if err != nil {

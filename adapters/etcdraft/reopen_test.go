@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"strings"
 	"testing"
@@ -13,29 +12,14 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/woodpecker-wal/woodpecker/adapters/internal/adaptertest"
 	"github.com/woodpecker-wal/woodpecker/meta"
-	metabucket "github.com/woodpecker-wal/woodpecker/meta/bucket"
 	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
 	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
-
-// logWriter sends a storage's log records to the test log.
-type logWriter struct{ t testing.TB }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
-func reopenSeed(t *testing.T) uint64 {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	return seed
-}
 
 // proc is one process: its own client over a fault-injecting view of the
 // shared bucket, and a Storage of log "raft".
@@ -51,21 +35,9 @@ type proc struct {
 func openProc(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64) *proc {
 	t.Helper()
 	ctx := context.Background()
-	fb := fault.Wrap(mem, seed)
-	m := shared
-	if m == nil {
-		var err error
-		if m, err = metabucket.New(fb, metabucket.DefaultPrefix); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: m, MaxInterval: time.Millisecond,
-		RetryInterval: time.Millisecond, MaxFlushRetries: 2, RetryBudget: 100 * time.Millisecond, RequestTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fb, c := adaptertest.Process(t, mem, shared, seed, adaptertest.FastFailing())
 	s, err := New(ctx, c.LogStore(), "raft", Options{TailCacheBytes: 64, // reads go through the WAL too
-		Logger: slog.New(slog.NewTextHandler(logWriter{t}, nil))})
+		Logger: adaptertest.Logger(t)})
 	if err != nil {
 		c.Close()
 		t.Fatal(err)
@@ -78,16 +50,6 @@ func openProc(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64)
 func (p *proc) close() {
 	p.s.Close()
 	p.c.Close()
-}
-
-// failWrites makes every write to the bucket fail without landing.
-func failWrites(fb *fault.Bucket) {
-	fb.SetHook(func(op fault.Op, _ string) fault.Action {
-		if op&fault.OpWrite != 0 {
-			return fault.Fail
-		}
-		return fault.Pass
-	})
 }
 
 func ents(first, n, term uint64) []*pb.Entry {
@@ -139,31 +101,19 @@ func wantState(t *testing.T, s *Storage, want []*pb.Entry, hs *pb.HardState) {
 	}
 }
 
-// metaPlacements runs f with the metadata store beside the bucket (shared
-// by the processes) and inside it.
-func metaPlacements(t *testing.T, f func(t *testing.T, mem objstore.Bucket, shared func() meta.Store)) {
-	t.Run("MetaApart", func(t *testing.T) {
-		m := metamem.New()
-		f(t, objmem.New(), func() meta.Store { return m })
-	})
-	t.Run("MetaInBucket", func(t *testing.T) {
-		f(t, objmem.New(), func() meta.Store { return nil })
-	})
-}
-
 // A storage whose write failed during an outage, while another process
 // took the log over, never takes it back once the outage ends: its writes
 // fail as fenced, and the new owner's log and HardState stand.
 func TestFailedStorageNeverTakesBackALogTakenOver(t *testing.T) {
-	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
-		seed := reopenSeed(t)
+	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
 		want, hs := ents(1, 3, 1), hardState(1, 1, 3)
 		if err := a.s.Save(hs, want, nil); err != nil {
 			t.Fatal(err)
 		}
 
-		failWrites(a.fb)
+		adaptertest.FailWrites(a.fb)
 		if err := a.s.Save(hardState(1, 1, 5), ents(4, 2, 1), nil); err == nil {
 			t.Fatal("Save succeeded with every bucket write failing")
 		}
@@ -199,15 +149,15 @@ func TestFailedStorageNeverTakesBackALogTakenOver(t *testing.T) {
 // log over resumes once the outage ends, by itself: its next write reopens
 // the log and goes through, with nothing acknowledged lost.
 func TestStorageResumesAfterAnOutageWithoutTakeover(t *testing.T) {
-	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
-		seed := reopenSeed(t)
+	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
 		want, hs := ents(1, 3, 1), hardState(1, 1, 3)
 		if err := a.s.Save(hs, want, nil); err != nil {
 			t.Fatal(err)
 		}
 
-		failWrites(a.fb)
+		adaptertest.FailWrites(a.fb)
 		for range 3 { // several writes fail: the storage stays usable
 			err := a.s.Save(hardState(2, 1, 6), ents(4, 3, 2), nil)
 			if err == nil {
@@ -260,8 +210,8 @@ func TestStorageResumesAfterAnOutageWithoutTakeover(t *testing.T) {
 // first of an Append's entries) leaves the storage in one of the states a
 // crash there would: the next write finds it and goes on from it.
 func TestStorageResumesFromWhatAFailedWriteLeft(t *testing.T) {
-	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
-		seed := reopenSeed(t)
+	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
 		if err := a.s.Save(hardState(1, 1, 4), ents(1, 4, 1), nil); err != nil {
 			t.Fatal(err)

@@ -3,13 +3,13 @@ package hashiraft
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/woodpecker-wal/woodpecker/adapters/internal/adaptertest"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
@@ -41,8 +41,8 @@ func landThenFail(fb *fault.Bucket) {
 // GetLog without comparing it to its last index, raft.go:1502) must not be
 // able to lose the acknowledged log through it.
 func TestGetLogNeverServesAFailedStoreLogs(t *testing.T) {
-	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
-		seed := testSeed(t)
+	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
 		mustStore(t, a.s, logs(1, 3, 1)) // acknowledged: [1, 3]
 
@@ -91,15 +91,15 @@ func TestGetLogNeverServesAFailedStoreLogs(t *testing.T) {
 // fail although the engine's write succeeds.
 func TestDefaultCallTimeoutWaitsOutTheEnginesRetries(t *testing.T) {
 	ctx := context.Background()
-	fb := fault.Wrap(objmem.New(), testSeed(t))
+	fb := fault.Wrap(objmem.New(), adaptertest.Seed(t))
 	c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: metamem.New(), MaxInterval: time.Millisecond,
-		Logger:        slog.New(slog.NewTextHandler(logWriter{t}, nil)),
+		Logger:        adaptertest.Logger(t),
 		RetryInterval: 100 * time.Millisecond, RetryBudget: 800 * time.Millisecond, RequestTimeout: 400 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	s, err := New(ctx, c.LogStore(), "raft", Options{Logger: slog.New(slog.NewTextHandler(logWriter{t}, nil))})
+	s, err := New(ctx, c.LogStore(), "raft", Options{Logger: adaptertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"sync/atomic"
@@ -13,8 +12,8 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/woodpecker-wal/woodpecker/adapters/internal/adaptertest"
 	"github.com/woodpecker-wal/woodpecker/meta"
-	metabucket "github.com/woodpecker-wal/woodpecker/meta/bucket"
 	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
@@ -23,21 +22,6 @@ import (
 )
 
 var keyTerm = []byte("CurrentTerm")
-
-// logWriter sends a store's log records to the test log.
-type logWriter struct{ t testing.TB }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
-func testSeed(t *testing.T) uint64 {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	return seed
-}
 
 // proc is one process: its own client over a fault-injecting view of the
 // shared bucket, and a Store of log "raft".
@@ -59,21 +43,9 @@ func openProc(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64)
 func openProcTimeout(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64, callTimeout time.Duration) *proc {
 	t.Helper()
 	ctx := context.Background()
-	fb := fault.Wrap(mem, seed)
-	m := shared
-	if m == nil {
-		var err error
-		if m, err = metabucket.New(fb, metabucket.DefaultPrefix); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: m, MaxInterval: time.Millisecond,
-		RetryInterval: time.Millisecond, MaxFlushRetries: 2, RetryBudget: 100 * time.Millisecond, RequestTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fb, c := adaptertest.Process(t, mem, shared, seed, adaptertest.FastFailing())
 	s, err := New(ctx, c.LogStore(), "raft", Options{CallTimeout: callTimeout,
-		Logger: slog.New(slog.NewTextHandler(logWriter{t}, nil))})
+		Logger: adaptertest.Logger(t)})
 	if err != nil {
 		c.Close()
 		t.Fatal(err)
@@ -86,16 +58,6 @@ func openProcTimeout(t *testing.T, mem objstore.Bucket, shared meta.Store, seed 
 func (p *proc) close() {
 	p.s.Close()
 	p.c.Close()
-}
-
-// failWrites makes every write to the bucket fail without landing.
-func failWrites(fb *fault.Bucket) {
-	fb.SetHook(func(op fault.Op, _ string) fault.Action {
-		if op&fault.OpWrite != 0 {
-			return fault.Fail
-		}
-		return fault.Pass
-	})
 }
 
 func logs(first, n, term uint64) []*raft.Log {
@@ -137,31 +99,19 @@ func wantLog(t *testing.T, s *Store, want []*raft.Log, term uint64) {
 	}
 }
 
-// metaPlacements runs f with the metadata store beside the bucket (shared
-// by the processes) and inside it.
-func metaPlacements(t *testing.T, f func(t *testing.T, mem objstore.Bucket, shared func() meta.Store)) {
-	t.Run("MetaApart", func(t *testing.T) {
-		m := metamem.New()
-		f(t, objmem.New(), func() meta.Store { return m })
-	})
-	t.Run("MetaInBucket", func(t *testing.T) {
-		f(t, objmem.New(), func() meta.Store { return nil })
-	})
-}
-
 // A store whose writer failed during an outage, while another process took
 // the log over, never takes it back once the outage ends: its writes fail
 // as fenced, and the new owner's log and term stand.
 func TestFailedStoreNeverTakesBackALogTakenOver(t *testing.T) {
-	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
-		seed := testSeed(t)
+	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
 		mustStore(t, a.s, logs(1, 3, 1))
 		if err := a.s.SetUint64(keyTerm, 1); err != nil {
 			t.Fatal(err)
 		}
 
-		failWrites(a.fb)
+		adaptertest.FailWrites(a.fb)
 		if err := a.s.StoreLogs(logs(4, 2, 1)); err == nil {
 			t.Fatal("StoreLogs succeeded with every bucket write failing")
 		}
@@ -198,8 +148,8 @@ func TestFailedStoreNeverTakesBackALogTakenOver(t *testing.T) {
 // over resumes once the outage ends, in the same Store, with nothing
 // acknowledged lost.
 func TestStoreResumesAfterAnOutageWithoutTakeover(t *testing.T) {
-	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
-		seed := testSeed(t)
+	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
 		want := logs(1, 3, 1)
 		mustStore(t, a.s, want)
@@ -207,7 +157,7 @@ func TestStoreResumesAfterAnOutageWithoutTakeover(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		failWrites(a.fb)
+		adaptertest.FailWrites(a.fb)
 		if err := a.s.StoreLogs(logs(4, 3, 1)); err == nil {
 			t.Fatal("StoreLogs succeeded with every bucket write failing")
 		}
@@ -230,8 +180,8 @@ func TestStoreResumesAfterAnOutageWithoutTakeover(t *testing.T) {
 // Failures that break the WAL's writer (and the reopened one) but end
 // within the call are ridden out inside it.
 func TestStoreRidesOutFailuresEndingWithinTheCall(t *testing.T) {
-	metaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
-		seed := testSeed(t)
+	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+		seed := adaptertest.Seed(t)
 		rng := rand.New(rand.NewPCG(seed, 1))
 		a := openProcTimeout(t, mem, shared(), seed, time.Minute) // the failures end: the call must not give up first
 		want := logs(1, 2, 1)

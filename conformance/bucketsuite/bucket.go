@@ -31,27 +31,18 @@ type BucketFactory func(t testing.TB) objstore.Bucket
 // racing creators, no lost update among racing compare-and-swappers (for
 // objstore.CASBucket), and a rapid state machine against a map model.
 func TestBucket(t *testing.T, newBucket BucketFactory, opts conformance.Options) {
-	open := func(t testing.TB) objstore.Bucket {
-		t.Helper()
-		b := newBucket(t)
-		t.Cleanup(func() { _ = b.Close() })
-		return b
-	}
-	t.Run("Basic", func(t *testing.T) { testBucketBasic(t, open(t)) })
-	t.Run("Ranges", func(t *testing.T) { testBucketRanges(t, open(t)) })
-	t.Run("InvalidKeys", func(t *testing.T) { testBucketInvalidKeys(t, open(t)) })
-	t.Run("ListOrder", func(t *testing.T) { testBucketListOrder(t, open(t)) })
-	t.Run("ListPaging", func(t *testing.T) { testBucketListPaging(t, open(t)) })
-	t.Run("PutStream", func(t *testing.T) { testBucketPutStream(t, open(t)) })
-	t.Run("CAS", func(t *testing.T) { testBucketCAS(t, open(t)) })
-	t.Run("RaceCreate", func(t *testing.T) { testBucketRaceCreate(t, open(t)) })
-	t.Run("RaceCAS", func(t *testing.T) { testBucketRaceCAS(t, open(t)) })
-	t.Run("Close", func(t *testing.T) { testBucketClose(t, newBucket(t)) })
-	t.Run("Model", func(t *testing.T) {
-		harness.With(opts.Checks, func() {
-			rapid.Check(t, func(rt *rapid.T) { testBucketModel(rt, t, newBucket) })
-		})
-	})
+	harness.Suite(t, func(t testing.TB) objstore.Bucket { return newBucket(t) }, []harness.Case[objstore.Bucket]{
+		{Name: "Basic", Run: testBucketBasic},
+		{Name: "Ranges", Run: testBucketRanges},
+		{Name: "InvalidKeys", Run: testBucketInvalidKeys},
+		{Name: "ListOrder", Run: testBucketListOrder},
+		{Name: "ListPaging", Run: testBucketListPaging},
+		{Name: "PutStream", Run: testBucketPutStream},
+		{Name: "CAS", Run: testBucketCAS},
+		{Name: "RaceCreate", Run: testBucketRaceCreate},
+		{Name: "RaceCAS", Run: testBucketRaceCAS},
+		{Name: "Close", Run: testBucketClose, OwnsClose: true},
+	}, opts.Checks, func(rt *rapid.T) { testBucketModel(rt, t, newBucket) })
 }
 
 func mustRead(t testing.TB, ctx context.Context, b objstore.Bucket, key string) ([]byte, objstore.ObjectInfo) {

@@ -67,16 +67,13 @@ type EtcdStorageFactory struct {
 func TestEtcdStorage(t *testing.T, f EtcdStorageFactory, opts conformance.Options) {
 	raft.SetLogger(&raft.DefaultLogger{Logger: log.New(io.Discard, "", 0)})
 	defer raft.ResetDefaultLogger()
-	harness.With(opts.Checks, func() {
-		rapid.Check(t, func(rt *rapid.T) {
-			b, m := f.Stores(t)
-			sm := &etcdMachine{t: t, f: f, base: b, meta: m, seed: rapid.Uint64().Draw(rt, "seed"),
-				oracle: raft.NewMemoryStorage()}
-			sm.newProcess(rt)
-			defer sm.cleanup()
-			sm.check(rt)
-			rt.Repeat(sm.actions())
-		})
+	harness.Machine(t, opts.Checks, func(rt *rapid.T) (map[string]func(*rapid.T), func()) {
+		b, m := f.Stores(t)
+		sm := &etcdMachine{t: t, f: f, base: b, meta: m, seed: rapid.Uint64().Draw(rt, "seed"),
+			oracle: raft.NewMemoryStorage()}
+		sm.newProcess(rt)
+		sm.check(rt)
+		return sm.actions(), sm.cleanup
 	})
 }
 
@@ -365,12 +362,7 @@ func (m *etcdMachine) actions() map[string]func(*rapid.T) {
 			m.check(rt)
 		},
 		"Crash": func(rt *rapid.T) {
-			m.gm.Kill()
-			m.fb.SetHook(func(fault.Op, string) fault.Action { return fault.Fail })
-			view, err := m.fb.CrashView()
-			if err != nil {
-				rt.Fatal(err)
-			}
+			view := harness.Crash(rt, m.gm, m.fb)
 			m.st.Close() // the dead process's handle: it fails, harmlessly
 			m.base = view
 			m.newProcess(rt)

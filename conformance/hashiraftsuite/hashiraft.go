@@ -90,14 +90,11 @@ func TestHashiLogStore(t *testing.T, f HashiFactory, opts conformance.Options) {
 	t.Run("Fenced", func(t *testing.T) { testHashiFenced(t, f) })
 	t.Run("ConcurrentReads", func(t *testing.T) { testHashiConcurrent(t, f) })
 	t.Run("StateMachine", func(t *testing.T) {
-		harness.With(opts.Checks, func() {
-			rapid.Check(t, func(rt *rapid.T) {
-				b, m := f.Stores(t)
-				sm := &hashiMachine{t: t, f: f, base: b, meta: m, seed: rapid.Uint64().Draw(rt, "seed")}
-				sm.init(rt)
-				defer sm.cleanup()
-				rt.Repeat(sm.actions())
-			})
+		harness.Machine(t, opts.Checks, func(rt *rapid.T) (map[string]func(*rapid.T), func()) {
+			b, m := f.Stores(t)
+			sm := &hashiMachine{t: t, f: f, base: b, meta: m, seed: rapid.Uint64().Draw(rt, "seed")}
+			sm.init(rt)
+			return sm.actions(), sm.cleanup
 		})
 	})
 }
@@ -872,12 +869,7 @@ func (m *hashiMachine) actions() map[string]func(*rapid.T) {
 			m.checkAll(rt)
 		},
 		"Crash": func(rt *rapid.T) {
-			m.p.gm.Kill()
-			m.p.fb.SetHook(func(fault.Op, string) fault.Action { return fault.Fail })
-			view, err := m.p.fb.CrashView()
-			if err != nil {
-				rt.Fatal(err)
-			}
+			view := harness.Crash(rt, m.p.gm, m.p.fb)
 			m.p.close() // the dead process's store: it fails, harmlessly
 			m.base = view
 			m.start(rt, nil)
@@ -908,12 +900,7 @@ func (m *hashiMachine) actions() map[string]func(*rapid.T) {
 				done <- err
 			default:
 			}
-			m.p.gm.Kill()
-			m.p.fb.SetHook(func(fault.Op, string) fault.Action { return fault.Fail })
-			view, err := m.p.fb.CrashView()
-			if err != nil {
-				rt.Fatal(err)
-			}
+			view := harness.Crash(rt, m.p.gm, m.p.fb)
 			<-done
 			m.p.close()
 			m.base = view

@@ -32,25 +32,16 @@ type MetaFactory func(t testing.TB) meta.Store
 // delivery for stores implementing meta.Watcher, and a rapid state machine
 // against a map model.
 func TestMetaStore(t *testing.T, newStore MetaFactory, opts conformance.Options) {
-	open := func(t testing.TB) meta.Store {
-		t.Helper()
-		s := newStore(t)
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	}
-	t.Run("Basic", func(t *testing.T) { testMetaBasic(t, open(t)) })
-	t.Run("Versions", func(t *testing.T) { testMetaVersions(t, open(t)) })
-	t.Run("List", func(t *testing.T) { testMetaList(t, open(t)) })
-	t.Run("Invalid", func(t *testing.T) { testMetaInvalid(t, open(t)) })
-	t.Run("RaceCreate", func(t *testing.T) { testMetaRaceCreate(t, open(t)) })
-	t.Run("RaceIncrement", func(t *testing.T) { testMetaRaceIncrement(t, open(t)) })
-	t.Run("Watch", func(t *testing.T) { testMetaWatch(t, open(t)) })
-	t.Run("Close", func(t *testing.T) { testMetaClose(t, newStore(t)) })
-	t.Run("Model", func(t *testing.T) {
-		harness.With(opts.Checks, func() {
-			rapid.Check(t, func(rt *rapid.T) { testMetaModel(rt, t, newStore) })
-		})
-	})
+	harness.Suite(t, func(t testing.TB) meta.Store { return newStore(t) }, []harness.Case[meta.Store]{
+		{Name: "Basic", Run: testMetaBasic},
+		{Name: "Versions", Run: testMetaVersions},
+		{Name: "List", Run: testMetaList},
+		{Name: "Invalid", Run: testMetaInvalid},
+		{Name: "RaceCreate", Run: testMetaRaceCreate},
+		{Name: "RaceIncrement", Run: testMetaRaceIncrement},
+		{Name: "Watch", Run: testMetaWatch},
+		{Name: "Close", Run: testMetaClose, OwnsClose: true},
+	}, opts.Checks, func(rt *rapid.T) { testMetaModel(rt, t, newStore) })
 }
 
 func testMetaBasic(t *testing.T, s meta.Store) {

@@ -34,14 +34,11 @@ import (
 // embedded.Client(cfg) for the engine; it should retry a failed write a
 // few times at most (the suite injects failures).
 func TestWAL(t *testing.T, stores conformance.WALStores, open conformance.ClientFactory, opts conformance.Options) {
-	harness.With(opts.Checks, func() {
-		rapid.Check(t, func(rt *rapid.T) {
-			b, m := stores(t)
-			sm := &walMachine{t: t, base: b, meta: m, open: open, seed: rapid.Uint64().Draw(rt, "seed")}
-			sm.init(rt)
-			defer sm.cleanup()
-			rt.Repeat(sm.actions())
-		})
+	harness.Machine(t, opts.Checks, func(rt *rapid.T) (map[string]func(*rapid.T), func()) {
+		b, m := stores(t)
+		sm := &walMachine{t: t, base: b, meta: m, open: open, seed: rapid.Uint64().Draw(rt, "seed")}
+		sm.init(rt)
+		return sm.actions(), sm.cleanup
 	})
 }
 
@@ -279,12 +276,7 @@ func (m *walMachine) actions() map[string]func(*rapid.T) {
 		},
 		"Crash": func(rt *rapid.T) {
 			// Crash with async appends possibly in flight.
-			m.gm.Kill()
-			m.fb.SetHook(func(fault.Op, string) fault.Action { return fault.Fail })
-			view, err := m.fb.CrashView()
-			if err != nil {
-				rt.Fatal(err)
-			}
+			view := harness.Crash(rt, m.gm, m.fb)
 			m.w.Close() // the dead process's writer: it fails, harmlessly
 			m.client.Close()
 			m.base = view

@@ -12,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"pgregory.net/rapid"
+
 	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/fault"
 )
 
 var checksMu sync.Mutex
@@ -128,3 +132,54 @@ func (g *GatedMeta) Close() error { return nil }
 
 // RaceN is the number of goroutines in race tests.
 const RaceN = 16
+
+// Case is one fixed test of a suite, run on a fresh subject.
+type Case[T any] struct {
+	Name string
+	Run  func(t *testing.T, s T)
+	// OwnsClose says the case closes the subject itself (a test of Close).
+	OwnsClose bool
+}
+
+// Suite runs each case as a subtest on a fresh subject from open, closing it
+// at cleanup unless the case owns its Close, and then, as subtest "Model",
+// the property model with rapid at checks cases (see With).
+func Suite[T interface{ Close() error }](t *testing.T, open func(testing.TB) T, cases []Case[T], checks int, model func(rt *rapid.T)) {
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			s := open(t)
+			if !c.OwnsClose {
+				t.Cleanup(func() { _ = s.Close() })
+			}
+			c.Run(t, s)
+		})
+	}
+	t.Run("Model", func(t *testing.T) {
+		With(checks, func() { rapid.Check(t, model) })
+	})
+}
+
+// Crash stands in for a crash of the process using gm and fb: its metadata
+// calls and bucket requests fail from now on, and what survives is fb's
+// crash view, which the next process opens.
+func Crash(rt *rapid.T, gm *GatedMeta, fb *fault.Bucket) objstore.Bucket {
+	gm.Kill()
+	fb.SetHook(func(fault.Op, string) fault.Action { return fault.Fail })
+	view, err := fb.CrashView()
+	if err != nil {
+		rt.Fatal(err)
+	}
+	return view
+}
+
+// Machine runs a rapid state machine at checks cases (see With): for each,
+// start builds the machine and returns its actions and its cleanup.
+func Machine(t *testing.T, checks int, start func(rt *rapid.T) (actions map[string]func(*rapid.T), cleanup func())) {
+	With(checks, func() {
+		rapid.Check(t, func(rt *rapid.T) {
+			actions, cleanup := start(rt)
+			defer cleanup()
+			rt.Repeat(actions)
+		})
+	})
+}

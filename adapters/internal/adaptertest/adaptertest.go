@@ -1,0 +1,96 @@
+// Package adaptertest holds the test setup both Raft adapters' tests share:
+// a process's client over a fault-injecting view of a shared bucket, tuned
+// to fail fast, the two placements of the metadata, and a logger into the
+// test log.
+package adaptertest
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/woodpecker-wal/woodpecker/meta"
+	metabucket "github.com/woodpecker-wal/woodpecker/meta/bucket"
+	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
+	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/fault"
+	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
+	"github.com/woodpecker-wal/woodpecker/wal"
+)
+
+// Seed returns a fresh seed and logs it.
+func Seed(t testing.TB) uint64 {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	return seed
+}
+
+// Logger returns a logger writing to t's log.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, nil))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// FastFailing is a client configuration that gives up on a failing write
+// quickly: two retries from 1ms within a 100ms budget, one-second requests,
+// a 1ms batching window.
+func FastFailing() wal.Config {
+	return wal.Config{MaxInterval: time.Millisecond, RetryInterval: time.Millisecond, MaxFlushRetries: 2,
+		RetryBudget: 100 * time.Millisecond, RequestTimeout: time.Second}
+}
+
+// Process opens one process's client over mem: a fault-injecting view of
+// it (seeded by seed) as its bucket and, with shared nil, its metadata kept
+// in that view (so an outage of the bucket is one of the metadata too);
+// otherwise shared. cfg's Bucket and Meta are set here. The client is closed
+// at cleanup if the caller has not closed it.
+func Process(t testing.TB, mem objstore.Bucket, shared meta.Store, seed uint64, cfg wal.Config) (*fault.Bucket, *wal.Client) {
+	t.Helper()
+	fb := fault.Wrap(mem, seed)
+	m := shared
+	if m == nil {
+		var err error
+		if m, err = metabucket.New(fb, metabucket.DefaultPrefix); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.Bucket, cfg.Meta = fb, m
+	c, err := wal.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return fb, c
+}
+
+// FailWrites makes every write to the bucket fail without landing.
+func FailWrites(fb *fault.Bucket) {
+	fb.SetHook(func(op fault.Op, _ string) fault.Action {
+		if op&fault.OpWrite != 0 {
+			return fault.Fail
+		}
+		return fault.Pass
+	})
+}
+
+// MetaPlacements runs f twice: with the metadata in a store apart from the
+// bucket (shared returns the same store for every process), and in the
+// bucket itself (shared returns nil).
+func MetaPlacements(t *testing.T, f func(t *testing.T, mem objstore.Bucket, shared func() meta.Store)) {
+	t.Run("MetaApart", func(t *testing.T) {
+		m := metamem.New()
+		f(t, objmem.New(), func() meta.Store { return m })
+	})
+	t.Run("MetaInBucket", func(t *testing.T) {
+		f(t, objmem.New(), func() meta.Store { return nil })
+	})
+}

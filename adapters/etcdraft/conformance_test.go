@@ -2,7 +2,6 @@ package etcdraft_test
 
 import (
 	"context"
-	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,14 +10,9 @@ import (
 	"github.com/woodpecker-wal/woodpecker/conformance"
 	"github.com/woodpecker-wal/woodpecker/conformance/etcdraftsuite"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/teststores"
 	"github.com/woodpecker-wal/woodpecker/meta"
-	"github.com/woodpecker-wal/woodpecker/meta/bucket"
-	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
-	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
-	"github.com/woodpecker-wal/woodpecker/objstore/file"
-	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
-	s3store "github.com/woodpecker-wal/woodpecker/objstore/s3"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -72,47 +66,17 @@ func factory(stores conformance.WALStores) etcdraftsuite.EtcdStorageFactory {
 	}
 }
 
-func fileStores(t testing.TB) (objstore.Bucket, meta.Store) {
-	b, err := file.New(t.TempDir(), file.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	m, err := bucket.New(b, "meta")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b, m
-}
-
 func TestConformanceMem(t *testing.T) {
-	etcdraftsuite.TestEtcdStorage(t, factory(func(testing.TB) (objstore.Bucket, meta.Store) {
-		return objmem.New(), metamem.New()
-	}), conformance.Options{Checks: 100})
+	etcdraftsuite.TestEtcdStorage(t, factory(teststores.Mem), conformance.Options{Checks: 100})
 }
 
 func TestConformanceFile(t *testing.T) {
-	etcdraftsuite.TestEtcdStorage(t, factory(fileStores), conformance.Options{Checks: 30})
+	etcdraftsuite.TestEtcdStorage(t, factory(teststores.File), conformance.Options{Checks: 30})
 }
 
 // TestConformanceVersitygwEtcd runs the suite on the real servers: S3 on
 // versitygw, metadata in an embedded etcd.
 func TestConformanceVersitygwEtcd(t *testing.T) {
 	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
-	n := 0
-	etcdraftsuite.TestEtcdStorage(t, factory(func(t testing.TB) (objstore.Bucket, meta.Store) {
-		ctx := context.Background()
-		b, err := s3store.New(ctx, s3.Config(s3.NewBucket(t), ""))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		n++
-		m, err := etcdmeta.New(ctx, etcd.Config(fmt.Sprintf("etcdraft%d", n)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Close() })
-		return b, m
-	}), conformance.Options{Checks: 10})
+	etcdraftsuite.TestEtcdStorage(t, factory(teststores.S3Etcd(s3, etcd, "etcdraft")), conformance.Options{Checks: 10})
 }

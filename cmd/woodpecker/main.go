@@ -58,27 +58,35 @@ func rootCmd() *cobra.Command {
 	return root
 }
 
-func lsCmd() *cobra.Command {
+// listCmd is a command that takes a URL and an optional PREFIX (default
+// "") and runs list on them, writing to the command's output.
+func listCmd(use, short string, list func(ctx context.Context, w io.Writer, rawURL, prefix string) error) *cobra.Command {
 	return &cobra.Command{
-		Use:   "ls BUCKET-URL [PREFIX]",
-		Short: "List objects in key order",
+		Use:   use,
+		Short: short,
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := objstore.Open(cmd.Context(), readOnlyBucketURL(args[0]))
-			if err != nil {
-				return err
-			}
-			defer b.Close()
 			prefix := ""
 			if len(args) == 2 {
 				prefix = args[1]
 			}
-			return objstore.ListAll(cmd.Context(), b, prefix, 0, func(o objstore.ObjectInfo) error {
-				_, err := fmt.Fprintf(cmd.OutOrStdout(), "%10d  %s  %s\n", o.Size, o.ETag, o.Key)
-				return err
-			})
+			return list(cmd.Context(), cmd.OutOrStdout(), args[0], prefix)
 		},
 	}
+}
+
+func lsCmd() *cobra.Command {
+	return listCmd("ls BUCKET-URL [PREFIX]", "List objects in key order", func(ctx context.Context, w io.Writer, rawURL, prefix string) error {
+		b, err := objstore.Open(ctx, readOnlyBucketURL(rawURL))
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		return objstore.ListAll(ctx, b, prefix, 0, func(o objstore.ObjectInfo) error {
+			_, err := fmt.Fprintf(w, "%10d  %s  %s\n", o.Size, o.ETag, o.Key)
+			return err
+		})
+	})
 }
 
 func catCmd() *cobra.Command {
@@ -105,30 +113,21 @@ func catCmd() *cobra.Command {
 
 func metaCmd() *cobra.Command {
 	m := &cobra.Command{Use: "meta", Short: "Inspect a metadata store"}
-	m.AddCommand(&cobra.Command{
-		Use:   "ls META-URL [PREFIX]",
-		Short: "List records with their versions and sizes",
-		Args:  cobra.RangeArgs(1, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := meta.Open(cmd.Context(), readOnlyMetaURL(args[0]))
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			prefix := ""
-			if len(args) == 2 {
-				prefix = args[1]
-			}
-			recs, err := s.List(cmd.Context(), prefix)
-			if err != nil {
-				return err
-			}
-			for _, r := range recs {
-				fmt.Fprintf(cmd.OutOrStdout(), "%6d  %-34s  %s\n", len(r.Value), r.Version, r.Key)
-			}
-			return nil
-		},
-	})
+	m.AddCommand(listCmd("ls META-URL [PREFIX]", "List records with their versions and sizes", func(ctx context.Context, w io.Writer, rawURL, prefix string) error {
+		s, err := meta.Open(ctx, readOnlyMetaURL(rawURL))
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		recs, err := s.List(ctx, prefix)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			fmt.Fprintf(w, "%6d  %-34s  %s\n", len(r.Value), r.Version, r.Key)
+		}
+		return nil
+	}))
 	return m
 }
 

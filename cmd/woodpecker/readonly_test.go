@@ -28,13 +28,11 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 func dirEntries(t *testing.T, dir string) []string {
 	t.Helper()
 	var out []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	err := fs.WalkDir(os.DirFS(dir), ".", func(p string, _ fs.DirEntry, err error) error {
+		if err == nil {
+			out = append(out, p)
 		}
-		rel, _ := filepath.Rel(dir, p)
-		out = append(out, rel)
-		return nil
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/bench"
-	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/cluster"
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/node"
 )
 
@@ -25,26 +24,17 @@ func benchCmd() *cobra.Command {
 		cf      clusterFlags
 		showLog bool
 	)
-	cmd := &cobra.Command{
-		Use:   "bench",
-		Short: "Load generator: writes/s and write latency of a cluster",
-		Long: `Runs --clients concurrent writers PUTting --value-size values to random keys
+	cmd := command("bench", "Load generator: writes/s and write latency of a cluster",
+		`Runs --clients concurrent writers PUTting --value-size values to random keys
 at the leader for --duration (after --warmup), and reports writes/s and the
 p50/p90/p99/max latency of acknowledged writes.
 
 Either point it at a running cluster (--addr), or let it start a throwaway
 3-node cluster for the run (--spawn, with --engine and storage flags).`,
-		Example: `  kvstore bench --addr 127.0.0.1:8001
-  kvstore bench --spawn --engine etcd
-  kvstore bench --spawn --engine hashicorp --bucket-template 's3://kv/node{id}?endpoint=127.0.0.1:9000&access_key=…&secret_key=…'`,
-		Args:          cobra.NoArgs,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
+		func(ctx context.Context) error {
 			if spawn {
-				if cf.engine != node.EngineHashicorp && cf.engine != node.EngineEtcd {
-					return fmt.Errorf("--engine %q: want hashicorp or etcd", cf.engine)
+				if err := checkEngine(cf.engine); err != nil {
+					return err
 				}
 				dir := cf.dataDir
 				if dir == "" && cf.bucketTemplate == "" {
@@ -60,13 +50,7 @@ Either point it at a running cluster (--addr), or let it start a throwaway
 				if !showLog {
 					opts.Output = func(uint64) io.Writer { return io.Discard }
 				}
-				c, err := cluster.New(opts)
-				if err != nil {
-					return err
-				}
-				sctx, cancel := context.WithTimeout(ctx, time.Minute)
-				err = c.Start(sctx)
-				cancel()
+				c, err := startLocal(ctx, opts)
 				if err != nil {
 					return err
 				}
@@ -93,8 +77,10 @@ Either point it at a running cluster (--addr), or let it start a throwaway
 			}
 			fmt.Println(res)
 			return nil
-		},
-	}
+		})
+	cmd.Example = `  kvstore bench --addr 127.0.0.1:8001
+  kvstore bench --spawn --engine etcd
+  kvstore bench --spawn --engine hashicorp --bucket-template 's3://kv/node{id}?endpoint=127.0.0.1:9000&access_key=…&secret_key=…'`
 	fl := cmd.Flags()
 	fl.StringVar(&addrs, "addr", "127.0.0.1:8001", "HTTP address(es) of cluster members, comma separated")
 	fl.IntVar(&o.Clients, "clients", 16, "concurrent writers")

@@ -3,15 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/bench"
-	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/cluster"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 )
 
@@ -56,30 +53,18 @@ func TestBenchReport(t *testing.T) {
 	for _, st := range storages {
 		for _, engine := range engines {
 			t.Run(st.name+"/"+engine, func(t *testing.T) {
-				o := cluster.Options{
-					Exe: kvstoreBin, Engine: engine, Nodes: 3,
-					DataDir: filepath.Join(t.TempDir(), "buckets"),
-					Args:    []string{"--snapshot-threshold", "10000", "--log-level", "warn"},
-					Output:  func(uint64) io.Writer { return io.Discard },
-				}
+				opts := []clusterOpt{withNodeArgs("--snapshot-threshold", "10000", "--log-level", "warn")}
 				if st.bucket != nil {
-					o.Bucket = func(id uint64) string { return st.bucket(engine, id) }
+					opts = append(opts, withBuckets(func(id uint64) string { return st.bucket(engine, id) }))
 				}
 				if st.meta != nil {
-					o.Meta = st.meta(engine)
+					opts = append(opts, withMeta(st.meta(engine)))
 				}
-				c, err := cluster.New(o)
-				if err != nil {
-					t.Fatal(err)
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), dur+2*time.Minute)
+				tc := startCluster(t, engine, opts...)
+				ctx, cancel := context.WithTimeout(context.Background(), dur+time.Minute)
 				defer cancel()
-				if err := c.Start(ctx); err != nil {
-					t.Fatal(err)
-				}
-				defer c.Stop(10 * time.Second)
 				var addrs []string
-				for _, n := range c.Nodes {
+				for _, n := range tc.Nodes {
 					addrs = append(addrs, n.HTTP)
 				}
 				res, err := bench.Run(ctx, bench.Options{Addrs: addrs, Clients: clients, Duration: dur, Warmup: time.Second})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/cluster"
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/node"
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 )
 
 type clusterFlags struct {
@@ -36,21 +37,13 @@ type clusterFlags struct {
 
 func clusterCmd() *cobra.Command {
 	var f clusterFlags
-	cmd := &cobra.Command{
-		Use:   "cluster",
-		Short: "Run a local cluster of kvstore nodes (what `make run` does)",
-		Long: `Starts --nodes kvstore processes on 127.0.0.1, node i on HTTP port
+	cmd := command("cluster", "Run a local cluster of kvstore nodes (what `make run` does)",
+		`Starts --nodes kvstore processes on 127.0.0.1, node i on HTTP port
 --http-port+i-1 and Raft port --raft-port+i-1, each with its own bucket
 directory under <data-dir>/<engine>/ (kept between runs: the cluster comes
 back with its data). A node that dies (try kill -9 <pid>) is restarted after a
 second and recovers from its bucket. Ctrl-C stops every node.`,
-		Args:          cobra.NoArgs,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runCluster(cmd.Context(), f)
-		},
-	}
+		func(ctx context.Context) error { return runCluster(ctx, f) })
 	fl := cmd.Flags()
 	fl.StringVar(&f.engine, "engine", envOr("ENGINE", node.EngineHashicorp), "Raft engine: hashicorp or etcd (the default comes from $ENGINE when set)")
 	fl.IntVar(&f.nodes, "nodes", 3, "number of nodes")
@@ -76,8 +69,8 @@ func envOr(k, def string) string {
 }
 
 func runCluster(ctx context.Context, f clusterFlags) error {
-	if f.engine != node.EngineHashicorp && f.engine != node.EngineEtcd {
-		return fmt.Errorf("--engine %q: want hashicorp or etcd", f.engine)
+	if err := checkEngine(f.engine); err != nil {
+		return err
 	}
 	if f.nodes < 1 || f.nodes > 9 {
 		return fmt.Errorf("--nodes %d: want 1 to 9", f.nodes)
@@ -94,13 +87,7 @@ func runCluster(ctx context.Context, f clusterFlags) error {
 	opts := clusterOptions(f, dir)
 	out := &prefixer{w: os.Stdout}
 	opts.Output = func(id uint64) io.Writer { return out.forNode(id) }
-	c, err := cluster.New(opts)
-	if err != nil {
-		return err
-	}
-	sctx, cancel := context.WithTimeout(ctx, time.Minute)
-	err = c.Start(sctx)
-	cancel()
+	c, err := startLocal(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -141,6 +128,21 @@ func runCluster(ctx context.Context, f clusterFlags) error {
 	wg.Wait()
 	out.printf("stopped; the data stays in %s (run again to continue, --fresh to start over)\n", where)
 	return err
+}
+
+// startLocal starts the cluster opts describes and waits, up to a minute,
+// until every node answers and a leader is elected.
+func startLocal(ctx context.Context, opts cluster.Options) (*cluster.Cluster, error) {
+	c, err := cluster.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := c.Start(sctx); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 func clusterOptions(f clusterFlags, dir string) cluster.Options {
@@ -187,9 +189,7 @@ func supervise(ctx context.Context, n *cluster.Node, restart bool, out *prefixer
 			return
 		}
 		out.printf("node %d exited (%v); restarting it in 1s: it recovers from its bucket\n", n.ID, n.LastExit())
-		select {
-		case <-time.After(time.Second):
-		case <-ctx.Done():
+		if retry.Sleep(ctx, time.Second) != nil {
 			return
 		}
 		if err := n.Start(); err != nil {

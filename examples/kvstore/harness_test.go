@@ -1,25 +1,18 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/cluster"
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 )
 
 // kvstoreBin is the kvstore binary every end-to-end test runs, built once
@@ -69,6 +62,10 @@ func withBuckets(f func(id uint64) string) clusterOpt {
 }
 
 func withMeta(u string) clusterOpt { return func(o *cluster.Options) { o.Meta = u } }
+
+// withNodeArgs replaces the nodes' default flags (snapshots, timeouts, log
+// levels) with args.
+func withNodeArgs(args ...string) clusterOpt { return func(o *cluster.Options) { o.Args = args } }
 
 // startCluster starts 3 nodes of engine (file buckets under a temp dir by
 // default) and waits for a leader.
@@ -152,247 +149,67 @@ func (tc *testCluster) running() []*cluster.Node {
 	return out
 }
 
-// ---- HTTP client ----
-
-var httpClient = &http.Client{
-	Timeout:   3 * time.Second,
-	Transport: &http.Transport{MaxIdleConnsPerHost: 32},
-}
-
-// errDefinite marks a write the cluster refused without doing it.
-var errDefinite = errors.New("refused")
-
-func put(ctx context.Context, addr, key, value string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+addr+"/kv/"+key, strings.NewReader(value))
-	if err != nil {
-		return err
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			// The node (or the leader it redirected to) is down: the
-			// request never reached it.
-			return fmt.Errorf("%w: %v", errDefinite, err)
-		}
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode == http.StatusOK {
-		return nil
-	}
-	var e struct{ Code string }
-	json.Unmarshal(body, &e)
-	err = fmt.Errorf("PUT %s at %s: %s: %s", key, addr, resp.Status, bytes.TrimSpace(body))
-	if e.Code == "not_leader" || e.Code == "no_leader" || e.Code == "stopped" {
-		err = fmt.Errorf("%w: %v", errDefinite, err)
-	}
-	return err
-}
-
-// get reads key; found is false for 404.
-func get(ctx context.Context, addr, key string, linearizable bool) (value string, found bool, err error) {
-	u := "http://" + addr + "/kv/" + key
-	if linearizable {
-		u += "?linearizable=true"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return "", false, err
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return "", false, err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	switch resp.StatusCode {
-	case http.StatusOK:
-		return string(body), true, nil
-	case http.StatusNotFound:
-		return "", false, nil
-	default:
-		return "", false, fmt.Errorf("GET %s at %s: %s: %s", key, addr, resp.Status, bytes.TrimSpace(body))
-	}
-}
-
-func dump(ctx context.Context, addr string) (map[string]string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/kv", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	m := map[string]string{}
-	return m, json.NewDecoder(resp.Body).Decode(&m)
-}
-
-// writer writes keys through random running nodes, retrying each until it
-// is acknowledged, and remembers what it wrote.
-type writer struct {
-	tc  *testCluster
-	mu  sync.Mutex
-	rng *rand.Rand
-	exp map[string]string
-}
-
-func newWriter(tc *testCluster, seed uint64) *writer {
-	tc.t.Logf("writer seed %d", seed)
-	return &writer{tc: tc, rng: rand.New(rand.NewPCG(seed, 1)), exp: map[string]string{}}
-}
-
-func (w *writer) pick() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	nodes := w.tc.running()
-	if len(nodes) == 0 {
-		return ""
-	}
-	return nodes[w.rng.IntN(len(nodes))].HTTP
-}
-
-// writeRange writes keys [from, to) with `workers` concurrent clients.
-func (w *writer) writeRange(ctx context.Context, from, to, workers int) {
-	t := w.tc.t
-	t.Helper()
-	keys := make(chan int)
-	var wg sync.WaitGroup
-	errc := make(chan error, workers)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range keys {
-				k, v := fmt.Sprintf("key-%05d", i), fmt.Sprintf("value-%05d", i)
-				if err := w.putRetry(ctx, k, v); err != nil {
-					errc <- err
-					return
-				}
-				w.mu.Lock()
-				w.exp[k] = v
-				w.mu.Unlock()
-			}
-		}()
-	}
-	for i := from; i < to; i++ {
-		select {
-		case keys <- i:
-		case err := <-errc:
-			close(keys)
-			wg.Wait()
-			t.Fatal(err)
-		}
-	}
-	close(keys)
-	wg.Wait()
-	select {
-	case err := <-errc:
-		t.Fatal(err)
-	default:
-	}
-}
-
-func (w *writer) putRetry(ctx context.Context, k, v string) error {
-	var last error
-	for ctx.Err() == nil {
-		addr := w.pick()
-		if addr == "" {
-			return errors.New("no node running")
-		}
-		if last = put(ctx, addr, k, v); last == nil {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("write %s: %v (last error: %v)", k, ctx.Err(), last)
-}
-
-func (w *writer) expected() map[string]string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	m := make(map[string]string, len(w.exp))
-	for k, v := range w.exp {
-		m[k] = v
-	}
-	return m
-}
-
 // waitConverged waits until every running node holds exactly want.
 func (tc *testCluster) waitConverged(ctx context.Context, want map[string]string) {
 	tc.t.Helper()
-	var diff string
+	if diff := tc.waitHolds(ctx, want, nil); diff != "" {
+		tc.t.Fatalf("nodes did not converge: %s", diff)
+	}
+}
+
+// waitHolds waits until every running node holds every key of acked with
+// its value, and no key outside acked and unknown (writes given up on,
+// which may or may not have been applied, with their values). It returns
+// the last difference when the context ends first, "" on success.
+func (tc *testCluster) waitHolds(ctx context.Context, acked, unknown map[string]string) string {
 	for {
-		diff = ""
+		diff := ""
 		for _, n := range tc.running() {
-			got, err := dump(ctx, n.HTTP)
+			got, err := n.Dump(ctx)
 			if err != nil {
 				diff = fmt.Sprintf("node %d: %v", n.ID, err)
 				break
 			}
-			if d := mapDiff(got, want); d != "" {
+			if d := holdsDiff(got, acked, unknown); d != "" {
 				diff = fmt.Sprintf("node %d: %s", n.ID, d)
 				break
 			}
 		}
-		if diff == "" {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			tc.t.Fatalf("nodes did not converge: %s", diff)
-		case <-time.After(200 * time.Millisecond):
+		if diff == "" || retry.Sleep(ctx, 200*time.Millisecond) != nil {
+			return diff
 		}
 	}
 }
 
-func mapDiff(got, want map[string]string) string {
+func holdsDiff(got, acked, unknown map[string]string) string {
 	var missing, wrong, extra int
 	var example string
-	for k, v := range want {
-		g, ok := got[k]
-		switch {
-		case !ok:
-			missing++
-			if example == "" {
-				example = "missing " + k
-			}
-		case g != v:
-			wrong++
-			if example == "" {
-				example = fmt.Sprintf("%s = %q, want %q", k, g, v)
-			}
+	note := func(s string) {
+		if example == "" {
+			example = s
 		}
 	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
+	for k, v := range acked {
+		switch g, ok := got[k]; {
+		case !ok:
+			missing++
+			note("missing " + k)
+		case g != v:
+			wrong++
+			note(fmt.Sprintf("%s = %q, want %q", k, g, v))
+		}
+	}
+	for k, g := range got {
+		if _, ok := acked[k]; ok {
+			continue
+		}
+		if v, ok := unknown[k]; !ok || g != v {
 			extra++
-			if example == "" {
-				example = "unexpected " + k
-			}
+			note(fmt.Sprintf("unexpected %s = %q", k, g))
 		}
 	}
 	if missing+wrong+extra == 0 {
 		return ""
 	}
 	return fmt.Sprintf("%d keys: %d missing, %d wrong, %d unexpected (e.g. %s)", len(got), missing, wrong, extra, example)
-}
-
-// logContains reports whether node id's log has a line containing s.
-func (tc *testCluster) logContains(id uint64, s string) bool {
-	f, err := os.Open(tc.logs[id])
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), s) {
-			return true
-		}
-	}
-	return false
 }

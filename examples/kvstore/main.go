@@ -31,6 +31,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/node"
 	"github.com/woodpecker-wal/woodpecker/wal"
 
 	// The example takes s3:// buckets and etcd:// metadata too.
@@ -69,4 +70,24 @@ func rootCmd() *cobra.Command {
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(clusterCmd(), benchCmd())
 	return root
+}
+
+// command returns a command that takes no arguments and runs run. Its
+// errors are printed once, by main, without the usage.
+func command(use, short, long string, run func(context.Context) error) *cobra.Command {
+	return &cobra.Command{
+		Use: use, Short: short, Long: long,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return run(cmd.Context()) },
+	}
+}
+
+// checkEngine checks an --engine flag.
+func checkEngine(engine string) error {
+	if engine != node.EngineHashicorp && engine != node.EngineEtcd {
+		return fmt.Errorf("--engine %q: want %s or %s", engine, node.EngineHashicorp, node.EngineEtcd)
+	}
+	return nil
 }

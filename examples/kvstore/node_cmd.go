@@ -18,6 +18,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/node"
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/server"
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 )
 
 type nodeFlags struct {
@@ -40,10 +41,8 @@ type nodeFlags struct {
 
 func nodeCmd() *cobra.Command {
 	var f nodeFlags
-	cmd := &cobra.Command{
-		Use:   "kvstore",
-		Short: "A replicated key-value store whose Raft nodes keep their state in a bucket",
-		Long: `Runs one kvstore node. Every node of a cluster gets the same --peers list
+	cmd := command("kvstore", "A replicated key-value store whose Raft nodes keep their state in a bucket",
+		`Runs one kvstore node. Every node of a cluster gets the same --peers list
 (id=raft-address pairs); a node whose storage is empty and whose id is in the
 list bootstraps the cluster with it. A node not in the list starts empty and
 asks --join (any member's HTTP address) to add it.
@@ -54,17 +53,11 @@ HTTP API (writes and linearizable reads are redirected to the leader with 307):
   POST   /join   {"id":4,"raft":"127.0.0.1:7004","http":"127.0.0.1:8004"}
   POST   /remove {"id":4}               GET /status
 Reads are local (possibly a little stale) unless linearizable=true.`,
-		Example: `  kvstore --id 1 --http 127.0.0.1:8001 --raft 127.0.0.1:7001 \
+		func(ctx context.Context) error { return runNode(ctx, f) })
+	cmd.Example = `  kvstore --id 1 --http 127.0.0.1:8001 --raft 127.0.0.1:7001 \
       --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
   kvstore --engine etcd --id 1 --bucket 's3://kv/n1?endpoint=127.0.0.1:9000&access_key=…&secret_key=…' \
-      --meta etcd://127.0.0.1:2379/kv ...`,
-		Args:          cobra.NoArgs,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runNode(cmd.Context(), f)
-		},
-	}
+      --meta etcd://127.0.0.1:2379/kv ...`
 	fl := cmd.Flags()
 	fl.StringVar(&f.engine, "engine", node.EngineHashicorp, "Raft engine: hashicorp or etcd")
 	fl.Uint64Var(&f.id, "id", 1, "this node's id (a positive integer, unique in the cluster)")
@@ -98,8 +91,8 @@ func parseLevel(flag, s string) (slog.Level, error) {
 // nodeConfig checks the flags and turns them into a node.Config.
 func nodeConfig(f nodeFlags) (node.Config, error) {
 	var cfg node.Config
-	if f.engine != node.EngineHashicorp && f.engine != node.EngineEtcd {
-		return cfg, fmt.Errorf("--engine %q: want hashicorp or etcd", f.engine)
+	if err := checkEngine(f.engine); err != nil {
+		return cfg, err
 	}
 	if f.id == 0 {
 		return cfg, errors.New("--id must be a positive integer")
@@ -248,10 +241,8 @@ func joinCluster(ctx context.Context, e node.Engine, addr string, cfg node.Confi
 		if attempt%10 == 0 {
 			lg.Warn("join: retrying", "err", err)
 		}
-		select {
-		case <-ctx.Done():
+		if retry.Sleep(ctx, 500*time.Millisecond) != nil {
 			return
-		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -12,14 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/woodpecker-wal/woodpecker/internal/outagetest"
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 )
 
-var outageSeed = flag.Uint64("outage.seed", 0, "seed of the outage test's values and node choices (0: from the clock)")
-
+// The outages last outagetest.Downtime each, and -outage.seed
+// (outagetest.Seed) replays a run's values and node choices, as in the
+// adapters' outage tests.
 const (
-	// outageDowntime is how long each server stays down.
-	outageDowntime = 10 * time.Second
 	// outageWorkers is the number of concurrent clients writing.
 	outageWorkers = 4
 	// outageWarmAcks and outageRecoverAcks are the writes that must be
@@ -42,11 +42,7 @@ const (
 // exited or was restarted, and every acknowledged write is on every node.
 // The engines run in parallel, each with servers of its own.
 func TestClusterRidesOutServerOutages(t *testing.T) {
-	seed := *outageSeed
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (rerun with -outage.seed=%d)", seed, seed)
+	seed := outagetest.Seed(t)
 	for i, engine := range engines {
 		t.Run(engine, func(t *testing.T) {
 			t.Parallel()
@@ -75,10 +71,7 @@ func clusterOutages(t *testing.T, engine string, seed uint64) {
 
 	phases := []struct {
 		what string
-		srv  interface {
-			Stop()
-			Restart(testing.TB)
-		}
+		srv  outagetest.Server
 	}{
 		{"versitygw", s3},
 		{"etcd", etcd},
@@ -87,8 +80,8 @@ func clusterOutages(t *testing.T, engine string, seed uint64) {
 	for _, p := range phases {
 		down := time.Now()
 		p.srv.Stop()
-		t.Logf("%s stopped (took %v); down for %v", p.what, time.Since(down).Round(time.Millisecond), outageDowntime)
-		time.Sleep(time.Until(down.Add(outageDowntime)))
+		t.Logf("%s stopped (took %v); down for %v", p.what, time.Since(down).Round(time.Millisecond), outagetest.Downtime)
+		time.Sleep(time.Until(down.Add(outagetest.Downtime)))
 		p.srv.Restart(t)
 		back := time.Now()
 		t.Logf("%s restarted after %v down", p.what, back.Sub(down).Round(time.Millisecond))
@@ -147,79 +140,16 @@ func checkNodesAlive(t *testing.T, tc *testCluster, pids map[uint64]int, when st
 	}
 }
 
-// waitHolds waits until every node holds every key of acked with its value,
-// and no key outside acked and unknown (writes given up on, which may or
-// may not have been applied, with their values). It returns the last
-// difference when the context ends first, "" on success.
-func (tc *testCluster) waitHolds(ctx context.Context, acked, unknown map[string]string) string {
-	var diff string
-	for {
-		diff = ""
-		for _, n := range tc.Nodes {
-			got, err := dump(ctx, n.HTTP)
-			if err != nil {
-				diff = fmt.Sprintf("node %d: %v", n.ID, err)
-				break
-			}
-			if d := holdsDiff(got, acked, unknown); d != "" {
-				diff = fmt.Sprintf("node %d: %s", n.ID, d)
-				break
-			}
-		}
-		if diff == "" {
-			return ""
-		}
-		select {
-		case <-ctx.Done():
-			return diff
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-func holdsDiff(got, acked, unknown map[string]string) string {
-	var missing, wrong, extra int
-	var example string
-	note := func(s string) {
-		if example == "" {
-			example = s
-		}
-	}
-	for k, v := range acked {
-		switch g, ok := got[k]; {
-		case !ok:
-			missing++
-			note("missing " + k)
-		case g != v:
-			wrong++
-			note(fmt.Sprintf("%s = %q, want %q", k, g, v))
-		}
-	}
-	for k, g := range got {
-		if _, ok := acked[k]; ok {
-			continue
-		}
-		if v, ok := unknown[k]; !ok || g != v {
-			extra++
-			note(fmt.Sprintf("unexpected %s = %q", k, g))
-		}
-	}
-	if missing+wrong+extra == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%d keys: %d acknowledged missing, %d wrong, %d unexpected (e.g. %s)", len(got), missing, wrong, extra, example)
-}
-
 // outageWriter writes fresh keys through random running nodes with several
 // clients, retrying each write until it is acknowledged (or the writer is
 // stopped), and records every attempt.
 type outageWriter struct {
-	tc    *testCluster
-	next  atomic.Int64
-	stopc chan struct{}
-	wg    sync.WaitGroup
-	once  sync.Once
-	prog  chan struct{} // signaled (without blocking) on every acknowledgement
+	tc     *testCluster
+	next   atomic.Int64
+	ctx    context.Context // ends when the writer is asked to stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	prog   chan struct{} // signaled (without blocking) on every acknowledgement
 
 	mu struct {
 		sync.Mutex
@@ -235,7 +165,8 @@ type outageWriter struct {
 type attempt struct{ start, end time.Time }
 
 func newOutageWriter(tc *testCluster, seed uint64) *outageWriter {
-	w := &outageWriter{tc: tc, stopc: make(chan struct{}), prog: make(chan struct{}, 1)}
+	w := &outageWriter{tc: tc, prog: make(chan struct{}, 1)}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.mu.rng = rand.New(rand.NewPCG(seed, 1))
 	w.mu.acked, w.mu.unknown = map[string]string{}, map[string]string{}
 	return w
@@ -252,19 +183,13 @@ func (w *outageWriter) start(workers int) {
 	}
 }
 
+// stop stops the writers and waits for them. Idempotent.
 func (w *outageWriter) stop() {
-	w.once.Do(func() { close(w.stopc) })
+	w.cancel()
 	w.wg.Wait()
 }
 
-func (w *outageWriter) stopping() bool {
-	select {
-	case <-w.stopc:
-		return true
-	default:
-		return false
-	}
-}
+func (w *outageWriter) stopping() bool { return w.ctx.Err() != nil }
 
 // value returns a fresh value for key i.
 func (w *outageWriter) value(i int64) string {
@@ -277,11 +202,7 @@ func (w *outageWriter) value(i int64) string {
 func (w *outageWriter) pick() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	nodes := w.tc.running()
-	if len(nodes) == 0 {
-		return ""
-	}
-	return nodes[w.mu.rng.IntN(len(nodes))].HTTP
+	return w.tc.pick(w.mu.rng)
 }
 
 // writeOne writes the next key until it is acknowledged; false when the
@@ -327,10 +248,7 @@ func (w *outageWriter) writeOne() bool {
 			w.mu.Unlock()
 			return false
 		}
-		select {
-		case <-w.stopc:
-		case <-time.After(20 * time.Millisecond):
-		}
+		retry.Sleep(w.ctx, 20*time.Millisecond)
 	}
 }
 

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 )
 
 // Options describes a cluster.
@@ -381,24 +383,37 @@ type Status struct {
 	Voters       []uint64 `json:"voters"`
 }
 
-var statusClient = &http.Client{Timeout: 2 * time.Second}
+var apiClient = &http.Client{Timeout: 2 * time.Second}
+
+// getJSON decodes the JSON answer of GET path at the node into v.
+func (n *Node) getJSON(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.HTTP+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := apiClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("node %d %s: %s", n.ID, path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
 
 // Status fetches the node's /status.
 func (n *Node) Status(ctx context.Context) (Status, error) {
 	var s Status
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.HTTP+"/status", nil)
-	if err != nil {
-		return s, err
-	}
-	resp, err := statusClient.Do(req)
-	if err != nil {
-		return s, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return s, fmt.Errorf("node %d /status: %s", n.ID, resp.Status)
-	}
-	return s, json.NewDecoder(resp.Body).Decode(&s)
+	err := n.getJSON(ctx, "/status", &s)
+	return s, err
+}
+
+// Dump fetches every key and value the node holds (GET /kv: its local
+// state, which may lag the leader's).
+func (n *Node) Dump(ctx context.Context) (map[string]string, error) {
+	m := map[string]string{}
+	return m, n.getJSON(ctx, "/kv", &m)
 }
 
 // WaitReady waits until the node answers /status (or its process exits).
@@ -442,10 +457,8 @@ func (c *Cluster) WaitLeader(ctx context.Context) (*Node, error) {
 				}
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("no leader elected: %w", ctx.Err())
-		case <-time.After(50 * time.Millisecond):
+		if err := retry.Sleep(ctx, 50*time.Millisecond); err != nil {
+			return nil, fmt.Errorf("no leader elected: %w", err)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/adapters/etcdraft"
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/kv"
+	"github.com/woodpecker-wal/woodpecker/internal/redact"
 )
 
 // etcdNode runs an etcd raft RawNode over an etcdraft.Storage and the HTTP
@@ -41,25 +42,23 @@ type etcdNode struct {
 	isLeader  bool
 
 	recvc chan *pb.Message
-	propc chan *request // proposals and conf changes
-	readc chan *request
+	reqc  chan *request // proposals, conf changes and read index requests
 	fnc   chan func()
 
 	reportMu     sync.Mutex
 	reports      []peerReport // guarded by reportMu
 	reportNotify chan struct{}
 
-	waitMu  sync.Mutex
-	waiters map[uint64]chan outcome // by Command.ReqID / ConfChange.Id; guarded by waitMu
-	reads   map[string]chan outcome // by ReadIndex context; guarded by waitMu
+	props waiters[uint64] // proposals and conf changes, by Command.ReqID / ConfChange.Id
+	reads waiters[string] // read index requests, by their context
 
 	statusMu sync.Mutex
 	status   Status // refreshed by run after each Ready; guarded by statusMu
 
-	stop      chan struct{}
+	ctx       context.Context // ends when Close begins
+	cancel    context.CancelFunc
 	stopped   chan struct{} // closed when run returns
-	done      chan struct{} // closed on a fatal error
-	err       error         // set before done is closed
+	fatal                   // a storage failure that stopped run
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -67,7 +66,7 @@ type etcdNode struct {
 type request struct {
 	data []byte         // proposal
 	cc   *pb.ConfChange // or conf change
-	rctx []byte         // or read index
+	rctx []byte         // or read index (then a request only a leader takes)
 	errc chan error     // the loop's answer: accepted (nil) or why not
 }
 
@@ -90,16 +89,17 @@ func startEtcd(ctx context.Context, cfg Config) (Engine, error) {
 		Logger:      slog.New(slog.NewTextHandler(cfg.RaftLog, &slog.HandlerOptions{Level: cfg.RaftLogLevel})).With("raft", cfg.ID, "component", "store"),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open storage (bucket %s, meta %q): %w", redact(cfg.BucketURL), redact(cfg.MetaURL), err)
+		return nil, fmt.Errorf("open storage (bucket %s, meta %q): %w", redact.URL(cfg.BucketURL), redact.URL(cfg.MetaURL), err)
 	}
 	n := &etcdNode{
 		cfg: cfg, lg: cfg.Logger, st: kv.New(), store: store,
-		recvc: make(chan *pb.Message, 1024), propc: make(chan *request), readc: make(chan *request),
+		recvc: make(chan *pb.Message, 1024), reqc: make(chan *request),
 		fnc: make(chan func()), reportNotify: make(chan struct{}, 1),
-		waiters: map[uint64]chan outcome{}, reads: map[string]chan outcome{},
-		stop: make(chan struct{}), stopped: make(chan struct{}), done: make(chan struct{}),
+		stopped: make(chan struct{}), fatal: fatal{done: make(chan struct{})},
 	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.start(); err != nil {
+		n.cancel()
 		store.Close()
 		return nil, err
 	}
@@ -168,7 +168,7 @@ func (n *etcdNode) start() error {
 		select {
 		case n.recvc <- m:
 		case <-ctx.Done():
-		case <-n.stop:
+		case <-n.ctx.Done():
 		}
 	}
 	tr.report = n.queueReport
@@ -212,23 +212,34 @@ func (n *etcdNode) queueReport(r peerReport) {
 	}
 }
 
+// run runs the loop until the node is closed or its storage fails for good,
+// which stops the node.
 func (n *etcdNode) run(tick time.Duration) {
 	defer close(n.stopped)
+	err := n.loop(tick)
+	if errors.Is(err, errStopping) {
+		n.failWaiters(ErrStopped, ErrStopped)
+		return
+	}
+	n.lg.Error("node stopped: storage failure", "err", err)
+	n.failWaiters(fmt.Errorf("%w: %v", ErrUnknownOutcome, err), ErrStopped)
+	n.fail(err)
+}
+
+// loop drives the RawNode; it returns errStopping once the node is closed.
+func (n *etcdNode) loop(tick time.Duration) error {
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
 	for {
 		select {
-		case <-n.stop:
-			n.failWaiters(ErrStopped, ErrStopped)
-			return
+		case <-n.ctx.Done():
+			return errStopping
 		case <-ticker.C:
 			n.rn.Tick()
 		case m := <-n.recvc:
 			n.step(m)
-		case r := <-n.propc:
-			n.propose(r)
-		case r := <-n.readc:
-			n.readIndex(r)
+		case r := <-n.reqc:
+			n.handle(r)
 		case f := <-n.fnc:
 			f()
 		case <-n.reportNotify:
@@ -241,24 +252,14 @@ func (n *etcdNode) run(tick time.Duration) {
 			select {
 			case m := <-n.recvc:
 				n.step(m)
-			case r := <-n.propc:
-				n.propose(r)
-			case r := <-n.readc:
-				n.readIndex(r)
+			case r := <-n.reqc:
+				n.handle(r)
 			default:
 				break batch
 			}
 		}
 		if err := n.handleReady(); err != nil {
-			if errors.Is(err, errStopping) {
-				n.failWaiters(ErrStopped, ErrStopped)
-				return
-			}
-			n.err = err
-			n.lg.Error("node stopped: storage failure", "err", err)
-			n.failWaiters(fmt.Errorf("%w: %v", ErrUnknownOutcome, err), ErrStopped)
-			close(n.done)
-			return
+			return err
 		}
 	}
 }
@@ -267,24 +268,19 @@ func (n *etcdNode) step(m *pb.Message) {
 	_ = n.rn.Step(m) // errors: messages from unknown peers, local types; ignorable
 }
 
-func (n *etcdNode) propose(r *request) {
+// handle hands r to raft (leader only) and answers whether it was taken.
+func (n *etcdNode) handle(r *request) {
 	switch {
 	case !n.isLeader:
 		r.errc <- n.notLeader()
+	case r.rctx != nil:
+		n.rn.ReadIndex(r.rctx)
+		r.errc <- nil
 	case r.cc != nil:
 		r.errc <- n.proposeErr(n.rn.ProposeConfChange(r.cc))
 	default:
 		r.errc <- n.proposeErr(n.rn.Propose(r.data))
 	}
-}
-
-func (n *etcdNode) readIndex(r *request) {
-	if !n.isLeader {
-		r.errc <- n.notLeader()
-		return
-	}
-	n.rn.ReadIndex(r.rctx)
-	r.errc <- nil
 }
 
 func (n *etcdNode) applyReports() {
@@ -341,7 +337,7 @@ func (n *etcdNode) handleReady() error {
 			return err
 		}
 		for _, rs := range rd.ReadStates {
-			n.resolveRead(string(rs.RequestCtx), outcome{index: rs.Index})
+			n.reads.settle(string(rs.RequestCtx), outcome{index: rs.Index})
 		}
 		if rd.SoftState != nil {
 			n.onSoftState(rd.SoftState)
@@ -355,10 +351,6 @@ func (n *etcdNode) handleReady() error {
 	return nil
 }
 
-// errStopping is returned by save when the node is closed while it waits
-// for the storage.
-var errStopping = errors.New("node closing")
-
 // save persists one Ready. A write the storage failed but recovers from
 // (etcdraft.ErrWriteFailed: the stores were unreachable for longer than a
 // storage call; the storage reopens the log at its next write) is not the
@@ -368,33 +360,21 @@ var errStopping = errors.New("node closing")
 // loop waits meanwhile, as it would for a slow disk; the cluster carries on
 // without this node.
 func (n *etcdNode) save(hs *pb.HardState, ents []*pb.Entry, snap *pb.Snapshot) error {
-	start := time.Now()
-	for attempt := 1; ; attempt++ {
+	recovers := func(err error) bool { return errors.Is(err, etcdraft.ErrWriteFailed) }
+	err := retryStorage(n.ctx, n.lg, "save ready", recovers, func(attempt int) error {
 		err := n.store.Save(hs, ents, snap)
-		switch {
-		case err == nil:
-			if attempt > 1 {
-				n.lg.Info("storage back: ready persisted", "attempts", attempt, "took", time.Since(start).Round(time.Millisecond))
-			}
-			return nil
-		case attempt > 1 && err == raft.ErrSnapOutOfDate && snap != nil:
+		if attempt > 1 && err == raft.ErrSnapOutOfDate && snap != nil {
 			// The failed attempt's snapshot landed; what is left is the
 			// entries and the HardState.
 			snap = nil
-			continue
-		case !errors.Is(err, etcdraft.ErrWriteFailed):
-			return fmt.Errorf("persist ready: %w", err)
+			err = n.store.Save(hs, ents, nil)
 		}
-		d := min(100*time.Millisecond<<min(attempt-1, 5), 3*time.Second)
-		n.lg.Warn("storage write failed; saving the ready again", "attempt", attempt, "retry_in", d, "err", err)
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-n.stop:
-			t.Stop()
-			return errStopping
-		}
+		return err
+	})
+	if err != nil && !errors.Is(err, errStopping) {
+		return fmt.Errorf("persist ready: %w", err)
 	}
+	return err
 }
 
 // hardStateToSave returns the part of rd to persist as HardState: nil when
@@ -458,7 +438,7 @@ func (n *etcdNode) apply(ents []*pb.Entry) error {
 				continue
 			}
 			res := n.st.Apply(idx, c)
-			n.resolve(c.ReqID, outcome{res: res})
+			n.props.settle(c.ReqID, outcome{res: res})
 		case pb.EntryConfChange:
 			cc := &pb.ConfChange{}
 			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
@@ -485,7 +465,7 @@ func (n *etcdNode) apply(ents []*pb.Entry) error {
 					n.lg.Info("member removed", "id", m.ID)
 				}
 			}
-			n.resolve(cc.GetId(), outcome{res: res})
+			n.props.settle(cc.GetId(), outcome{res: res})
 		case pb.EntryConfChangeV2:
 			cc := &pb.ConfChangeV2{}
 			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
@@ -596,63 +576,65 @@ func (n *etcdNode) onLeader() {
 	}
 }
 
-func (n *etcdNode) register(id uint64) chan outcome {
+// waiters are the callers waiting for the loop to settle their requests,
+// by request key.
+type waiters[K comparable] struct {
+	mu sync.Mutex
+	m  map[K]chan outcome // guarded by mu
+}
+
+// add registers a waiter for key: the channel receives its outcome.
+func (w *waiters[K]) add(key K) chan outcome {
 	ch := make(chan outcome, 1)
-	n.waitMu.Lock()
-	n.waiters[id] = ch
-	n.waitMu.Unlock()
+	w.mu.Lock()
+	if w.m == nil {
+		w.m = map[K]chan outcome{}
+	}
+	w.m[key] = ch
+	w.mu.Unlock()
 	return ch
 }
 
-func (n *etcdNode) unregister(id uint64) {
-	n.waitMu.Lock()
-	delete(n.waiters, id)
-	n.waitMu.Unlock()
+// remove forgets the waiter for key, settled or not.
+func (w *waiters[K]) remove(key K) {
+	w.mu.Lock()
+	delete(w.m, key)
+	w.mu.Unlock()
 }
 
-func (n *etcdNode) resolve(id uint64, o outcome) {
-	if id == 0 {
-		return
-	}
-	n.waitMu.Lock()
-	ch := n.waiters[id]
-	delete(n.waiters, id)
-	n.waitMu.Unlock()
+// settle hands o to the waiter for key, if one waits.
+func (w *waiters[K]) settle(key K, o outcome) {
+	w.mu.Lock()
+	ch := w.m[key]
+	delete(w.m, key)
+	w.mu.Unlock()
 	if ch != nil {
 		ch <- o
 	}
 }
 
-func (n *etcdNode) resolveRead(key string, o outcome) {
-	n.waitMu.Lock()
-	ch := n.reads[key]
-	delete(n.reads, key)
-	n.waitMu.Unlock()
-	if ch != nil {
-		ch <- o
+// failAll settles every waiter with err.
+func (w *waiters[K]) failAll(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for key, ch := range w.m {
+		ch <- outcome{err: err}
+		delete(w.m, key)
 	}
 }
 
 // failWaiters fails every pending proposal with errWrite and every pending
 // read with errRead.
 func (n *etcdNode) failWaiters(errWrite, errRead error) {
-	n.waitMu.Lock()
-	defer n.waitMu.Unlock()
-	for id, ch := range n.waiters {
-		ch <- outcome{err: errWrite}
-		delete(n.waiters, id)
-	}
-	for k, ch := range n.reads {
-		ch <- outcome{err: errRead}
-		delete(n.reads, k)
-	}
+	n.props.failAll(errWrite)
+	n.reads.failAll(errRead)
 }
 
 // submit hands r to the loop and returns its answer.
-func (n *etcdNode) submit(ctx context.Context, c chan *request, r *request) error {
+func (n *etcdNode) submit(ctx context.Context, r *request) error {
 	r.errc = make(chan error, 1)
 	select {
-	case c <- r:
+	case n.reqc <- r:
 	case <-ctx.Done():
 		return fmt.Errorf("raft loop busy: %w", ctx.Err())
 	case <-n.stopped:
@@ -672,9 +654,9 @@ func (n *etcdNode) await(ctx context.Context, ch chan outcome) (outcome, error) 
 
 func (n *etcdNode) Propose(ctx context.Context, c kv.Command) (kv.Result, error) {
 	c.ReqID = randID()
-	ch := n.register(c.ReqID)
-	defer n.unregister(c.ReqID)
-	if err := n.submit(ctx, n.propc, &request{data: c.Encode()}); err != nil {
+	ch := n.props.add(c.ReqID)
+	defer n.props.remove(c.ReqID)
+	if err := n.submit(ctx, &request{data: c.Encode()}); err != nil {
 		return kv.Result{}, err
 	}
 	o, err := n.await(ctx, ch)
@@ -685,18 +667,10 @@ func (n *etcdNode) Propose(ctx context.Context, c kv.Command) (kv.Result, error)
 }
 
 func (n *etcdNode) LinearizableRead(ctx context.Context) error {
-	id := randID()
-	key := string(binary.LittleEndian.AppendUint64(nil, id))
-	ch := make(chan outcome, 1)
-	n.waitMu.Lock()
-	n.reads[key] = ch
-	n.waitMu.Unlock()
-	defer func() {
-		n.waitMu.Lock()
-		delete(n.reads, key)
-		n.waitMu.Unlock()
-	}()
-	if err := n.submit(ctx, n.readc, &request{rctx: []byte(key)}); err != nil {
+	key := string(binary.LittleEndian.AppendUint64(nil, randID()))
+	ch := n.reads.add(key)
+	defer n.reads.remove(key)
+	if err := n.submit(ctx, &request{rctx: []byte(key)}); err != nil {
 		return err
 	}
 	var o outcome
@@ -713,9 +687,9 @@ func (n *etcdNode) LinearizableRead(ctx context.Context) error {
 
 func (n *etcdNode) changeConf(ctx context.Context, cc *pb.ConfChange) error {
 	cc.Id = new(randID())
-	ch := n.register(cc.GetId())
-	defer n.unregister(cc.GetId())
-	if err := n.submit(ctx, n.propc, &request{cc: cc}); err != nil {
+	ch := n.props.add(cc.GetId())
+	defer n.props.remove(cc.GetId())
+	if err := n.submit(ctx, &request{cc: cc}); err != nil {
 		return err
 	}
 	_, err := n.await(ctx, ch)
@@ -761,7 +735,7 @@ func (n *etcdNode) refreshStatus() {
 		State:    strings.ToLower(strings.TrimPrefix(bs.RaftState.String(), "State")),
 		LeaderID: bs.Lead, Term: bs.GetTerm(), CommitIndex: bs.GetCommit(), AppliedIndex: n.st.Applied(),
 		LogFirstIndex: first, LogLastIndex: last, SnapshotIndex: n.snapIndex,
-		Voters: slices.Clone(n.confState.GetVoters()), Bucket: redact(n.cfg.BucketURL),
+		Voters: slices.Clone(n.confState.GetVoters()), Bucket: redact.URL(n.cfg.BucketURL),
 	}
 	slices.Sort(s.Voters)
 	n.statusMu.Lock()
@@ -789,17 +763,6 @@ func (n *etcdNode) Status() Status {
 		s.Members = append(s.Members, StatusMember{ID: id, Raft: m.Raft, HTTP: m.HTTP, Voter: true})
 	}
 	return s
-}
-
-func (n *etcdNode) Done() <-chan struct{} { return n.done }
-
-func (n *etcdNode) Err() error {
-	select {
-	case <-n.done:
-		return n.err
-	default:
-		return nil
-	}
 }
 
 // do runs f on the loop goroutine.
@@ -850,7 +813,7 @@ func (n *etcdNode) transferLeadership() {
 func (n *etcdNode) Close() error {
 	n.closeOnce.Do(func() {
 		n.transferLeadership()
-		close(n.stop)
+		n.cancel()
 		<-n.stopped
 		var errs []error
 		if err := n.tr.close(); err != nil {

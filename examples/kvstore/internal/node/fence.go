@@ -1,11 +1,11 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -33,7 +33,7 @@ type fencedStore struct {
 	onFenced func(error)
 	lg       *slog.Logger
 	riding   atomic.Bool
-	stop     <-chan struct{} // closed when the node stops: retries end
+	ctx      context.Context // ends when the node stops: retries end
 }
 
 var (
@@ -65,25 +65,8 @@ func transient(err error) bool {
 // ride runs call, and again while it fails transiently, the node runs and
 // riding is set.
 func (f *fencedStore) ride(op string, call func() error) error {
-	start := time.Now()
-	for attempt := 1; ; attempt++ {
-		err := f.check(call())
-		if err == nil || !transient(err) || !f.riding.Load() {
-			if err == nil && attempt > 1 {
-				f.lg.Info("storage back", "op", op, "attempts", attempt, "took", time.Since(start).Round(time.Millisecond))
-			}
-			return err
-		}
-		d := min(100*time.Millisecond<<min(attempt-1, 5), 3*time.Second)
-		f.lg.Warn("storage call failed; retrying it", "op", op, "attempt", attempt, "retry_in", d, "err", err)
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-f.stop:
-			t.Stop()
-			return err
-		}
-	}
+	again := func(err error) bool { return transient(err) && f.riding.Load() }
+	return retryStorage(f.ctx, f.lg, op, again, func(int) error { return f.check(call()) })
 }
 
 func (f *fencedStore) StoreLog(l *raft.Log) error      { return f.check(f.Store.StoreLog(l)) }

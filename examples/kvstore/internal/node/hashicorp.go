@@ -17,6 +17,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/adapters/hashiraft"
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/kv"
+	"github.com/woodpecker-wal/woodpecker/internal/redact"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -34,13 +35,12 @@ type hashiNode struct {
 	// before its term, and a read after VerifyLeader is linearizable.
 	readyTerm atomic.Uint64
 
-	stop      chan struct{} // closed by Close
+	ctx       context.Context // ends when Close begins
+	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
-	done      chan struct{} // closed when the storage was fenced; err says so
-	doneOnce  sync.Once
-	err       error
+	fatal     // set when the storage was fenced
 }
 
 func hclogLevel(l slog.Level) hclog.Level {
@@ -72,17 +72,15 @@ func startHashicorp(ctx context.Context, cfg Config) (Engine, error) {
 		WAL: wal.Config{GCInterval: time.Minute},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open storage (bucket %s, meta %q): %w", redact(cfg.BucketURL), redact(cfg.MetaURL), err)
+		return nil, fmt.Errorf("open storage (bucket %s, meta %q): %w", redact.URL(cfg.BucketURL), redact.URL(cfg.MetaURL), err)
 	}
-	n := &hashiNode{cfg: cfg, lg: cfg.Logger, st: kv.New(),
-		stop: make(chan struct{}), done: make(chan struct{})}
-	n.store = &fencedStore{Store: store, lg: n.lg, stop: n.stop, onFenced: func(err error) {
-		n.doneOnce.Do(func() {
-			n.err = fmt.Errorf("another process opened this node's log (same --id and storage?): %w", err)
-			close(n.done)
-		})
+	n := &hashiNode{cfg: cfg, lg: cfg.Logger, st: kv.New(), fatal: fatal{done: make(chan struct{})}}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.store = &fencedStore{Store: store, lg: n.lg, ctx: n.ctx, onFenced: func(err error) {
+		n.fail(fmt.Errorf("another process opened this node's log (same --id and storage?): %w", err))
 	}}
 	if err := n.start(hlog); err != nil {
+		n.cancel()
 		store.Close()
 		return nil, err
 	}
@@ -164,7 +162,7 @@ func (n *hashiNode) watchLeadership() {
 	defer n.wg.Done()
 	for {
 		select {
-		case <-n.stop:
+		case <-n.ctx.Done():
 			return
 		case isLeader := <-n.r.LeaderCh():
 			if !isLeader {
@@ -321,7 +319,7 @@ func (n *hashiNode) Status() Status {
 	s := Status{
 		ID: n.cfg.ID, Engine: EngineHashicorp, State: n.r.State().String(),
 		Term: n.r.CurrentTerm(), CommitIndex: n.r.CommitIndex(), AppliedIndex: n.r.AppliedIndex(),
-		Keys: n.st.Len(), Digest: fmt.Sprintf("%016x", n.st.Digest()), Bucket: redact(n.cfg.BucketURL),
+		Keys: n.st.Len(), Digest: fmt.Sprintf("%016x", n.st.Digest()), Bucket: redact.URL(n.cfg.BucketURL),
 	}
 	s.State = map[string]string{"Leader": "leader", "Follower": "follower", "Candidate": "candidate", "Shutdown": "shutdown"}[s.State]
 	s.LogFirstIndex, _ = n.store.FirstIndex()
@@ -352,19 +350,9 @@ func (n *hashiNode) Status() Status {
 	return s
 }
 
-func (n *hashiNode) Done() <-chan struct{} { return n.done }
-func (n *hashiNode) Err() error {
-	select {
-	case <-n.done:
-		return n.err
-	default:
-		return nil
-	}
-}
-
 func (n *hashiNode) Close() error {
 	n.closeOnce.Do(func() {
-		close(n.stop)
+		n.cancel()
 		if n.r.State() == raft.Leader {
 			// Hand leadership over so the cluster does not wait for an
 			// election timeout.

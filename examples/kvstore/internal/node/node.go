@@ -11,12 +11,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/kv"
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 )
 
 // Engine names.
@@ -211,29 +212,57 @@ func ParsePeers(s string) (map[uint64]string, error) {
 	return peers, nil
 }
 
-// redact hides credentials in a storage URL for logs and /status.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<malformed URL>"
+// errStopping says the node was closed: the etcd loop returns it then, and
+// retryStorage returns it with the last error when the node is closed while
+// it waits to try again.
+var errStopping = errors.New("node closing")
+
+// retryStorage calls call until it succeeds or fails with an error again
+// rejects, waiting between attempts (100 ms, doubling up to 3 s) and
+// logging each retry and the recovery, until ctx ends (the node is closed):
+// then it returns errStopping with the last error. The goroutine making the
+// call waits meanwhile, as it would for a slow disk.
+func retryStorage(ctx context.Context, lg *slog.Logger, op string, again func(error) bool, call func(attempt int) error) error {
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		err := call(attempt)
+		if err == nil || !again(err) {
+			if err == nil && attempt > 1 {
+				lg.Info("storage back", "op", op, "attempts", attempt, "took", time.Since(start).Round(time.Millisecond))
+			}
+			return err
+		}
+		d := min(100*time.Millisecond<<min(attempt-1, 5), 3*time.Second)
+		lg.Warn("storage call failed; retrying it", "op", op, "attempt", attempt, "retry_in", d, "err", err)
+		if retry.Sleep(ctx, d) != nil {
+			return fmt.Errorf("%w: %w", errStopping, err)
+		}
 	}
-	q := u.RawQuery
-	u.RawQuery = ""
-	out := u.Redacted()
-	if q != "" {
-		out += "?…"
-	}
-	return out
 }
 
-// sleepCtx sleeps d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
+// fatal is an Engine's Done and Err: the failure that stopped the node on
+// its own, set once.
+type fatal struct {
+	done chan struct{} // closed when err is set; made by the engine's constructor
+	once sync.Once
+	err  error
+}
+
+// fail records err as the reason the node stopped, unless one was already.
+func (f *fatal) fail(err error) {
+	f.once.Do(func() {
+		f.err = err
+		close(f.done)
+	})
+}
+
+func (f *fatal) Done() <-chan struct{} { return f.done }
+
+func (f *fatal) Err() error {
 	select {
-	case <-t.C:
+	case <-f.done:
+		return f.err
+	default:
 		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }

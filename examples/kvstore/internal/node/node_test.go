@@ -20,15 +20,3 @@ func TestParsePeers(t *testing.T) {
 		}
 	}
 }
-
-func TestRedact(t *testing.T) {
-	for in, want := range map[string]string{
-		"s3://b/p?endpoint=h:1&secret_key=s": "s3://b/p?…",
-		"etcd://user:pw@h:2379/kv":           "etcd://user:xxxxx@h:2379/kv",
-		"file:///data/node-1":                "file:///data/node-1",
-	} {
-		if got := redact(in); got != want {
-			t.Errorf("redact(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

@@ -17,6 +17,8 @@ import (
 
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 )
 
 // transport carries etcd raft messages between nodes over HTTP: each peer
@@ -195,9 +197,7 @@ func (t *transport) run(p *peer) {
 			t.report(peerReport{id: p.id, unreachable: true, snapshot: hasSnap})
 			// Do not spin against a dead peer: raft resends after the
 			// unreachable report anyway.
-			select {
-			case <-time.After(50 * time.Millisecond):
-			case <-t.ctx.Done():
+			if retry.Sleep(t.ctx, 50*time.Millisecond) != nil {
 				return
 			}
 			continue

@@ -146,14 +146,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "value longer than 1 MiB")
 		return
 	}
-	ctx, cancel := s.ctx(r)
-	defer cancel()
-	res, err := s.e.Propose(ctx, kv.Command{Op: kv.OpPut, Key: k, Value: string(v)})
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
+	s.propose(w, r, kv.Command{Op: kv.OpPut, Key: k, Value: string(v)})
 }
 
 func (s *Server) del(w http.ResponseWriter, r *http.Request) {
@@ -161,9 +154,14 @@ func (s *Server) del(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.propose(w, r, kv.Command{Op: kv.OpDelete, Key: k})
+}
+
+// propose replicates c and answers its result.
+func (s *Server) propose(w http.ResponseWriter, r *http.Request, c kv.Command) {
 	ctx, cancel := s.ctx(r)
 	defer cancel()
-	res, err := s.e.Propose(ctx, kv.Command{Op: kv.OpDelete, Key: k})
+	res, err := s.e.Propose(ctx, c)
 	if err != nil {
 		s.fail(w, r, err)
 		return

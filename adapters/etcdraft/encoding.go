@@ -3,7 +3,6 @@ package etcdraft
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"strings"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -31,8 +30,6 @@ const (
 )
 
 const snapFlagHasData = 1 << 0 // Snapshot.Data was non-nil (possibly empty)
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func corrupt(format string, args ...any) error {
 	return fmt.Errorf("%w: etcdraft: "+format, append([]any{logstore.ErrCorrupt}, args...)...)

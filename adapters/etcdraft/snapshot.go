@@ -1,16 +1,13 @@
 package etcdraft
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"hash/crc32"
 	"math/rand/v2"
-	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 
+	"github.com/woodpecker-wal/woodpecker/adapters/internal/raftlog"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 )
 
@@ -27,40 +24,28 @@ func (s *Storage) snapKey(index uint64) string {
 // or failure leaves an orphan that the next Open deletes.
 //
 // The engine does not write snapshot objects, so their PUT is retried here,
-// as the engine retries its own writes: with backoff from the client's
-// RetryInterval, each attempt bounded by its RequestTimeout, until its
-// RetryBudget has passed since the first failure, or MaxFlushRetries retries
-// when set, or ctx is done. Then the error wraps ErrWriteFailed; nothing
-// changed.
+// as the engine retries its own writes (raftlog.WriteRetry: backoff from the
+// client's RetryInterval for its retry window), each attempt bounded by its
+// RequestTimeout, or until ctx is done. Then the error wraps ErrWriteFailed;
+// nothing changed.
 func (s *Storage) putSnapshot(ctx context.Context, md *pb.SnapshotMetadata, data []byte) (snapRecord, error) {
 	rec := snapRecord{md: md, hasData: data != nil, size: int64(len(data))}
 	if len(data) == 0 {
 		return rec, nil
 	}
-	rec.crc = crc32.Checksum(data, castagnoli)
 	rec.key = s.snapKey(md.GetIndex())
-	lim := s.client.Limits()
-	var first time.Time
-	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, lim.RequestTimeout)
-		_, err := s.blobs.Put(actx, rec.key, bytes.NewReader(data), int64(len(data)))
-		cancel()
-		if err == nil {
-			return rec, nil
-		}
-		if attempt == 1 {
-			first = time.Now()
-		}
-		d := lim.RetryInterval << min(attempt-1, 6)
-		d = d/2 + rand.N(d/2+1)
-		spent := time.Since(first)+d > lim.RetryWindow
-		if spent || errors.Is(err, objstore.ErrInvalidKey) || ctx.Err() != nil || sleepCtx(ctx, d) != nil {
-			return snapRecord{}, fmt.Errorf("%w: etcdraft: write snapshot %d data (%d attempts): %w",
-				ErrWriteFailed, md.GetIndex(), attempt, err)
-		}
-		s.logger.Warn("etcdraft: snapshot data write failed; retrying", "log", s.name, "key", rec.key,
-			"attempt", attempt, "err", err)
+	r := raftlog.WriteRetry(s.client.Limits())
+	sum, attempts, err := raftlog.WriteBlob(ctx, raftlog.Retry{Policy: r, AttemptTimeout: s.client.Limits().RequestTimeout,
+		OnRetry: func(attempt int, err error) {
+			s.logger.Warn("etcdraft: snapshot data write failed; retrying", "log", s.name, "key", rec.key,
+				"attempt", attempt, "err", err)
+		}}, s.blobs, rec.key, data)
+	if err != nil {
+		return snapRecord{}, fmt.Errorf("%w: etcdraft: write snapshot %d data (%d attempts): %w",
+			ErrWriteFailed, md.GetIndex(), attempts, err)
 	}
+	rec.crc = sum.CRC
+	return rec, nil
 }
 
 // loadSnapshot reads and verifies the data of rec, and keeps it in memory if
@@ -76,13 +61,10 @@ func (s *Storage) loadSnapshot(rec snapRecord) ([]byte, error) {
 	}
 	ctx, cancel := s.callCtx()
 	defer cancel()
-	data, _, err := objstore.ReadAll(ctx, s.blobs, rec.key)
+	data, err := raftlog.ReadBlob(ctx, raftlog.Retry{Policy: raftlog.CallRetry}, s.blobs, rec.key,
+		raftlog.Sum{Size: rec.size, CRC: rec.crc})
 	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) != rec.size || crc32.Checksum(data, castagnoli) != rec.crc {
-		return nil, corrupt("snapshot object %q: %d bytes with CRC-32C %08x, want %d bytes with %08x",
-			rec.key, len(data), crc32.Checksum(data, castagnoli), rec.size, rec.crc)
+		return nil, fmt.Errorf("etcdraft: snapshot data: %w", err)
 	}
 	// The loader may set data and loaded under mu alone (an exception to the
 	// rule that mu fields change only under wmu too); mutators read them only

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -427,18 +426,16 @@ func (s *Storage) emptyWAL(ctx context.Context) error {
 // reads: read retries those that may succeed later (a failed or timed-out
 // GET) with backoff until ctx is done.
 func (s *Storage) read(ctx context.Context, i uint64) ([]byte, error) {
-	base := s.client.Limits().RetryInterval
-	for attempt := 1; ; attempt++ {
-		b, err := s.log.Get(ctx, i)
-		if err == nil || !retryableRead(err) || ctx.Err() != nil {
-			return b, err
-		}
-		s.logger.Warn("etcdraft: read failed; retrying", "log", s.name, "index", i, "attempt", attempt, "err", err)
-		d := base << min(attempt-1, 6)
-		if sleepCtx(ctx, d/2+rand.N(d/2+1)) != nil {
-			return nil, err
-		}
-	}
+	var b []byte
+	_, err := raftlog.Retry{Policy: raftlog.CallRetry, Permanent: func(err error) bool { return !retryableRead(err) },
+		OnRetry: func(attempt int, err error) {
+			s.logger.Warn("etcdraft: read failed; retrying", "log", s.name, "index", i, "attempt", attempt, "err", err)
+		}}.Do(ctx, func(ctx context.Context) error {
+		var err error
+		b, err = s.log.Get(ctx, i)
+		return err
+	})
+	return b, err
 }
 
 // retryableRead reports whether a failed read may succeed if repeated.
@@ -452,17 +449,6 @@ func retryableRead(err error) bool {
 		}
 	}
 	return true
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // fetch reads and decodes entry i from the WAL.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/woodpecker-wal/woodpecker/adapters/internal/raftlog"
 	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
@@ -33,8 +33,6 @@ const (
 	snapFormat    = 1      // snapshotRecord.Format
 	snapIDPattern = "%020d_%020d_%016x"
 )
-
-var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // SnapshotStore is a raft.SnapshotStore in a blob store (a bucket). A
 // snapshot is a run of chunk objects of Options.SnapshotChunkSize bytes and a
@@ -136,20 +134,29 @@ func parseID(id string) (index, term uint64, ok bool) {
 func (s *SnapshotStore) retry(what string, fn func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
-	for attempt := 1; ; attempt++ {
-		err := fn(ctx)
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, objstore.ErrNotFound) || errors.Is(err, objstore.ErrInvalidKey) ||
-			errors.Is(err, objstore.ErrClosed) || errors.Is(err, logstore.ErrCorrupt) {
-			return fmt.Errorf("hashiraft: snapshot: %s: %w", what, err)
-		}
-		if sleepCtx(ctx, backoff(attempt)) != nil {
-			return fmt.Errorf("hashiraft: snapshot: %s: gave up after %d attempts: %w", what, attempt, err)
-		}
-		s.lg.Warn("hashiraft: snapshot request failed; retrying", "what", what, "attempt", attempt, "err", err)
+	attempts, err := s.retrier(what).Do(ctx, fn)
+	switch {
+	case err == nil:
+		return nil
+	case permanentSnapErr(err):
+		return fmt.Errorf("hashiraft: snapshot: %s: %w", what, err)
+	default:
+		return fmt.Errorf("hashiraft: snapshot: %s: gave up after %d attempts: %w", what, attempts, err)
 	}
+}
+
+// retrier is how the store retries one request: until its call timeout,
+// logging each retry.
+func (s *SnapshotStore) retrier(what string) raftlog.Retry {
+	return raftlog.Retry{Policy: raftlog.CallRetry, Permanent: permanentSnapErr, OnRetry: func(attempt int, err error) {
+		s.lg.Warn("hashiraft: snapshot request failed; retrying", "what", what, "attempt", attempt, "err", err)
+	}}
+}
+
+// permanentSnapErr reports a failure no retry of a snapshot request mends.
+func permanentSnapErr(err error) bool {
+	return errors.Is(err, objstore.ErrNotFound) || errors.Is(err, objstore.ErrInvalidKey) ||
+		errors.Is(err, objstore.ErrClosed) || errors.Is(err, logstore.ErrCorrupt)
 }
 
 // Create starts a snapshot. Only version 1 is supported (as by raft's own
@@ -422,15 +429,14 @@ func (k *snapshotSink) flush() error {
 		return nil
 	}
 	key := k.s.chunkKey(k.rec.ID, uint64(len(k.rec.ChunkCRCs)))
-	err := k.s.retry("write "+key, func(ctx context.Context) error {
-		_, err := k.s.b.Put(ctx, key, bytes.NewReader(k.buf), int64(len(k.buf)))
-		return err
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), k.s.timeout)
+	defer cancel()
+	sum, attempts, err := raftlog.WriteBlob(ctx, k.s.retrier("write "+key), k.s.b, key, k.buf)
 	if err != nil {
-		return err
+		return fmt.Errorf("hashiraft: snapshot: write %s (%d attempts): %w", key, attempts, err)
 	}
-	k.rec.ChunkCRCs = append(k.rec.ChunkCRCs, crc32.Checksum(k.buf, crcTable))
-	k.rec.Size += int64(len(k.buf))
+	k.rec.ChunkCRCs = append(k.rec.ChunkCRCs, sum.CRC)
+	k.rec.Size += sum.Size
 	k.buf = k.buf[:0]
 	return nil
 }
@@ -580,25 +586,18 @@ func (r *snapshotReader) Read(p []byte) (int, error) {
 			continue
 		}
 		key := r.s.chunkKey(r.rec.ID, r.next)
-		var data []byte
-		err := r.s.retry("read "+key, func(ctx context.Context) error {
-			var err error
-			data, _, err = objstore.ReadAll(ctx, r.s.b, key)
-			return err
-		})
+		want := raftlog.Sum{Size: int64(r.rec.ChunkSize), CRC: r.rec.ChunkCRCs[r.next]}
+		if r.next+1 == uint64(len(r.rec.ChunkCRCs)) {
+			want.Size = r.rec.Size - int64(r.next)*int64(r.rec.ChunkSize)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), r.s.timeout)
+		data, err := raftlog.ReadBlob(ctx, r.s.retrier("read "+key), r.s.b, key, want)
+		cancel()
 		if err != nil {
-			r.err = err
+			r.err = fmt.Errorf("hashiraft: snapshot %s: chunk %d: %w", r.rec.ID, r.next, err)
 			if errors.Is(err, objstore.ErrNotFound) {
 				r.err = fmt.Errorf("%w: snapshot %s: chunk %d is missing: %v", logstore.ErrCorrupt, r.rec.ID, r.next, err)
 			}
-			continue
-		}
-		want := int64(r.rec.ChunkSize)
-		if r.next+1 == uint64(len(r.rec.ChunkCRCs)) {
-			want = r.rec.Size - int64(r.next)*int64(r.rec.ChunkSize)
-		}
-		if int64(len(data)) != want || crc32.Checksum(data, crcTable) != r.rec.ChunkCRCs[r.next] {
-			r.err = fmt.Errorf("%w: snapshot %s: chunk %d (%d bytes, want %d) fails its CRC-32C", logstore.ErrCorrupt, r.rec.ID, r.next, len(data), want)
 			continue
 		}
 		r.next++

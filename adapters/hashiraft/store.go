@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -291,24 +290,6 @@ func permanent(err error) bool {
 // errRejected marks an argument the store refuses (not an I/O failure).
 var errRejected = errors.New("hashiraft: rejected")
 
-// backoff returns the pause before retry attempt (1-based): 10ms doubling
-// to 1s, with jitter.
-func backoff(attempt int) time.Duration {
-	d := 10 * time.Millisecond << min(attempt-1, 7)
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // writerLocked returns the open writer, reopening the log if the last one
 // failed: the new writer fences the old one's segment and recovers exactly
 // what it made durable. Only the first writer, which New opens, takes the
@@ -403,7 +384,9 @@ func (s *Store) mutateLocked(op string, fn func(ctx context.Context, w logstore.
 	defer cancel()
 	start := time.Now()
 	var err error
-	for attempt := 1; ; attempt++ {
+	rt := raftlog.CallRetry.Retrier()
+	for {
+		attempt := rt.Attempt()
 		var w logstore.Writer
 		if w, err = s.writerLocked(ctx); err == nil {
 			if err = s.rollbackLocked(ctx, w); err == nil {
@@ -434,7 +417,7 @@ func (s *Store) mutateLocked(op string, fn func(ctx context.Context, w logstore.
 		if ctx.Err() == nil {
 			s.lg.Warn("hashiraft: retrying", "log", s.name, "op", op, "attempt", attempt, "err", err)
 		}
-		if ctx.Err() != nil || sleepCtx(ctx, backoff(attempt)) != nil {
+		if !rt.Again(ctx) {
 			return fmt.Errorf("hashiraft: %s: gave up after %d attempts in %s: %w",
 				op, attempt, time.Since(start).Round(time.Millisecond), err)
 		}
@@ -497,7 +480,9 @@ func (s *Store) GetLog(index uint64, out *raft.Log) error {
 	ctx, cancel := s.callCtx()
 	defer cancel()
 	start := time.Now()
-	for attempt := 1; ; attempt++ {
+	rt := raftlog.CallRetry.Retrier()
+	for {
+		attempt := rt.Attempt()
 		b, err := s.log.Get(ctx, index)
 		if err == nil {
 			return s.decode(index, b, out)
@@ -508,7 +493,7 @@ func (s *Store) GetLog(index uint64, out *raft.Log) error {
 		if permanent(err) {
 			return fmt.Errorf("hashiraft: log %q: get %d: %w", s.name, index, err)
 		}
-		if ctx.Err() != nil || sleepCtx(ctx, backoff(attempt)) != nil {
+		if !rt.Again(ctx) {
 			return fmt.Errorf("hashiraft: log %q: get %d: gave up after %d attempts in %s: %w",
 				s.name, index, attempt, time.Since(start).Round(time.Millisecond), err)
 		}
@@ -692,7 +677,7 @@ func (s *Store) GetCommitIndex() (uint64, error) {
 	ctx, cancel := s.callCtx()
 	defer cancel()
 	var err error
-	for attempt := 1; ; attempt++ {
+	for rt := raftlog.CallRetry.Retrier(); ; {
 		b, ok := s.tail.get(last)
 		if ok {
 			err = nil
@@ -715,7 +700,7 @@ func (s *Store) GetCommitIndex() (uint64, error) {
 		} else if permanent(err) {
 			return 0, fmt.Errorf("hashiraft: log %q: commit index: read entry %d: %w", s.name, last, err)
 		}
-		if sleepCtx(ctx, backoff(attempt)) != nil {
+		if !rt.Again(ctx) {
 			return 0, fmt.Errorf("hashiraft: log %q: commit index: read entry %d: %w", s.name, last, err)
 		}
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/adapters/etcdraft"
 	"github.com/woodpecker-wal/woodpecker/internal/outagetest"
-	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -30,62 +29,20 @@ import (
 // Afterwards a fresh client finds every acknowledged entry, unchanged, and
 // the last acknowledged HardState.
 func TestStorageRidesOutServerOutages(t *testing.T) {
-	seed := outagetest.Seed(t)
-	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
-	bucket := s3.NewBucket(t)
-	lg := outagetest.Logger(t)
-
-	writers := []*etcdWriter{
-		{bucketURL: s3.URL(bucket, "etcd_meta"), metaURL: etcd.URL("etcdraft_outage"), Tracker: outagetest.NewTracker("etcd_meta", true, lg)},
-		{bucketURL: s3.URL(bucket, "bucket_meta"), Tracker: outagetest.NewTracker("bucket_meta", false, lg)},
-	}
-	trs := make([]*outagetest.Tracker, len(writers))
-	for k, w := range writers {
-		trs[k] = w.Tracker
-		w.rng = rand.New(rand.NewPCG(seed, uint64(k)))
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		s, err := etcdraft.Open(ctx, w.bucketURL, w.metaURL, w.options())
-		cancel()
-		if err != nil {
-			t.Fatalf("%s: open: %v", w.Name, err)
-		}
-		t.Cleanup(func() { s.Close() })
-		w.s = s
-	}
-	stopAll := func() {
-		for _, w := range writers {
-			w.Stop(t)
-		}
-	}
-	t.Cleanup(stopAll)
-	for _, w := range writers {
-		w.Start(w.run)
-	}
-	for _, w := range writers {
-		if !w.WaitAcks(0, outagetest.WarmAcks, time.Now().Add(30*time.Second)) {
-			t.Fatalf("%s: no progress before any outage; failed calls:\n%s", w.Name, w.FailureText())
-		}
-	}
-	phases := []struct {
-		what string
-		srv  outagetest.Server
-		hits func(*outagetest.Tracker) bool
-	}{
-		{"versitygw", s3, func(*outagetest.Tracker) bool { return true }},
-		{"etcd", etcd, func(tr *outagetest.Tracker) bool { return tr.UsesEtcd }},
-	}
-	for _, p := range phases {
-		if !outagetest.Run(t, p.what, p.srv, trs, p.hits) {
-			break // a storage that did not recover makes the next outage meaningless
-		}
-	}
-	stopAll()
-
-	for _, w := range writers {
-		w.Report(t)
-		w.verifyFresh(t)
-	}
+	outagetest.RidesOut(t, "etcdraft_outage", func(bucketURL, metaURL string, tr *outagetest.Tracker, rng *rand.Rand) outagetest.Subject {
+		return &etcdWriter{Tracker: tr, bucketURL: bucketURL, metaURL: metaURL, rng: rng}
+	})
 }
+
+// Open opens the store under test.
+func (w *etcdWriter) Open(ctx context.Context) error {
+	s, err := etcdraft.Open(ctx, w.bucketURL, w.metaURL, w.options())
+	w.s = s
+	return err
+}
+
+// Close closes the store under test.
+func (w *etcdWriter) Close() error { return w.s.Close() }
 
 // etcdWriter writes a storage continuously the way an etcd raft node
 // persists its Readys: Save of a batch of entries at the end of the log
@@ -110,7 +67,7 @@ func (w *etcdWriter) options() etcdraft.Options {
 	return etcdraft.Options{LogName: "node_" + w.Name, Logger: w.Log}
 }
 
-func (w *etcdWriter) run() {
+func (w *etcdWriter) Run() {
 	tick := time.NewTicker(outagetest.Pace)
 	defer tick.Stop()
 	next, term := uint64(1), uint64(0)
@@ -169,10 +126,10 @@ func (w *etcdWriter) run() {
 	}
 }
 
-// verifyFresh opens the log from a new client (fencing the storage under
+// VerifyFresh opens the log from a new client (fencing the storage under
 // test) and checks every acknowledged entry and the last acknowledged
 // HardState.
-func (w *etcdWriter) verifyFresh(t *testing.T) {
+func (w *etcdWriter) VerifyFresh(t *testing.T) {
 	t.Helper()
 	w.rec.Lock()
 	acked, pending, hs, pendHS := w.rec.acked, w.rec.pending, w.rec.hs, w.rec.pendHS

@@ -125,11 +125,9 @@ type Storage struct {
 		ls     logState
 		last   uint64 // last index; == ls.off when the log holds no entry
 
-		// cache holds the tail of the log: cache[k] has index cacheFirst+k.
-		// Invariant: cacheFirst+len(cache) == last+1 and cacheFirst > ls.off.
-		cache      []cached
-		cacheFirst uint64
-		cacheBytes int64
+		// tail caches the newest entries of the log. Invariant:
+		// tail.First()+tail.Len() == last+1 and tail.First() > ls.off.
+		tail raftlog.Tail[*pb.Entry]
 
 		// rw is a sequence lock for readers going to the WAL: odd while a
 		// mutator replaces entries (TruncateBack for an overwrite, or a
@@ -140,10 +138,8 @@ type Storage struct {
 	}
 }
 
-type cached struct {
-	e    *pb.Entry
-	size uint64 // proto.Size(e)
-}
+// entrySize is the size the tail cache counts an entry at.
+func entrySize(e *pb.Entry) int64 { return int64(proto.Size(e)) }
 
 type snapState struct {
 	rec    snapRecord
@@ -207,6 +203,7 @@ func New(ctx context.Context, client logstore.Client, logName string, opts Optio
 		blobs: client.Blobs(logName), snapPrefix: "snap/",
 		opts: opts, logger: opts.Logger,
 	}
+	s.mu.tail = raftlog.Tail[*pb.Entry]{Max: opts.TailCacheBytes, KeepLast: true}
 	s.mu.rwDone = make(chan struct{})
 	close(s.mu.rwDone)
 	start := time.Now()
@@ -222,12 +219,11 @@ func New(ctx context.Context, client logstore.Client, logName string, opts Optio
 // recovered is the state recovery finds in the log: what the Storage
 // shows once it takes it up.
 type recovered struct {
-	hs         *pb.HardState // nil when none was set
-	snap       snapState
-	ls         logState
-	last       uint64
-	cache      []cached // the tail of the log, ending at last
-	cacheBytes int64
+	hs   *pb.HardState // nil when none was set
+	snap snapState
+	ls   logState
+	last uint64
+	warm []*pb.Entry // the newest entries of the log, ending at last
 	// clean brings the WAL in line with ls and last (finishing an
 	// interrupted compaction or snapshot reset); nil when it already is.
 	clean func(ctx context.Context) error
@@ -312,31 +308,22 @@ func (s *Storage) recoverState(ctx context.Context) (recovered, error) {
 // warmEntries is how many tail entries recovery loads into the cache.
 const warmEntries = 256
 
-// warm loads the tail of r's log into r.cache, within the cache's budget
-// (the last entry is always kept).
+// warm loads up to warmEntries of the newest entries of r's log into
+// r.warm, for the tail cache.
 func (s *Storage) warm(ctx context.Context, r *recovered) error {
 	last := r.last
 	if last == r.ls.off {
 		return nil
 	}
 	from := max(r.ls.off+1, last-min(last, warmEntries-1))
-	r.cache = make([]cached, 0, last-from+1)
+	r.warm = make([]*pb.Entry, 0, last-from+1)
 	for i := from; i <= last; i++ {
 		e, err := s.fetch(ctx, i)
 		if err != nil {
 			return fmt.Errorf("etcdraft: recover: %w", err)
 		}
-		sz := uint64(proto.Size(e))
-		r.cache = append(r.cache, cached{e: e, size: sz})
-		r.cacheBytes += int64(sz)
+		r.warm = append(r.warm, e)
 	}
-	k := 0
-	for r.cacheBytes > s.opts.TailCacheBytes && k < len(r.cache)-1 {
-		r.cacheBytes -= int64(r.cache[k].size)
-		k++
-	}
-	clear(r.cache[:k]) // let the entries be collected
-	r.cache = r.cache[k:]
 	return nil
 }
 
@@ -356,8 +343,9 @@ func (s *Storage) takeUpLocked(ctx context.Context) error {
 		r.snap.data, r.snap.loaded = cur.data, true // the same snapshot: keep its data
 	}
 	s.mu.hs, s.mu.snap, s.mu.ls, s.mu.last = r.hs, r.snap, r.ls, r.last
-	clear(s.mu.cache)
-	s.mu.cache, s.mu.cacheBytes, s.mu.cacheFirst = r.cache, r.cacheBytes, r.last+1-uint64(len(r.cache))
+	first := r.last + 1 - uint64(len(r.warm))
+	s.mu.tail.Reset(first)
+	s.mu.tail.Append(first, r.warm, entrySize)
 	s.endRewriteLocked()
 	s.mu.Unlock()
 	if r.clean != nil {
@@ -553,8 +541,9 @@ func (s *Storage) Term(i uint64) (uint64, error) {
 			t := s.mu.ls.offTerm
 			s.mu.RUnlock()
 			return t, nil
-		case i >= s.mu.cacheFirst:
-			t := s.mu.cache[i-s.mu.cacheFirst].e.GetTerm()
+		case i >= s.mu.tail.First():
+			e, _, _ := s.mu.tail.Get(i)
+			t := e.GetTerm()
 			s.mu.RUnlock()
 			return t, nil
 		}
@@ -633,7 +622,7 @@ func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 				}
 				return []*pb.Entry{}, nil
 			}
-			if s.mu.rw&1 == 1 && lo < s.mu.cacheFirst {
+			if s.mu.rw&1 == 1 && lo < s.mu.tail.First() {
 				done := s.mu.rwDone
 				s.mu.RUnlock()
 				if ctx == nil {
@@ -654,17 +643,17 @@ func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 			s.mu.RUnlock()
 			return out, nil
 		}
-		if i >= s.mu.cacheFirst {
+		if i >= s.mu.tail.First() {
 			for ; i < hi; i++ {
-				c := s.mu.cache[i-s.mu.cacheFirst]
-				if !add(c.e, c.size) {
+				e, size, _ := s.mu.tail.Get(i)
+				if !add(e, uint64(size)) {
 					break
 				}
 			}
 			s.mu.RUnlock()
 			return out, nil
 		}
-		end := min(hi, s.mu.cacheFirst)
+		end := min(hi, s.mu.tail.First())
 		s.mu.RUnlock()
 
 		if ctx == nil {

@@ -103,49 +103,17 @@ func (s *Storage) endRewriteLocked() {
 }
 
 // cacheAppendLocked appends entries last+1, last+2, ... to the view and the
-// tail cache, then trims the cache to its budget. REQUIRES: wmu and mu.
+// tail cache, which keeps its budget (and the last entry). REQUIRES: wmu
+// and mu.
 func (s *Storage) cacheAppendLocked(ents []*pb.Entry) {
-	for _, e := range ents {
-		sz := uint64(proto.Size(e))
-		s.mu.cache = append(s.mu.cache, cached{e: e, size: sz})
-		s.mu.cacheBytes += int64(sz)
-	}
+	s.mu.tail.Append(s.mu.last+1, ents, entrySize)
 	s.mu.last += uint64(len(ents))
-	k := 0
-	for s.mu.cacheBytes > s.opts.TailCacheBytes && k < len(s.mu.cache)-1 {
-		s.mu.cacheBytes -= int64(s.mu.cache[k].size)
-		k++
-	}
-	s.dropCacheFrontLocked(k)
-}
-
-func (s *Storage) dropCacheFrontLocked(k int) {
-	if k == 0 {
-		return
-	}
-	clear(s.mu.cache[:k]) // let the entries be collected
-	s.mu.cache = s.mu.cache[k:]
-	s.mu.cacheFirst += uint64(k)
 }
 
 // truncateLocked sets the last index to newLast <= last. REQUIRES: wmu, mu.
 func (s *Storage) truncateLocked(newLast uint64) {
 	s.mu.last = newLast
-	if s.mu.cacheFirst > newLast {
-		s.resetCacheLocked(newLast + 1)
-		return
-	}
-	n := int(newLast + 1 - s.mu.cacheFirst)
-	for _, c := range s.mu.cache[n:] {
-		s.mu.cacheBytes -= int64(c.size)
-	}
-	clear(s.mu.cache[n:])
-	s.mu.cache = s.mu.cache[:n]
-}
-
-func (s *Storage) resetCacheLocked(first uint64) {
-	clear(s.mu.cache)
-	s.mu.cache, s.mu.cacheBytes, s.mu.cacheFirst = s.mu.cache[:0], 0, first
+	s.mu.tail.TruncateFrom(newLast + 1)
 }
 
 // termLocked returns the term of entry i in [off, last]. REQUIRES: wmu.
@@ -153,8 +121,9 @@ func (s *Storage) termLocked(ctx context.Context, i uint64) (uint64, error) {
 	switch {
 	case i == s.mu.ls.off:
 		return s.mu.ls.offTerm, nil
-	case i >= s.mu.cacheFirst:
-		return s.mu.cache[i-s.mu.cacheFirst].e.GetTerm(), nil
+	case i >= s.mu.tail.First():
+		e, _, _ := s.mu.tail.Get(i)
+		return e.GetTerm(), nil
 	}
 	e, err := s.fetch(ctx, i)
 	if err != nil && retryableRead(err) || errors.Is(err, context.DeadlineExceeded) {
@@ -356,13 +325,7 @@ func (s *Storage) Compact(compactIndex uint64) error {
 	}
 	s.mu.Lock()
 	s.mu.ls = ls
-	if s.mu.cacheFirst <= compactIndex {
-		s.dropCacheFrontLocked(int(compactIndex + 1 - s.mu.cacheFirst))
-		s.mu.cacheBytes = 0
-		for _, c := range s.mu.cache {
-			s.mu.cacheBytes += int64(c.size)
-		}
-	}
+	s.mu.tail.DropBelow(compactIndex + 1)
 	s.mu.Unlock()
 	// Past the last index this empties the WAL; the next append then starts
 	// it at compactIndex+1.
@@ -505,7 +468,7 @@ func (s *Storage) applySnapshotLocked(ctx context.Context, snap *pb.Snapshot, hs
 		s.mu.snap = snapState{rec: rec, data: snap.Data, loaded: true}
 		s.mu.ls = ls
 		s.mu.last = ls.off
-		s.resetCacheLocked(ls.off + 1)
+		s.mu.tail.Reset(ls.off + 1)
 		if hs != nil {
 			s.mu.hs = proto.CloneOf(hs)
 		}

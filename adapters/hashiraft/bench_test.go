@@ -2,20 +2,19 @@ package hashiraft_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"slices"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/woodpecker-wal/woodpecker/adapters/hashiraft"
+	"github.com/woodpecker-wal/woodpecker/internal/raftbench"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/teststores"
 	"github.com/woodpecker-wal/woodpecker/meta"
-	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
 	"github.com/woodpecker-wal/woodpecker/objstore"
-	"github.com/woodpecker-wal/woodpecker/objstore/s3"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -24,15 +23,17 @@ import (
 //   - StoreLogs/<backend>/<entries>x<size>: one synchronous StoreLogs call
 //     of 1 or 64 entries (raft's MaxAppendEntries default) of 128 B or
 //     4 KiB, back to back, as the leader's main goroutine and a follower's
-//     AppendEntries handler do. Reports per-call p50/p99 latency, entries/s,
-//     and payload MB/s. Each call costs at least one fragment PUT (fsync for
-//     file).
+//     AppendEntries handler do (raftbench.StoreLogs, the loop the bench
+//     module runs on raft-wal and raft-boltdb). Reports per-call p50/p99
+//     latency, entries/s, and payload MB/s. Each call costs at least one
+//     fragment PUT (fsync for file).
 //   - GetLog/<backend>/hot: random GetLog over the last 10k entries, which
 //     the tail cache holds (replication and apply); fragcache: the same
 //     with the tail cache off, served by the WAL's fragment cache.
 //   - GetLog/<backend>/cold: GetLog front to back on a fresh client (empty
-//     cache) over 2000 entries written 64 per call, as NewRaft's startup scan
-//     reads them: one GET per fragment, with the WAL's prefetch.
+//     cache) over 2048 entries written 64 per call, as NewRaft's startup scan
+//     reads them: one GET per fragment, with the WAL's prefetch
+//     (raftbench.ScanCold; the untimed reopen is reported as open-µs).
 //
 // Backends: file (fsync on every write; metadata in the same directory) and
 // versitygw (child process, signed payloads, no fsync; metadata in an
@@ -43,30 +44,14 @@ type benchBackend struct {
 	stores func(b *testing.B) (objstore.Bucket, meta.Store)
 }
 
+// benchBackends lists the backends; the servers start on first use and
+// live as long as top.
 func benchBackends(top *testing.B) []benchBackend {
-	var (
-		vgw  *testserver.S3Server
-		etcd *testserver.EtcdServer
-		n    int
-	)
+	srv := testserver.NewServers(top)
 	return []benchBackend{
-		{name: "file", stores: func(b *testing.B) (objstore.Bucket, meta.Store) { return fileStores(b) }},
+		{name: "file", stores: func(b *testing.B) (objstore.Bucket, meta.Store) { return teststores.File(b) }},
 		{name: "versitygw", stores: func(b *testing.B) (objstore.Bucket, meta.Store) {
-			if vgw == nil {
-				vgw, etcd = testserver.Versitygw(top), testserver.Etcd(top)
-			}
-			n++
-			bk, err := s3.New(context.Background(), vgw.Config(vgw.NewBucket(b), ""))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { bk.Close() })
-			m, err := etcdmeta.New(context.Background(), etcd.Config(fmt.Sprintf("hbench%d", n)))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { m.Close() })
-			return bk, m
+			return srv.Versitygw().OpenBucket(b, ""), srv.Etcd().OpenMeta(b)
 		}},
 	}
 }
@@ -81,32 +66,11 @@ func benchStoreOpts(b *testing.B, bk objstore.Bucket, m meta.Store, opts hashira
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := hashiraft.New(context.Background(), c, "raft", opts)
+	s, err := hashiraft.New(context.Background(), c.LogStore(), "raft", opts)
 	if err != nil {
 		b.Fatal(err)
 	}
 	return c, s
-}
-
-func benchLogs(first uint64, n, size int) []*raft.Log {
-	out := make([]*raft.Log, n)
-	for k := range out {
-		data := make([]byte, size)
-		for i := range data {
-			data[i] = byte(i + k)
-		}
-		out[k] = &raft.Log{Index: first + uint64(k), Term: 1, Type: raft.LogCommand, Data: data, AppendedAt: time.Now()}
-	}
-	return out
-}
-
-func reportLatency(b *testing.B, lat []time.Duration) {
-	if len(lat) == 0 {
-		return
-	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-us")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-us")
 }
 
 func BenchmarkStoreLogs(b *testing.B) {
@@ -119,26 +83,7 @@ func BenchmarkStoreLogs(b *testing.B) {
 					c, s := benchStore(b, bk, m)
 					defer c.Close()
 					defer s.Close()
-					next := uint64(1)
-					batch := benchLogs(1, n, size)
-					lat := make([]time.Duration, 0, b.N)
-					b.SetBytes(int64(n * size))
-					b.ReportAllocs()
-					b.ResetTimer()
-					for range b.N {
-						for k, l := range batch {
-							l.Index = next + uint64(k)
-						}
-						t0 := time.Now()
-						if err := s.StoreLogs(batch); err != nil {
-							b.Fatal(err)
-						}
-						lat = append(lat, time.Since(t0))
-						next += uint64(n)
-					}
-					b.StopTimer()
-					b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "entries/s")
-					reportLatency(b, lat)
+					raftbench.StoreLogs(b, s, n, size)
 				})
 			}
 		}
@@ -156,12 +101,7 @@ func BenchmarkGetLog(b *testing.B) {
 				c, s := benchStoreOpts(b, bk, m, hashiraft.Options{TailCacheBytes: v.tail})
 				defer c.Close()
 				defer s.Close()
-				const n = 10_000
-				for i := uint64(1); i <= n; i += 64 {
-					if err := s.StoreLogs(benchLogs(i, 64, 128)); err != nil {
-						b.Fatal(err)
-					}
-				}
+				raftbench.Fill(b, s, 10_000, 128)
 				last, _ := s.LastIndex()
 				var l raft.Log
 				b.ReportAllocs()
@@ -179,31 +119,13 @@ func BenchmarkGetLog(b *testing.B) {
 			bk, m := be.stores(b)
 			c, s := benchStore(b, bk, m)
 			const n = 2048
-			for i := uint64(1); i <= n; i += 64 {
-				if err := s.StoreLogs(benchLogs(i, 64, 128)); err != nil {
-					b.Fatal(err)
-				}
-			}
+			raftbench.Fill(b, s, n, 128)
 			s.Close()
 			c.Close()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				b.StopTimer()
+			raftbench.ScanCold(b, n, func() (raft.LogStore, func() error, error) {
 				c, s := benchStore(b, bk, m) // a restarted node: empty cache
-				b.StartTimer()
-				var l raft.Log
-				for i := uint64(1); i <= n; i++ {
-					if err := s.GetLog(i, &l); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.StopTimer()
-				s.Close()
-				c.Close()
-				b.StartTimer()
-			}
-			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "entries/s")
+				return s, func() error { return errors.Join(s.Close(), c.Close()) }, nil
+			})
 		})
 	}
 }

@@ -147,7 +147,7 @@ type Store struct {
 	snaps *SnapshotStore
 
 	staged atomic.Uint64 // commit index for the next StoreLogs
-	tail   tailCache     // recent entries, encoded
+	tail   *tailCache    // recent entries, encoded
 
 	// Index bounds as of the last completed mutation (0, 0 when empty),
 	// readable without waiting for one in progress.
@@ -223,7 +223,7 @@ func New(ctx context.Context, c logstore.Client, logName string, opts Options) (
 		return nil, err
 	}
 	s := &Store{c: c, name: name, opts: opts, lg: opts.Logger, log: l, snaps: snaps}
-	s.tail.max = opts.TailCacheBytes
+	s.tail = newTailCache(opts.TailCacheBytes)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w, err := l.OpenWriter(ctx) // the only unconditional takeover: see writerLocked

@@ -6,7 +6,7 @@ import (
 )
 
 func TestTailCache(t *testing.T) {
-	c := tailCache{max: 100}
+	c := newTailCache(100)
 	ents := func(first, n uint64) [][]byte {
 		var out [][]byte
 		for i := first; i < first+n; i++ {
@@ -30,8 +30,8 @@ func TestTailCache(t *testing.T) {
 	want(13, false)
 	want(14, true)
 	want(24, true)
-	if c.bytes > c.max {
-		t.Fatalf("%d bytes cached, budget %d", c.bytes, c.max)
+	if c.c.Bytes() > c.c.Max {
+		t.Fatalf("%d bytes cached, budget %d", c.c.Bytes(), c.c.Max)
 	}
 	c.dropFrom(20)
 	want(19, true)

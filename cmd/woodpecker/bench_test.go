@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/woodpecker-wal/woodpecker/internal/benchharness"
 )
 
 // TestBenchQuick runs `woodpecker bench --quick` against a temporary file
@@ -58,7 +60,7 @@ func TestBenchQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var res benchResults
+	var res benchharness.Results
 	if err := json.Unmarshal(js, &res); err != nil {
 		t.Fatalf("results.json: %v", err)
 	}
@@ -90,28 +92,5 @@ func TestBenchQuick(t *testing.T) {
 	})
 	if len(left) > 0 {
 		t.Errorf("the run left %d objects in the bucket, e.g. %s", len(left), left[0])
-	}
-}
-
-func TestParseLatency(t *testing.T) {
-	for _, tc := range []struct {
-		in           string
-		base, jitter string
-		bad          bool
-	}{
-		{"", "0s", "0s", false},
-		{"5ms", "5ms", "0s", false},
-		{"20ms-60ms", "20ms", "40ms", false},
-		{"60ms-20ms", "", "", true},
-		{"fast", "", "", true},
-	} {
-		b, j, err := parseLatency(tc.in)
-		if (err != nil) != tc.bad {
-			t.Errorf("parseLatency(%q) error = %v, want error %v", tc.in, err, tc.bad)
-			continue
-		}
-		if !tc.bad && (b.String() != tc.base || j.String() != tc.jitter) {
-			t.Errorf("parseLatency(%q) = %v, %v; want %s, %s", tc.in, b, j, tc.base, tc.jitter)
-		}
 	}
 }

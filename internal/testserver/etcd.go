@@ -1,6 +1,10 @@
 // Package testserver starts real servers for tests, in process where
-// possible: an embedded etcd (Etcd) and S3-compatible servers. They listen
-// on 127.0.0.1 only and are torn down by t.Cleanup.
+// possible: an embedded etcd (Etcd) and S3-compatible servers (Versitygw,
+// FakeS3). They listen on 127.0.0.1 only and are torn down by t.Cleanup.
+// It is the one way tests, benchmarks, the bench module and the woodpecker
+// bench command get a real store: Servers shares one server of each kind
+// between sub-benchmarks, OpenBucket and OpenMeta open fresh stores on a
+// server, and ProgramTB runs all of it outside a test.
 package testserver
 
 import (
@@ -43,19 +47,13 @@ type EtcdServer struct {
 	clientAddr string // host:port the client listener is bound to
 	peerAddr   string // host:port the peer listener is bound to
 
+	run running // e.Close of the running server
+
 	mu struct {
 		sync.Mutex
-		user, pass string      // set by EnableAuth; guarded by mu
-		e          *embed.Etcd // the running server; nil while stopped
+		user, pass string // set by EnableAuth; guarded by mu
 	}
 }
-
-// etcdRestartAttempts and etcdRestartBackoff bound Restart's retries of a
-// port that is briefly taken.
-const (
-	etcdRestartAttempts = 10
-	etcdRestartBackoff  = 100 * time.Millisecond
-)
 
 // etcdConfig is the server's configuration, listening on clientAddr and
 // peerAddr ("127.0.0.1:0" binds free ports). The advertised URLs stay
@@ -81,15 +79,12 @@ func etcdConfig(dir, clientAddr, peerAddr string) *embed.Config {
 	return cfg
 }
 
-// errEtcdPortClash marks a start that failed because a port was taken.
-var errEtcdPortClash = errors.New("port already in use")
-
 // startEtcd starts a server with cfg and waits until it serves.
 func startEtcd(cfg *embed.Config) (*embed.Etcd, error) {
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use") {
-			return nil, fmt.Errorf("%w: %v", errEtcdPortClash, err)
+			return nil, fmt.Errorf("%w: %v", errPortClash, err)
 		}
 		return nil, err
 	}
@@ -121,7 +116,7 @@ func Etcd(t testing.TB) *EtcdServer {
 		clientAddr: e.Clients[0].Addr().String(),
 		peerAddr:   e.Peers[0].Addr().String(),
 	}
-	s.mu.e = e
+	s.run.set(e.Close)
 	t.Cleanup(s.Stop)
 	return s
 }
@@ -131,22 +126,10 @@ func Etcd(t testing.TB) *EtcdServer {
 // elections) to finish, then closes every connection. Its data stays for
 // Restart. It is a no-op when the server is stopped, and safe to call from
 // any goroutine.
-func (s *EtcdServer) Stop() {
-	s.mu.Lock()
-	e := s.mu.e
-	s.mu.e = nil
-	s.mu.Unlock()
-	if e != nil {
-		e.Close()
-	}
-}
+func (s *EtcdServer) Stop() { s.run.down() }
 
 // Running reports whether the server is up (not stopped).
-func (s *EtcdServer) Running() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.mu.e != nil
-}
+func (s *EtcdServer) Running() bool { return s.run.up() }
 
 // Restart starts the server again with the same data directory and the
 // same client and peer addresses (stopping it first if it is running), and
@@ -156,23 +139,13 @@ func (s *EtcdServer) Running() bool {
 // goroutine.
 func (s *EtcdServer) Restart(t testing.TB) {
 	t.Helper()
-	s.Stop()
-	var err error
-	for attempt := 1; attempt <= etcdRestartAttempts; attempt++ {
-		var e *embed.Etcd
-		e, err = startEtcd(etcdConfig(s.dir, s.clientAddr, s.peerAddr))
+	s.run.restart(t, "embedded etcd: restart on "+s.clientAddr, func(int) error {
+		e, err := startEtcd(etcdConfig(s.dir, s.clientAddr, s.peerAddr))
 		if err == nil {
-			s.mu.Lock()
-			s.mu.e = e
-			s.mu.Unlock()
-			return
+			s.run.set(e.Close)
 		}
-		if !errors.Is(err, errEtcdPortClash) {
-			break
-		}
-		time.Sleep(time.Duration(attempt) * etcdRestartBackoff)
-	}
-	t.Fatalf("testserver: embedded etcd: restart on %s: %v", s.clientAddr, err)
+		return err
+	})
 }
 
 func (s *EtcdServer) creds() (user, pass string) {
@@ -208,6 +181,22 @@ func (s *EtcdServer) URL(prefix string) string {
 		u.User = url.UserPassword(user, pass)
 	}
 	return u.String()
+}
+
+// NewPrefix returns a fresh deployment prefix, so that stores sharing the
+// server see none of each other's records.
+func (s *EtcdServer) NewPrefix() string { return "wp-" + randHex(6) }
+
+// OpenMeta opens a metadata store on a fresh prefix (NewPrefix), closed on
+// t's cleanup.
+func (s *EtcdServer) OpenMeta(t testing.TB) *etcdmeta.Store {
+	t.Helper()
+	m, err := etcdmeta.New(context.Background(), s.Config(s.NewPrefix()))
+	if err != nil {
+		t.Fatalf("testserver: embedded etcd: open metadata store: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
 }
 
 // Config returns a etcdmeta.Config for the server with the given deployment

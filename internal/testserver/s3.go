@@ -1,10 +1,7 @@
 package testserver
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -57,14 +53,10 @@ type S3Server struct {
 	// Restart.
 	Pid int
 
-	stderr  *s3SyncBuffer // versitygw's output across restarts, for failure messages
-	bin     string        // the versitygw binary
-	handler http.Handler  // gofakes3's handler, holding its objects across restarts
-
-	mu struct {
-		sync.Mutex
-		stop func() // stops the running server and waits for it; nil while stopped
-	}
+	stderr  *SyncBuffer  // versitygw's output across restarts, for failure messages
+	bin     string       // the versitygw binary
+	handler http.Handler // gofakes3's handler, holding its objects across restarts
+	run     running
 }
 
 // Output returns what versitygw printed so far (empty for gofakes3).
@@ -78,7 +70,7 @@ func (s *S3Server) Output() string {
 // NewBucket creates a fresh, randomly named bucket and returns its name.
 func (s *S3Server) NewBucket(t testing.TB) string {
 	t.Helper()
-	name := "wp-" + s3RandHex(8)
+	name := "wp-" + randHex(8)
 	c, err := minio.New(s.Endpoint, &minio.Options{
 		Creds:        credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
 		BucketLookup: minio.BucketLookupPath,
@@ -93,6 +85,18 @@ func (s *S3Server) NewBucket(t testing.TB) string {
 		t.Fatalf("testserver: %s: make bucket %s: %v%s", s.Kind, name, err, s.outputSuffix())
 	}
 	return name
+}
+
+// OpenBucket opens a client of a fresh bucket (NewBucket) with the given
+// key prefix, closed on t's cleanup.
+func (s *S3Server) OpenBucket(t testing.TB, prefix string) *s3store.Bucket {
+	t.Helper()
+	b, err := s3store.New(context.Background(), s.Config(s.NewBucket(t), prefix))
+	if err != nil {
+		t.Fatalf("testserver: %s: open bucket: %v", s.Kind, err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
 }
 
 // Config returns an objstore configuration for bucket (and key prefix) on
@@ -145,13 +149,13 @@ func FakeS3(t testing.TB) *S3Server {
 	t.Helper()
 	s := &S3Server{
 		AccessKey: "fakeaccess",
-		SecretKey: "fakesecret" + s3RandHex(8),
+		SecretKey: "fakesecret" + randHex(8),
 		Kind:      KindGofakes3,
 		handler:   gofakes3.New(s3mem.New()).Server(),
 	}
 	ts := httptest.NewServer(s.handler)
 	s.Endpoint = strings.TrimPrefix(ts.URL, "http://")
-	s.setStop(ts.Close)
+	s.run.set(ts.Close)
 	t.Cleanup(s.Stop)
 	return s
 }
@@ -162,37 +166,10 @@ func FakeS3(t testing.TB) *S3Server {
 // objects stay (in Dir, or in memory) for Restart. Stop returns once the
 // port refuses connections. It is a no-op when the server is stopped, and
 // safe to call from any goroutine.
-func (s *S3Server) Stop() {
-	s.mu.Lock()
-	stop := s.mu.stop
-	s.mu.stop = nil
-	s.mu.Unlock()
-	if stop != nil {
-		stop()
-	}
-}
+func (s *S3Server) Stop() { s.run.down() }
 
 // Running reports whether the server is up (not stopped).
-func (s *S3Server) Running() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.mu.stop != nil
-}
-
-func (s *S3Server) setStop(stop func()) {
-	s.mu.Lock()
-	s.mu.stop = stop
-	s.mu.Unlock()
-}
-
-// s3RestartAttempts and s3RestartBackoff bound Restart's retries of a port
-// that is briefly taken (by a connection attempt of a client that happened
-// to get it as its local port, or the killed process's socket not yet
-// released).
-const (
-	s3RestartAttempts = 10
-	s3RestartBackoff  = 100 * time.Millisecond
-)
+func (s *S3Server) Running() bool { return s.run.up() }
 
 // Restart starts the server again on the same Endpoint with the same
 // objects and credentials (stopping it first if it is running), and waits
@@ -201,31 +178,20 @@ const (
 // goroutine.
 func (s *S3Server) Restart(t testing.TB) {
 	t.Helper()
-	s.Stop()
-	var err error
-	for attempt := 1; attempt <= s3RestartAttempts; attempt++ {
+	s.run.restart(t, s.Kind+": restart on "+s.Endpoint, func(attempt int) error {
 		if s.Kind == KindVersitygw {
 			fmt.Fprintf(s.stderr, "--- testserver: restarting versitygw on %s (attempt %d) ---\n", s.Endpoint, attempt)
-			err = s.startVersitygw(s.Endpoint)
-		} else {
-			err = s.startFake()
+			return s.startVersitygw(s.Endpoint)
 		}
-		if err == nil {
-			return
-		}
-		if !errors.Is(err, errS3PortClash) {
-			break
-		}
-		time.Sleep(time.Duration(attempt) * s3RestartBackoff)
-	}
-	t.Fatalf("testserver: %s: restart on %s: %v", s.Kind, s.Endpoint, err)
+		return s.startFake()
+	})
 }
 
 func (s *S3Server) startFake() error {
 	ln, err := net.Listen("tcp", s.Endpoint)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("%w: %s: %v", errS3PortClash, s.Endpoint, err)
+			return fmt.Errorf("%w: %s: %v", errPortClash, s.Endpoint, err)
 		}
 		return err
 	}
@@ -233,7 +199,7 @@ func (s *S3Server) startFake() error {
 	ts.Listener.Close()
 	ts.Listener = ln
 	ts.Start()
-	s.setStop(ts.Close)
+	s.run.set(ts.Close)
 	return nil
 }
 
@@ -248,17 +214,17 @@ func (s *S3Server) startFake() error {
 func Versitygw(t testing.TB) *S3Server {
 	t.Helper()
 	s := &S3Server{
-		AccessKey: "wpaccess" + s3RandHex(4),
-		SecretKey: "wpsecret" + s3RandHex(12),
+		AccessKey: "wpaccess" + randHex(4),
+		SecretKey: "wpsecret" + randHex(12),
 		Dir:       t.TempDir(),
 		Kind:      KindVersitygw,
 		bin:       VersitygwBinary(t),
-		stderr:    &s3SyncBuffer{},
+		stderr:    &SyncBuffer{},
 	}
 	t.Cleanup(func() {
 		s.Stop()
-		if t.Failed() && s.stderr.Len() > 0 {
-			t.Logf("versitygw output:\n%s", s.stderr.String())
+		if out := s.stderr.String(); t.Failed() && out != "" {
+			t.Logf("versitygw output:\n%s", out)
 		}
 	})
 	var lastErr error
@@ -274,7 +240,7 @@ func Versitygw(t testing.TB) *S3Server {
 			return s
 		}
 		lastErr = err
-		if !errors.Is(err, errS3PortClash) {
+		if !errors.Is(err, errPortClash) {
 			break
 		}
 	}
@@ -282,11 +248,9 @@ func Versitygw(t testing.TB) *S3Server {
 	return nil
 }
 
-var errS3PortClash = errors.New("port already in use")
-
 // startVersitygw starts versitygw on addr and waits until it serves.
 func (s *S3Server) startVersitygw(addr string) error {
-	out := &s3SyncBuffer{} // this process's output; s.stderr gets all of them
+	out := &SyncBuffer{} // this process's output; s.stderr gets all of them
 	w := io.MultiWriter(out, s.stderr)
 	// Without --keep-alive (versitygw closes each connection after one
 	// request): with it, v1.8.0 leaves the unread body of a PUT it refused
@@ -325,7 +289,7 @@ func (s *S3Server) startVersitygw(addr string) error {
 		case <-exited:
 			msg := out.String()
 			if strings.Contains(msg, "address already in use") {
-				return fmt.Errorf("%w: %s", errS3PortClash, addr)
+				return fmt.Errorf("%w: %s", errPortClash, addr)
 			}
 			return fmt.Errorf("exited before it was ready (%v)\noutput:\n%s", waitErr, msg)
 		default:
@@ -347,7 +311,7 @@ func (s *S3Server) startVersitygw(addr string) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	s.Pid = cmd.Process.Pid
-	s.setStop(kill)
+	s.run.set(kill)
 	return nil
 }
 
@@ -375,7 +339,7 @@ func VersitygwBinary(t testing.TB) string {
 		}
 		return p
 	}
-	root, err := s3ModuleRoot()
+	root, err := moduleRoot()
 	if err != nil {
 		t.Fatalf("testserver: versitygw: %v", err)
 	}
@@ -422,24 +386,6 @@ func s3Executable(p string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
-// s3ModuleRoot walks up from the working directory to the directory holding go.mod.
-func s3ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
 // s3FreePort returns a port that was free a moment ago.
 func s3FreePort() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -449,35 +395,4 @@ func s3FreePort() (string, error) {
 	defer l.Close()
 	_, port, err := net.SplitHostPort(l.Addr().String())
 	return port, err
-}
-
-func s3RandHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// s3SyncBuffer is a bytes.Buffer safe for a writing child process and a
-// reading test.
-type s3SyncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *s3SyncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *s3SyncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *s3SyncBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Len()
 }

@@ -4,7 +4,8 @@
 //   - failures before a request lands (FailNth, FailRate),
 //   - ambiguous successes: the write lands but the caller sees an error, as
 //     when a PUT's reply is lost (AmbiguousNth, AmbiguousRate),
-//   - latency (SetLatency), to emulate remote stores in benchmarks,
+//   - latency (SetLatency), to emulate remote stores in benchmarks (there
+//     on a WrapUntracked bucket, which keeps no crash view),
 //   - a crash view (CrashView): a new bucket holding what a crash of the
 //     caller's process leaves in the bucket — every write that landed
 //     (acknowledged ones and ambiguous successes), and a seeded random choice
@@ -26,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/mem"
 )
@@ -88,8 +90,9 @@ type rule struct {
 // Bucket is a fault-injecting objstore.Bucket (and CASBucket when the wrapped
 // bucket is one).
 type Bucket struct {
-	inner   objstore.Bucket
-	copyErr error // copying the initial contents failed; CrashView reports it
+	inner     objstore.Bucket
+	copyErr   error // copying the initial contents failed; CrashView reports it
+	untracked bool  // WrapUntracked: no crash view, writes pass through uncopied
 
 	mu struct {
 		sync.Mutex
@@ -119,15 +122,31 @@ var _ objstore.CASBucket = (*Bucket)(nil)
 // from seed. The crash view starts from b's current contents, which Wrap
 // copies into memory (cheaply when b is an *mem.Bucket).
 func Wrap(b objstore.Bucket, seed uint64) *Bucket {
-	f := &Bucket{inner: b}
-	f.mu.rng = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	f.mu.calls = make(map[Op]int)
-	f.mu.maybe = make(map[uint64]pendingWrite)
+	f := newBucket(b, seed)
 	if m, ok := b.(*mem.Bucket); ok {
 		f.mu.landed = m.Clone()
 	} else {
 		f.mu.landed, f.copyErr = copyToMem(b)
 	}
+	return f
+}
+
+// WrapUntracked is Wrap without the crash view: it copies nothing, neither
+// b's contents nor the writes made through it, so it adds no memory and no
+// copying to a request, and CrashView fails. Benchmarks use it to emulate a
+// remote store's latency (SetLatency) on a local one without distorting
+// throughput or peak RSS; the fault rules and Calls work as with Wrap.
+func WrapUntracked(b objstore.Bucket, seed uint64) *Bucket {
+	f := newBucket(b, seed)
+	f.untracked = true
+	return f
+}
+
+func newBucket(b objstore.Bucket, seed uint64) *Bucket {
+	f := &Bucket{inner: b}
+	f.mu.rng = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	f.mu.calls = make(map[Op]int)
+	f.mu.maybe = make(map[uint64]pendingWrite)
 	return f
 }
 
@@ -247,18 +266,13 @@ func (f *Bucket) decide(op Op, key string) (Action, time.Duration) {
 	return act, delay
 }
 
+// sleep waits out an injected delay; no delay returns at once, whatever
+// ctx's state (the wrapped bucket decides what a done ctx means).
 func sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return nil
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return retry.Sleep(ctx, d)
 }
 
 func injected(op Op, key string, ambiguous bool) error {
@@ -289,6 +303,13 @@ func (f *Bucket) write(ctx context.Context, w pendingWrite, do func() (objstore.
 	}
 	if act == Fail {
 		return objstore.ObjectInfo{}, injected(w.op, w.key, false)
+	}
+	if f.untracked {
+		info, err := do()
+		if err == nil && act == Ambiguous {
+			return objstore.ObjectInfo{}, injected(w.op, w.key, true)
+		}
+		return info, err
 	}
 	f.mu.Lock()
 	f.mu.nextID++
@@ -350,6 +371,9 @@ func (f *Bucket) applyLocked(m *mem.Bucket, w pendingWrite, acked bool) {
 // Completion order stands in for the order the store applied writes; tests
 // that race unconditional writes to one key should not rely on the view.
 func (f *Bucket) CrashView() (*mem.Bucket, error) {
+	if f.untracked {
+		return nil, errors.New("fault: CrashView of a WrapUntracked bucket, which keeps no copy of the writes")
+	}
 	if f.copyErr != nil {
 		return nil, f.copyErr
 	}
@@ -403,12 +427,17 @@ func (f *Bucket) List(ctx context.Context, opts objstore.ListOptions) ([]objstor
 
 // PutIfAbsent implements objstore.Bucket.
 func (f *Bucket) PutIfAbsent(ctx context.Context, key string, data []byte) (objstore.ObjectInfo, error) {
-	w := pendingWrite{op: OpPutIfAbsent, key: key, data: bytes.Clone(data)}
+	w := pendingWrite{op: OpPutIfAbsent, key: key, data: f.keep(data)}
 	return f.write(ctx, w, func() (objstore.ObjectInfo, error) { return f.inner.PutIfAbsent(ctx, key, data) })
 }
 
-// Put implements objstore.Bucket. The wrapper buffers r in memory.
+// Put implements objstore.Bucket. The wrapper buffers r in memory (unless
+// untracked).
 func (f *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64) (objstore.ObjectInfo, error) {
+	if f.untracked {
+		w := pendingWrite{op: OpPut, key: key}
+		return f.write(ctx, w, func() (objstore.ObjectInfo, error) { return f.inner.Put(ctx, key, r, size) })
+	}
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return objstore.ObjectInfo{}, err
@@ -426,8 +455,17 @@ func (f *Bucket) PutIfMatch(ctx context.Context, key string, data []byte, etag s
 	if !ok {
 		return objstore.ObjectInfo{}, fmt.Errorf("fault: wrapped %T does not support PutIfMatch", f.inner)
 	}
-	w := pendingWrite{op: OpPutIfMatch, key: key, data: bytes.Clone(data), etag: etag}
+	w := pendingWrite{op: OpPutIfMatch, key: key, data: f.keep(data), etag: etag}
 	return f.write(ctx, w, func() (objstore.ObjectInfo, error) { return cb.PutIfMatch(ctx, key, data, etag) })
+}
+
+// keep returns the copy of data a write records for the crash view (nil
+// when untracked).
+func (f *Bucket) keep(data []byte) []byte {
+	if f.untracked {
+		return nil
+	}
+	return bytes.Clone(data)
 }
 
 // Delete implements objstore.Bucket.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,9 +16,41 @@ import (
 	"github.com/woodpecker-wal/woodpecker/objstore/mem"
 )
 
-// With no faults configured the wrapper is a conforming bucket.
+// With no faults configured the wrapper is a conforming bucket, tracked or
+// not.
 func TestTransparentConformance(t *testing.T) {
 	bucketsuite.TestBucket(t, func(t testing.TB) objstore.Bucket { return fault.Wrap(mem.New(), 1) }, conformance.Options{Checks: 50})
+}
+
+func TestUntrackedConformance(t *testing.T) {
+	bucketsuite.TestBucket(t, func(t testing.TB) objstore.Bucket { return fault.WrapUntracked(mem.New(), 1) }, conformance.Options{Checks: 50})
+}
+
+// An untracked wrapper delays, injects and counts like a tracked one, but
+// has no crash view.
+func TestUntracked(t *testing.T) {
+	ctx := context.Background()
+	inner := mem.New()
+	f := fault.WrapUntracked(inner, 1)
+	if _, err := f.CrashView(); err == nil {
+		t.Fatal("CrashView of an untracked wrapper succeeded")
+	}
+	f.AmbiguousNth(fault.OpPutIfAbsent, 1)
+	if _, err := f.PutIfAbsent(ctx, "k", []byte("x")); !errors.Is(err, fault.ErrInjected) || !exists(t, inner, "k") {
+		t.Fatalf("ambiguous write: %v (landed: %v)", err, exists(t, inner, "k"))
+	}
+	f.FailNth(fault.OpPut, 1)
+	if _, err := f.Put(ctx, "p", strings.NewReader("y"), 1); !errors.Is(err, fault.ErrInjected) || exists(t, inner, "p") {
+		t.Fatalf("failed Put: %v", err)
+	}
+	f.SetLatency(10*time.Millisecond, 5*time.Millisecond)
+	start := time.Now()
+	if _, err := f.Put(ctx, "p", strings.NewReader("y"), 1); err != nil || time.Since(start) < 10*time.Millisecond {
+		t.Fatalf("Put with latency: %v after %v", err, time.Since(start))
+	}
+	if got := f.Calls(fault.OpPutIfAbsent | fault.OpPut); got != 3 {
+		t.Fatalf("Calls = %d, want 3", got)
+	}
 }
 
 func exists(t *testing.T, b objstore.Bucket, key string) bool {

@@ -6,17 +6,13 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
+	"github.com/woodpecker-wal/woodpecker/internal/latency"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	filestore "github.com/woodpecker-wal/woodpecker/objstore/file"
 	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
-	s3store "github.com/woodpecker-wal/woodpecker/objstore/s3"
 )
 
 // The raw limits of each backend, which the WAL's throughput and latency are
@@ -51,17 +47,11 @@ type s3BenchBackend struct {
 	open func(b *testing.B) objstore.Bucket
 }
 
-// s3BenchBackends lists the backends; the S3 servers start on first use and
-// live as long as top (one server per top-level benchmark).
+// s3BenchBackends lists the backends (closed on b's cleanup); the S3
+// servers start on first use and live as long as top (one server per
+// top-level benchmark).
 func s3BenchBackends(top *testing.B) []s3BenchBackend {
-	var vgw, fake *testserver.S3Server
-	openS3 := func(b *testing.B, s *testserver.S3Server) objstore.Bucket {
-		bk, err := s3store.New(context.Background(), s.Config(s.NewBucket(b), "bench"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		return bk
-	}
+	srv := testserver.NewServers(top)
 	return []s3BenchBackend{
 		{"mem", func(*testing.B) objstore.Bucket { return objmem.New() }},
 		{"file", func(b *testing.B) objstore.Bucket {
@@ -69,20 +59,11 @@ func s3BenchBackends(top *testing.B) []s3BenchBackend {
 			if err != nil {
 				b.Fatal(err)
 			}
+			b.Cleanup(func() { fb.Close() })
 			return fb
 		}},
-		{"s3-versitygw", func(b *testing.B) objstore.Bucket {
-			if vgw == nil {
-				vgw = testserver.Versitygw(top)
-			}
-			return openS3(b, vgw)
-		}},
-		{"s3-gofakes3", func(b *testing.B) objstore.Bucket {
-			if fake == nil {
-				fake = testserver.FakeS3(top)
-			}
-			return openS3(b, fake)
-		}},
+		{"s3-versitygw", func(b *testing.B) objstore.Bucket { return srv.Versitygw().OpenBucket(b, "bench") }},
+		{"s3-gofakes3", func(b *testing.B) objstore.Bucket { return srv.FakeS3().OpenBucket(b, "bench") }},
 	}
 }
 
@@ -129,7 +110,6 @@ func s3BenchEach(b *testing.B, fn func(b *testing.B, bk objstore.Bucket, data []
 	for _, be := range s3BenchBackends(b) {
 		b.Run(be.name, func(b *testing.B) {
 			bk := be.open(b)
-			defer bk.Close()
 			for _, sz := range s3BenchSizes {
 				data := make([]byte, sz.size)
 				rand.NewChaCha8([32]byte{byte(sz.size)}).Read(data)
@@ -147,49 +127,5 @@ func s3BenchEach(b *testing.B, fn func(b *testing.B, bk objstore.Bucket, data []
 func s3BenchRun(b *testing.B, workers, size int, op func(worker, i int) error) {
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
-	var (
-		next    atomic.Int64
-		mu      sync.Mutex
-		all     = make([]time.Duration, 0, b.N)
-		failed  atomic.Bool
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		firstEr error
-	)
-	b.ResetTimer()
-	for w := range workers {
-		wg.Go(func() {
-			lat := make([]time.Duration, 0, b.N/workers+1)
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(b.N) || failed.Load() {
-					break
-				}
-				start := time.Now()
-				if err := op(w, int(i)); err != nil {
-					errOnce.Do(func() { firstEr = err })
-					failed.Store(true)
-					break
-				}
-				lat = append(lat, time.Since(start))
-			}
-			mu.Lock()
-			all = append(all, lat...)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	b.StopTimer()
-	if firstEr != nil {
-		b.Fatal(firstEr)
-	}
-	slices.Sort(all)
-	pct := func(p float64) float64 {
-		if len(all) == 0 {
-			return 0
-		}
-		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Nanoseconds()) / 1e3
-	}
-	b.ReportMetric(pct(0.50), "p50-µs")
-	b.ReportMetric(pct(0.99), "p99-µs")
+	latency.Bench(b, workers, op)
 }

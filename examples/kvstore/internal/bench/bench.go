@@ -12,10 +12,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/woodpecker-wal/woodpecker/internal/latency"
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 )
 
 // Options of a run.
@@ -59,8 +61,7 @@ func (r Result) String() string {
 func FindLeader(ctx context.Context, cli *http.Client, addrs []string) (string, error) {
 	var lastErr error
 	for _, a := range addrs {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a+"/status", nil)
-		resp, err := cli.Do(req)
+		resp, err := call(ctx, cli, http.MethodGet, a, "/status", nil)
 		if err != nil {
 			lastErr = err
 			continue
@@ -109,10 +110,8 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		if leader, err = FindLeader(ctx, cli, o.Addrs); err == nil {
 			break
 		}
-		select {
-		case <-ctx.Done():
+		if retry.Sleep(ctx, 100*time.Millisecond) != nil {
 			return Result{}, err
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	value := bytes.Repeat([]byte("v"), o.ValueSize)
@@ -168,28 +167,37 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if len(lat) == 0 {
 		return res, fmt.Errorf("bench: no write succeeded (%d errors; first: %s)", res.Errors, res.FirstError)
 	}
-	slices.Sort(lat)
-	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	res.Writes = len(lat)
-	res.PerSecond = float64(len(lat)) / res.Elapsed.Seconds()
-	res.P50, res.P90, res.P99, res.Max = q(0.50), q(0.90), q(0.99), lat[len(lat)-1]
+	st := latency.Summarize(lat)
+	res.Writes = st.N
+	res.PerSecond = float64(st.N) / res.Elapsed.Seconds()
+	res.P50, res.P90, res.P99, res.Max = st.P50, st.P90, st.P99, st.Max
 	return res, ctx.Err()
 }
 
 func put(ctx context.Context, cli *http.Client, addr, key string, value []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+addr+"/kv/"+key, bytes.NewReader(value))
+	resp, err := call(ctx, cli, http.MethodPut, addr, "/kv/"+key, bytes.NewReader(value))
 	if err != nil {
 		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	return resp.Body.Close()
+}
+
+// call sends one request to the member at addr and returns the response
+// if it is 200 OK; otherwise an error with the start of the answer.
+func call(ctx context.Context, cli *http.Client, method, addr, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	if err != nil {
+		return nil, err
 	}
 	resp, err := cli.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("PUT %s: %s: %s", key, resp.Status, strings.TrimSpace(string(b)))
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
 	}
-	io.Copy(io.Discard, resp.Body)
-	return nil
+	return resp, nil
 }

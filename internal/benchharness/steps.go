@@ -1,4 +1,4 @@
-package main
+package benchharness
 
 // The measurements of woodpecker bench. Every WAL figure has a raw figure
 // measured like for like next to it (docs/design.md, "Throughput
@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -19,6 +18,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/woodpecker-wal/woodpecker/internal/counting"
+	"github.com/woodpecker-wal/woodpecker/internal/latency"
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/wal"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
@@ -49,7 +51,7 @@ func (b *bencher) steps() []step {
 	add := func(name string, run func(ctx context.Context) (string, error)) {
 		s = append(s, step{name: name, run: run})
 	}
-	g := b.cfg.groups
+	g := b.cfg.Steps
 	if g["raw"] {
 		for _, size := range rawLatencySizes {
 			add("raw PUT latency, "+fmtSize(size)+", 1 in flight", func(ctx context.Context) (string, error) {
@@ -62,7 +64,7 @@ func (b *bencher) steps() []step {
 	if g["async"] {
 		for _, logs := range asyncLogCounts {
 			for _, size := range asyncEntrySizes {
-				row := &asyncRow{Entry: size, Logs: logs}
+				row := &AsyncRow{Entry: size, Logs: logs}
 				b.res.Async = append(b.res.Async, row)
 				add(fmt.Sprintf("async append %s x %d log(s), alternating with raw PUT (%d in flight)", fmtSize(size), logs, logs*benchFlushThreads),
 					func(ctx context.Context) (string, error) { return b.asyncAppend(ctx, row) })
@@ -74,9 +76,9 @@ func (b *bencher) steps() []step {
 	}
 	if g["replay"] {
 		for _, size := range replayEntrySize {
-			row := &replayRow{Entry: size}
+			row := &ReplayRow{Entry: size}
 			b.res.Replay = append(b.res.Replay, row)
-			add(fmt.Sprintf("write a sealed %d MiB log of %s entries", b.cfg.replayBytes>>20, fmtSize(size)), func(ctx context.Context) (string, error) {
+			add(fmt.Sprintf("write a sealed %d MiB log of %s entries", b.cfg.ReplayBytes>>20, fmtSize(size)), func(ctx context.Context) (string, error) {
 				return b.replayBuild(ctx, row)
 			})
 			add("  replay it with a Reader (cold client), alternating with raw GETs (1 and 4 in flight)", func(ctx context.Context) (string, error) {
@@ -85,9 +87,9 @@ func (b *bencher) steps() []step {
 		}
 	}
 	if g["recovery"] {
-		rec := &recoveryResult{Entries: b.cfg.recoveryEntries, EntrySize: 128, PerFragment: 1000}
+		rec := &RecoveryResult{Entries: b.cfg.RecoveryEntries, EntrySize: 128, PerFragment: 1000}
 		b.res.Recovery = rec
-		var crashed *crashedWriter
+		var crashed *benchLog
 		add(fmt.Sprintf("write a log of %d x 128 B entries, then crash", rec.Entries), func(ctx context.Context) (string, error) {
 			var err error
 			crashed, err = b.recoveryBuild(ctx, rec)
@@ -99,7 +101,7 @@ func (b *bencher) steps() []step {
 	}
 	if g["cost"] {
 		for _, load := range []string{"idle", "light", "heavy"} {
-			row := &costRow{Load: load}
+			row := &CostRow{Load: load}
 			b.res.Cost = append(b.res.Cost, row)
 			add("PUT rate, "+load+" load", func(ctx context.Context) (string, error) {
 				return b.cost(ctx, row)
@@ -111,65 +113,8 @@ func (b *bencher) steps() []step {
 
 // --- helpers ---------------------------------------------------------------
 
-// runStats is the outcome of a timed run.
-type runStats struct {
-	ops     int
-	bytes   int64
-	elapsed time.Duration
-	lat     []time.Duration // per operation, unsorted
-}
-
-// timedRun calls op on exactly workers goroutines until d has passed and at
-// least minOps calls were made (or maxOps were), and records each call's
-// latency. op returns the bytes it moved.
-func timedRun(ctx context.Context, workers int, d time.Duration, minOps, maxOps int,
-	op func(ctx context.Context, i int) (int64, error)) (runStats, error) {
-	var (
-		next    atomic.Int64
-		bytes   atomic.Int64
-		stop    atomic.Bool
-		mu      sync.Mutex
-		all     []time.Duration
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		first   error
-	)
-	start := time.Now()
-	deadline := start.Add(d)
-	for range workers {
-		wg.Go(func() {
-			var lat []time.Duration
-			for !stop.Load() {
-				i := int(next.Add(1) - 1)
-				if i >= maxOps || (i >= minOps && time.Now().After(deadline)) {
-					break
-				}
-				if err := ctx.Err(); err != nil {
-					errOnce.Do(func() { first = err })
-					stop.Store(true)
-					break
-				}
-				t := time.Now()
-				n, err := op(ctx, i)
-				if err != nil {
-					errOnce.Do(func() { first = err })
-					stop.Store(true)
-					break
-				}
-				lat = append(lat, time.Since(t))
-				bytes.Add(n)
-			}
-			mu.Lock()
-			all = append(all, lat...)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	return runStats{ops: len(all), bytes: bytes.Load(), elapsed: time.Since(start), lat: all}, first
-}
-
 func (b *bencher) minSamples() int {
-	if b.cfg.quick {
+	if b.cfg.Quick {
 		return 5
 	}
 	return 20
@@ -263,52 +208,61 @@ func (b *bencher) newLog(ctx context.Context, c *wal.Client, kind string) (strin
 	return name, l, w, nil
 }
 
+// benchLog is a new log with its writer, on a client of its own.
+type benchLog struct {
+	c    *wal.Client
+	name string
+	l    *wal.Log
+	w    *wal.Writer
+}
+
+// openLog opens a client over the measured stores, creates a log on it and
+// opens its writer.
+func (b *bencher) openLog(ctx context.Context, cfg wal.Config, kind string) (*benchLog, error) {
+	c, err := b.client(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	name, l, w, err := b.newLog(ctx, c, kind)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &benchLog{c: c, name: name, l: l, w: w}, nil
+}
+
+// close closes the writer (if still open) and the client.
+func (lg *benchLog) close() {
+	lg.w.Close()
+	lg.c.Close()
+}
+
 func (b *bencher) logData(name string) string { return b.walPrefix + "/" + name + "/" }
-
-// latencyOf summarizes latencies (sorting them).
-func latencyOf(lat []time.Duration) latStats {
-	s := latStats{N: len(lat)}
-	if len(lat) == 0 {
-		return s
-	}
-	slices.Sort(lat)
-	var sum time.Duration
-	for _, d := range lat {
-		sum += d
-	}
-	s.P50, s.P99, s.Mean = pct(lat, 0.50), pct(lat, 0.99), sum/time.Duration(len(lat))
-	return s
-}
-
-// medianCI returns a 95% confidence interval of the median of sorted lat
-// (distribution-free: the order statistics n/2 -+ 0.98 sqrt(n)).
-func medianCI(lat []time.Duration) (lo, hi time.Duration) {
-	n := len(lat)
-	if n == 0 {
-		return 0, 0
-	}
-	h := 0.98 * math.Sqrt(float64(n))
-	return lat[max(0, int(math.Floor(float64(n)/2-h)))], lat[min(n-1, int(math.Ceil(float64(n)/2+h)))]
-}
-
-// pct returns the p-quantile of sorted lat, as wal's benchmarks do.
-func pct(lat []time.Duration, p float64) time.Duration {
-	return lat[min(len(lat)-1, int(p*float64(len(lat))))]
-}
 
 // probe is a point to measure CPU, allocations and requests from.
 type probe struct {
 	u usage
-	r reqCounts
+	r counting.Counts
 }
 
-func (b *bencher) probe() probe { return probe{readUsage(), b.st.bucket.snapshot()} }
+func (b *bencher) probe() probe { return probe{readUsage(), b.st.bucket.Snapshot()} }
 
 // since returns the CPU cores used, the allocations made and the request
 // counts since p.
-func (b *bencher) since(p probe) (cores float64, allocs uint64, req reqCounts, putsInFlight, getsInFlight float64) {
-	u, r := readUsage(), b.st.bucket.snapshot()
-	return u.cores(p.u), u.allocs - p.u.allocs, r.sub(p.r), r.putsInFlight(p.r), r.getsInFlight(p.r)
+func (b *bencher) since(p probe) (cores float64, allocs uint64, req counting.Counts, putsInFlight, getsInFlight float64) {
+	u, r := readUsage(), b.st.bucket.Snapshot()
+	return u.cores(p.u), u.allocs - p.u.allocs, r.Sub(p.r), r.PutsInFlight(p.r), r.GetsInFlight(p.r)
+}
+
+// measure runs op on workers goroutines for d (and at least minOps calls),
+// or, with d == 0, exactly minOps calls; latency.Measure times each call.
+func measure(ctx context.Context, workers int, d time.Duration, minOps int,
+	op func(ctx context.Context, i int) (int64, error)) (latency.Run, error) {
+	plan := latency.Plan{Workers: workers, Ops: benchMaxOps, For: d, MinOps: minOps}
+	if d == 0 {
+		plan.Ops = minOps
+	}
+	return latency.Measure(ctx, plan, func(ctx context.Context, _, i int) (int64, error) { return op(ctx, i) })
 }
 
 // --- raw limit -------------------------------------------------------------
@@ -316,14 +270,14 @@ func (b *bencher) since(p probe) (cores float64, allocs uint64, req reqCounts, p
 func (b *bencher) rawPutLatency(ctx context.Context, size int) (string, error) {
 	data := benchData(size)
 	name := b.name("lat")
-	rs, err := timedRun(ctx, 1, b.cfg.stepTime, b.minSamples(), benchMaxOps, func(ctx context.Context, i int) (int64, error) {
+	rs, err := measure(ctx, 1, b.cfg.StepTime, b.minSamples(), func(ctx context.Context, i int) (int64, error) {
 		_, err := b.st.bucket.PutIfAbsent(ctx, b.rawKey(name, i), data)
 		return int64(size), err
 	})
 	if err != nil {
 		return "", err
 	}
-	row := rawLatRow{Size: size, Lat: latencyOf(rs.lat)}
+	row := RawPutLatency{Size: size, Lat: latency.Summarize(rs.Samples)}
 	b.res.RawPut = append(b.res.RawPut, row)
 	if err := b.purge(ctx, b.rawPrefix+"/"+name+"/"); err != nil {
 		return "", err
@@ -338,17 +292,17 @@ func (b *bencher) rawParPut(ctx context.Context) (string, error) {
 	name := b.name("par")
 	b.res.parName = name
 	pr := b.probe()
-	rs, err := timedRun(ctx, benchFlushThreads, b.cfg.stepTime, 2*benchFlushThreads, benchMaxOps, func(ctx context.Context, i int) (int64, error) {
+	rs, err := measure(ctx, benchFlushThreads, b.cfg.StepTime, 2*benchFlushThreads, func(ctx context.Context, i int) (int64, error) {
 		_, err := b.st.bucket.PutIfAbsent(ctx, b.rawKey(name, i), data)
 		return size, err
 	})
 	if err != nil {
 		return "", err
 	}
-	b.res.parKeys = rs.ops
+	b.res.parKeys = rs.Ops
 	b.res.RawPutPar = tputOf("PUT", size, benchFlushThreads, rs)
 	b.res.RawPutPar.CPUCores, _, _, b.res.RawPutPar.Mean, _ = b.since(pr)
-	return fmt.Sprintf("%.0f MB/s (%d PUTs, p50 %s)", b.res.RawPutPar.MBps, rs.ops, fmtDur(b.res.RawPutPar.Lat.P50)), nil
+	return fmt.Sprintf("%.0f MB/s (%d PUTs, p50 %s)", b.res.RawPutPar.MBps, rs.Ops, fmtDur(b.res.RawPutPar.Lat.P50)), nil
 }
 
 func (b *bencher) rawParGet(ctx context.Context) (string, error) {
@@ -364,7 +318,7 @@ func (b *bencher) rawParGet(ctx context.Context) (string, error) {
 		}
 	}
 	pr := b.probe()
-	rs, err := timedRun(ctx, benchFlushThreads, b.cfg.stepTime, n, benchMaxOps, func(ctx context.Context, i int) (int64, error) {
+	rs, err := measure(ctx, benchFlushThreads, b.cfg.StepTime, n, func(ctx context.Context, i int) (int64, error) {
 		data, _, err := objstore.ReadAll(ctx, b.st.bucket, b.rawKey(name, i%n))
 		if err == nil && len(data) != size {
 			err = fmt.Errorf("read %d bytes, want %d", len(data), size)
@@ -379,21 +333,21 @@ func (b *bencher) rawParGet(ctx context.Context) (string, error) {
 	if err := b.purge(ctx, b.rawPrefix+"/"+name+"/"); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%.0f MB/s (%d GETs over %d objects)", b.res.RawGetPar.MBps, rs.ops, n), nil
+	return fmt.Sprintf("%.0f MB/s (%d GETs over %d objects)", b.res.RawGetPar.MBps, rs.Ops, n), nil
 }
 
 // rawPutRun measures PutIfAbsent of fresh size-byte objects, workers in
 // flight, for d.
-func (b *bencher) rawPutRun(ctx context.Context, size, workers int, d time.Duration) (tputRow, error) {
+func (b *bencher) rawPutRun(ctx context.Context, size, workers int, d time.Duration) (Throughput, error) {
 	data := benchData(size)
 	name := b.name("base")
 	pr := b.probe()
-	rs, err := timedRun(ctx, workers, d, 2*workers, benchMaxOps, func(ctx context.Context, i int) (int64, error) {
+	rs, err := measure(ctx, workers, d, 2*workers, func(ctx context.Context, i int) (int64, error) {
 		_, err := b.st.bucket.PutIfAbsent(ctx, b.rawKey(name, i), data)
 		return int64(size), err
 	})
 	if err != nil {
-		return tputRow{}, err
+		return Throughput{}, err
 	}
 	t := tputOf("PUT", size, workers, rs)
 	t.CPUCores, _, _, t.Mean, _ = b.since(pr)
@@ -414,7 +368,7 @@ const asyncRounds = 3
 // size the WAL wrote so far, with as many in flight as the WAL may have
 // (MaxFlushThreads per log). Each slice lasts the step time divided by the
 // rounds, so the WAL and the raw baseline each run for the step time.
-func (b *bencher) asyncAppend(ctx context.Context, row *asyncRow) (string, error) {
+func (b *bencher) asyncAppend(ctx context.Context, row *AsyncRow) (string, error) {
 	c, err := b.client(ctx, wal.Config{})
 	if err != nil {
 		return "", err
@@ -435,13 +389,13 @@ func (b *bencher) asyncAppend(ctx context.Context, row *asyncRow) (string, error
 		}
 		names, writers = append(names, name), append(writers, w)
 	}
-	slice := b.cfg.stepTime / asyncRounds
+	slice := b.cfg.StepTime / asyncRounds
 	var (
 		walTime, walCPU  time.Duration
 		allocs           uint64
 		putSecs          float64
 		fragBytes, frags int64
-		raw              []tputRow
+		raw              []Throughput
 	)
 	for range asyncRounds {
 		pr := b.probe()
@@ -468,8 +422,8 @@ func (b *bencher) asyncAppend(ctx context.Context, row *asyncRow) (string, error
 		walCPU += time.Duration(cores * float64(elapsed))
 		allocs += al
 		putSecs += puts * elapsed.Seconds()
-		frags += req.dataPuts
-		fragBytes += req.dataPutBytes
+		frags += req.DataPuts
+		fragBytes += req.DataPutBytes
 		if frags == 0 {
 			return "", errors.New("the async run wrote no fragments")
 		}
@@ -533,9 +487,9 @@ func pctList(vs []float64) string {
 
 // mergeTput combines raw slices into one row (sizes may differ slightly:
 // each slice uses the mean fragment size so far).
-func mergeTput(ts []tputRow) tputRow {
+func mergeTput(ts []Throughput) Throughput {
 	m := ts[len(ts)-1]
-	m.Ops, m.Bytes, m.Elapsed, m.Lat = 0, 0, 0, latStats{}
+	m.Ops, m.Bytes, m.Elapsed, m.Lat = 0, 0, 0, latency.Stats{}
 	var cpu, flight float64
 	for _, t := range ts {
 		m.Ops += t.Ops
@@ -604,22 +558,18 @@ func (b *bencher) syncAppend(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	c, err := b.client(ctx, wal.Config{})
+	lg, err := b.openLog(ctx, wal.Config{}, "sync")
 	if err != nil {
 		return "", err
 	}
-	defer c.Close()
-	name, _, w, err := b.newLog(ctx, c, "sync")
-	if err != nil {
-		return "", err
-	}
-	defer w.Close()
+	defer lg.close()
+	name, w := lg.name, lg.w
 	raw := b.name("sync")
 	var put, app, diff []time.Duration
-	before := b.st.bucket.snapshot()
+	before := b.st.bucket.Snapshot()
 	start := time.Now()
 	for i := 0; i < benchMaxOps; i++ {
-		if i >= b.minSamples() && time.Since(start) > 2*b.cfg.stepTime {
+		if i >= b.minSamples() && time.Since(start) > 2*b.cfg.StepTime {
 			break
 		}
 		if err := ctx.Err(); err != nil {
@@ -642,12 +592,12 @@ func (b *bencher) syncAppend(ctx context.Context) (string, error) {
 		}
 		put, app, diff = append(put, dp), append(app, da), append(diff, da-dp)
 	}
-	req := b.st.bucket.snapshot().sub(before)
-	r := &syncResult{Entry: size, FragmentBytes: len(frag), Put: latencyOf(put), WAL: latencyOf(app), Diff: latencyOf(diff)}
-	r.DiffLo, r.DiffHi = medianCI(diff)
+	req := b.st.bucket.Snapshot().Sub(before)
+	r := &SyncResult{Entry: size, FragmentBytes: len(frag), Put: latency.Summarize(put), WAL: latency.Summarize(app), Diff: latency.Summarize(diff)}
+	r.DiffLo, r.DiffHi = latency.MedianCI(diff)
 	r.PutSamples, r.WALSamples = put, app
-	r.DataPutsPerAppend = float64(req.dataPuts) / float64(len(app))
-	r.MetaOpsPerAppend = float64(req.metaOps) / float64(len(app))
+	r.DataPutsPerAppend = float64(req.DataPuts) / float64(len(app))
+	r.MetaOpsPerAppend = float64(req.MetaOps) / float64(len(app))
 	r.Ratio = float64(r.WAL.P50) / float64(r.Put.P50)
 	b.res.Sync = r
 	if err := w.Close(); err != nil {
@@ -665,18 +615,15 @@ func (b *bencher) syncAppend(ctx context.Context) (string, error) {
 // replayBuild writes a log with pipelined async appends (default Config,
 // so the fragments are the sizes the engine produces) and seals it by
 // opening and closing a second writer.
-func (b *bencher) replayBuild(ctx context.Context, row *replayRow) (string, error) {
-	c, err := b.client(ctx, wal.Config{})
+func (b *bencher) replayBuild(ctx context.Context, row *ReplayRow) (string, error) {
+	lg, err := b.openLog(ctx, wal.Config{}, "replay")
 	if err != nil {
 		return "", err
 	}
-	defer c.Close()
-	name, l, w, err := b.newLog(ctx, c, "replay")
-	if err != nil {
-		return "", err
-	}
+	defer lg.close()
+	name, l, w := lg.name, lg.l, lg.w
 	row.name = name
-	row.Entries = int(b.cfg.replayBytes / int64(row.Entry))
+	row.Entries = int(b.cfg.ReplayBytes / int64(row.Entry))
 	data := benchData(row.Entry)
 	batch := make([][]byte, max(1, 64<<10/row.Entry))
 	for i := range batch {
@@ -724,7 +671,7 @@ func (b *bencher) replayBuild(ctx context.Context, row *replayRow) (string, erro
 // the log's fragment objects in key order with one and with four
 // (Config.Prefetch) in flight, and a Reader reading the log front to back
 // on a fresh client (cold cache), so all three see the same machine load.
-func (b *bencher) replay(ctx context.Context, row *replayRow) (string, error) {
+func (b *bencher) replay(ctx context.Context, row *ReplayRow) (string, error) {
 	keys := row.keys
 	size := int(row.ObjectBytes / int64(len(keys)))
 	get := func(ctx context.Context, i int) (int64, error) {
@@ -732,7 +679,7 @@ func (b *bencher) replay(ctx context.Context, row *replayRow) (string, error) {
 		return int64(len(data)), err
 	}
 	var (
-		seq, par       []tputRow
+		seq, par       []Throughput
 		readerTime     time.Duration
 		readerCPU      time.Duration
 		allocs         uint64
@@ -743,10 +690,10 @@ func (b *bencher) replay(ctx context.Context, row *replayRow) (string, error) {
 		readerFaults, rawFaults int64 // minor page faults
 	)
 	start := time.Now()
-	for row.Passes == 0 || time.Since(start) < 3*b.cfg.stepTime {
+	for row.Passes == 0 || time.Since(start) < 3*b.cfg.StepTime {
 		for _, inFlight := range []int{1, benchFlushThreads} {
 			pr := b.probe()
-			rs, err := timedRun(ctx, inFlight, 0, len(keys), len(keys), get)
+			rs, err := measure(ctx, inFlight, 0, len(keys), get)
 			if err != nil {
 				return "", err
 			}
@@ -772,10 +719,10 @@ func (b *bencher) replay(ctx context.Context, row *replayRow) (string, error) {
 		readerCPU += time.Duration(cores * float64(el))
 		allocs += al
 		getSecs += g * el.Seconds()
-		gets += req.dataGets
-		getBytes += req.dataGetBytes
-		lists += req.list
-		metaOps += req.metaOps
+		gets += req.DataGets
+		getBytes += req.DataGetBytes
+		lists += req.List
+		metaOps += req.MetaOps
 		row.Passes++
 	}
 	row.RawSeq, row.RawPar = mergeTput(seq), mergeTput(par)
@@ -806,7 +753,7 @@ func (b *bencher) replay(ctx context.Context, row *replayRow) (string, error) {
 		row.RawPar.MBps, row.RawPar.CPUCores, row.RawFaultsPerMB, 100*row.Ratio, row.Passes), nil
 }
 
-func (b *bencher) replayOnce(ctx context.Context, row *replayRow) error {
+func (b *bencher) replayOnce(ctx context.Context, row *ReplayRow) error {
 	c, err := b.client(ctx, wal.Config{})
 	if err != nil {
 		return err
@@ -835,69 +782,58 @@ func (b *bencher) replayOnce(ctx context.Context, row *replayRow) error {
 
 // --- WAL: recovery ---------------------------------------------------------
 
-type crashedWriter struct {
-	c    *wal.Client
-	w    *wal.Writer
-	name string
-}
-
 // recoveryBuild writes rec.Entries entries of 128 bytes, rec.PerFragment
 // per fragment (Config.MaxEntries), and leaves the writer open: the crash.
-func (b *bencher) recoveryBuild(ctx context.Context, rec *recoveryResult) (*crashedWriter, error) {
-	c, err := b.client(ctx, wal.Config{MaxEntries: rec.PerFragment})
+func (b *bencher) recoveryBuild(ctx context.Context, rec *RecoveryResult) (*benchLog, error) {
+	lg, err := b.openLog(ctx, wal.Config{MaxEntries: rec.PerFragment}, "recovery")
 	if err != nil {
 		return nil, err
 	}
-	name, _, w, err := b.newLog(ctx, c, "recovery")
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
+	w := lg.w
 	data := benchData(rec.EntrySize)
 	batch := make([][]byte, rec.PerFragment)
 	for i := range batch {
 		batch[i] = data
 	}
-	before := b.st.bucket.snapshot()
+	before := b.st.bucket.Snapshot()
 	start := time.Now()
 	window := make([]*wal.Future, 256)
 	for k, i := 0, 0; i < rec.Entries; k, i = k+1, i+len(batch) {
 		slot := &window[k%len(window)]
 		if *slot != nil {
 			if err := (*slot).Wait(ctx); err != nil {
-				c.Close()
+				lg.close()
 				return nil, err
 			}
 		}
 		*slot = w.AppendAsync(uint64(i)+1, batch[:min(len(batch), rec.Entries-i)])
 	}
 	if err := w.Sync(ctx); err != nil {
-		c.Close()
+		lg.close()
 		return nil, err
 	}
 	rec.Build = time.Since(start)
-	req := b.st.bucket.snapshot().sub(before)
-	rec.Fragments = int(req.dataPuts)
+	req := b.st.bucket.Snapshot().Sub(before)
+	rec.Fragments = int(req.DataPuts)
 	rec.Segments = (rec.Fragments + 9999) / 10000 // Config.SegmentMaxFragments default
 	// The crash: the writer is abandoned without Close (its process would be
 	// gone; here it just never writes again).
-	return &crashedWriter{c: c, w: w, name: name}, nil
+	return lg, nil
 }
 
-func (r *recoveryResult) buildSummary() string {
+func (r *RecoveryResult) buildSummary() string {
 	return fmt.Sprintf("%d fragments in %s", r.Fragments, fmtDur(r.Build))
 }
 
 // recoveryOpen opens the crashed log's writer from a cold client on new
 // connections, timing OpenLog and OpenWriter (which fences the old writer's
 // open segment, finds its last entry and seals it).
-func (b *bencher) recoveryOpen(ctx context.Context, rec *recoveryResult, crashed *crashedWriter) (string, error) {
+func (b *bencher) recoveryOpen(ctx context.Context, rec *RecoveryResult, crashed *benchLog) (string, error) {
 	if crashed == nil {
 		return "", errors.New("the log was not built")
 	}
 	defer func() {
-		crashed.w.Close() // fenced: nothing left to flush
-		crashed.c.Close()
+		crashed.close() // the writer is fenced: nothing left to flush
 	}()
 	st, err := b.env.open(ctx)
 	if err != nil {
@@ -909,7 +845,7 @@ func (b *bencher) recoveryOpen(ctx context.Context, rec *recoveryResult, crashed
 		return "", err
 	}
 	defer c.Close()
-	before := st.bucket.snapshot()
+	before := st.bucket.Snapshot()
 	t0 := time.Now()
 	l, err := c.OpenLog(ctx, crashed.name)
 	if err != nil {
@@ -921,13 +857,13 @@ func (b *bencher) recoveryOpen(ctx context.Context, rec *recoveryResult, crashed
 		return "", err
 	}
 	t2 := time.Now()
-	req := st.bucket.snapshot().sub(before)
+	req := st.bucket.Snapshot().Sub(before)
 	defer w.Close()
 	if got := w.LastIndex(); got != uint64(rec.Entries) {
 		return "", fmt.Errorf("recovered last index %d, want %d", got, rec.Entries)
 	}
 	rec.OpenLog, rec.OpenWriter, rec.Total = t1.Sub(t0), t2.Sub(t1), t2.Sub(t0)
-	rec.Requests = fmt.Sprintf("%d LIST, %d GET, %d HEAD, %d PUT, %d meta ops", req.list, req.get, req.head, req.puts(), req.metaOps)
+	rec.Requests = fmt.Sprintf("%d LIST, %d GET, %d HEAD, %d PUT, %d meta ops", req.List, req.Get, req.Head, req.Puts(), req.MetaOps)
 	if err := w.Close(); err != nil {
 		return "", err
 	}
@@ -942,21 +878,17 @@ func (b *bencher) recoveryOpen(ctx context.Context, rec *recoveryResult, crashed
 // cost measures the PUT rate the default Config produces with 1 KiB entries:
 // idle is one synchronous Append every 100 ms; light is 1,000 AppendAsync
 // per second, paced; heavy is AppendAsync as fast as the WAL takes them.
-func (b *bencher) cost(ctx context.Context, row *costRow) (string, error) {
+func (b *bencher) cost(ctx context.Context, row *CostRow) (string, error) {
 	const size = 1 << 10
 	data := benchData(size)
-	c, err := b.client(ctx, wal.Config{})
+	lg, err := b.openLog(ctx, wal.Config{}, "cost")
 	if err != nil {
 		return "", err
 	}
-	defer c.Close()
-	name, _, w, err := b.newLog(ctx, c, "cost")
-	if err != nil {
-		return "", err
-	}
-	defer w.Close()
-	d := b.cfg.costTime
-	before := b.st.bucket.snapshot()
+	defer lg.close()
+	name, w := lg.name, lg.w
+	d := b.cfg.CostTime
+	before := b.st.bucket.Snapshot()
 	start := time.Now()
 	var n int
 	switch row.Load {
@@ -991,15 +923,15 @@ func (b *bencher) cost(ctx context.Context, row *costRow) (string, error) {
 		}
 	}
 	elapsed := time.Since(start)
-	req := b.st.bucket.snapshot().sub(before)
+	req := b.st.bucket.Snapshot().Sub(before)
 	row.Appends = int64(n)
 	row.Elapsed = elapsed
 	row.AppendsPerSec = float64(n) / elapsed.Seconds()
-	row.PutsPerSec = float64(req.puts()) / elapsed.Seconds()
-	row.DataPutsPerSec = float64(req.dataPuts) / elapsed.Seconds()
-	row.MetaOpsPerSec = float64(req.metaOps) / elapsed.Seconds()
-	if req.dataPuts > 0 {
-		row.EntriesPerPut = float64(n) / float64(req.dataPuts)
+	row.PutsPerSec = float64(req.Puts()) / elapsed.Seconds()
+	row.DataPutsPerSec = float64(req.DataPuts) / elapsed.Seconds()
+	row.MetaOpsPerSec = float64(req.MetaOps) / elapsed.Seconds()
+	if req.DataPuts > 0 {
+		row.EntriesPerPut = float64(n) / float64(req.DataPuts)
 	}
 	row.USDMonth = row.PutsPerSec * s3MonthSeconds * s3PutUSD
 	if err := w.Close(); err != nil {
@@ -1017,17 +949,5 @@ const (
 	s3MonthSeconds = 30 * 24 * 3600
 )
 
-func sleepUntil(ctx context.Context, t time.Time) error {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err()
-	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+// sleepUntil waits until t, or until ctx is done.
+func sleepUntil(ctx context.Context, t time.Time) error { return retry.Sleep(ctx, time.Until(t)) }

@@ -1,4 +1,4 @@
-package main
+package benchharness
 
 // Results of woodpecker bench: the Markdown report and the PNG charts.
 
@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"image/color"
 	"math"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -17,6 +16,8 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+
+	"github.com/woodpecker-wal/woodpecker/internal/latency"
 )
 
 // Targets the report judges each run against (docs/design.md, "Throughput
@@ -27,18 +28,14 @@ const (
 	targetReplayRatio = 0.90                   // replay >= 90% of raw GET bandwidth
 )
 
-type latStats struct {
-	N              int
-	P50, P99, Mean time.Duration
-}
-
-type rawLatRow struct {
+// RawPutLatency is the latency of PUTs of one object size, one in flight.
+type RawPutLatency struct {
 	Size int
-	Lat  latStats
+	Lat  latency.Stats
 }
 
-// tputRow is a raw throughput measurement.
-type tputRow struct {
+// Throughput is a raw throughput measurement.
+type Throughput struct {
 	Op       string
 	Size     int // object size
 	InFlight int
@@ -46,29 +43,30 @@ type tputRow struct {
 	Bytes    int64
 	Elapsed  time.Duration
 	MBps     float64
-	Lat      latStats
+	Lat      latency.Stats
 	CPUCores float64 // process CPU time / elapsed
 	Mean     float64 // requests in flight, time-averaged
 }
 
-func tputOf(op string, size, inFlight int, rs runStats) tputRow {
-	return tputRow{
-		Op: op, Size: size, InFlight: inFlight, Ops: rs.ops, Bytes: rs.bytes, Elapsed: rs.elapsed,
-		MBps: float64(rs.bytes) / rs.elapsed.Seconds() / 1e6, Lat: latencyOf(rs.lat),
+func tputOf(op string, size, inFlight int, r latency.Run) Throughput {
+	return Throughput{
+		Op: op, Size: size, InFlight: inFlight, Ops: r.Ops, Bytes: r.Bytes, Elapsed: r.Elapsed,
+		MBps: float64(r.Bytes) / r.Elapsed.Seconds() / 1e6, Lat: latency.Summarize(r.Samples),
 	}
 }
 
-type asyncRow struct {
+// AsyncRow is one async append step, next to its raw PUT baseline.
+type AsyncRow struct {
 	Entry, Logs   int
 	Entries       int64
 	Elapsed       time.Duration
 	EntriesPerSec float64
 	MBps          float64 // entry payload
 	Fragments     int64
-	FragmentBytes int64     // mean fragment object size
-	Raw           tputRow   // PUTs of FragmentBytes objects, Logs x MaxFlushThreads in flight
-	Ratio         float64   // median of Ratios
-	Ratios        []float64 // WAL / raw MB/s of each pair of alternating slices
+	FragmentBytes int64      // mean fragment object size
+	Raw           Throughput // PUTs of FragmentBytes objects, Logs x MaxFlushThreads in flight
+	Ratio         float64    // median of Ratios
+	Ratios        []float64  // WAL / raw MB/s of each pair of alternating slices
 
 	CPUCores       float64 // process CPU time / elapsed
 	CPUPerEntry    time.Duration
@@ -76,9 +74,10 @@ type asyncRow struct {
 	PutsInFlight   float64 // fragment PUTs in flight, time-averaged
 }
 
-type syncResult struct {
+// SyncResult is the sync append step: Appends paired with PUTs.
+type SyncResult struct {
 	Entry, FragmentBytes int
-	WAL, Put, Diff       latStats
+	WAL, Put, Diff       latency.Stats
 	DiffLo, DiffHi       time.Duration // 95% confidence interval of Diff.P50
 	Ratio                float64       // WAL.P50 / Put.P50
 	DataPutsPerAppend    float64
@@ -87,11 +86,12 @@ type syncResult struct {
 	PutSamples           []time.Duration // per paired PUT, sorted
 }
 
-type replayRow struct {
+// ReplayRow is one replay step, next to its raw GET baselines.
+type ReplayRow struct {
 	Entry, Entries, Fragments int
 	Payload, ObjectBytes      int64
 	Build                     time.Duration
-	RawSeq, RawPar            tputRow
+	RawSeq, RawPar            Throughput
 	Passes                    int
 	Elapsed                   time.Duration
 	MBps, EntriesPerSec       float64 // Reader, entry payload
@@ -110,7 +110,8 @@ type replayRow struct {
 	keys []string
 }
 
-type recoveryResult struct {
+// RecoveryResult is the open of a log after a crash.
+type RecoveryResult struct {
 	Entries, EntrySize, PerFragment int
 	Fragments, Segments             int
 	Build                           time.Duration
@@ -118,7 +119,8 @@ type recoveryResult struct {
 	Requests                        string
 }
 
-type costRow struct {
+// CostRow is the PUT rate under one load.
+type CostRow struct {
 	Load, Desc     string
 	Appends        int64
 	Elapsed        time.Duration
@@ -130,13 +132,16 @@ type costRow struct {
 	USDMonth       float64
 }
 
-type rssRow struct {
+// RSSRow is one step's peak RSS.
+type RSSRow struct {
 	Step      string
 	PeakBytes int64
 	Reset     bool // the peak was reset before the step
 }
 
-type benchResults struct {
+// Results are a run's measurements: what results.json holds, and what the
+// report and the charts are made of.
+type Results struct {
 	Date       string
 	Command    string
 	GoVersion  string
@@ -157,25 +162,25 @@ type benchResults struct {
 	CostTime   time.Duration
 	Elapsed    time.Duration
 
-	RawPut    []rawLatRow
-	RawPutPar tputRow
-	RawGetPar tputRow
-	Async     []*asyncRow
-	Sync      *syncResult
-	Replay    []*replayRow
-	Recovery  *recoveryResult
-	Cost      []*costRow
-	RSS       []rssRow
+	RawPut    []RawPutLatency
+	RawPutPar Throughput
+	RawGetPar Throughput
+	Async     []*AsyncRow
+	Sync      *SyncResult
+	Replay    []*ReplayRow
+	Recovery  *RecoveryResult
+	Cost      []*CostRow
+	RSS       []RSSRow
 	PeakRSS   int64
 
 	parName string
 	parKeys int
 }
 
-func newBenchResults(cfg benchConfig, env *benchEnv) *benchResults {
-	r := &benchResults{
+func newResults(cfg Config, env *benchEnv) *Results {
+	r := &Results{
 		Date:       time.Now().UTC().Format("2006-01-02 15:04 MST"),
-		Command:    "woodpecker " + strings.Join(os.Args[1:], " "),
+		Command:    cfg.Command,
 		GoVersion:  runtime.Version(),
 		OS:         runtime.GOOS + "/" + runtime.GOARCH + " " + kernelRelease(),
 		CPU:        cpuModel(),
@@ -188,9 +193,9 @@ func newBenchResults(cfg benchConfig, env *benchEnv) *benchResults {
 		Meta:       env.metaDesc,
 		Signing:    env.signing,
 		Latency:    "none",
-		Quick:      cfg.quick,
-		StepTime:   cfg.stepTime,
-		CostTime:   cfg.costTime,
+		Quick:      cfg.Quick,
+		StepTime:   cfg.StepTime,
+		CostTime:   cfg.CostTime,
 	}
 	if env.latency > 0 || env.jitter > 0 {
 		if env.jitter > 0 {
@@ -202,57 +207,7 @@ func newBenchResults(cfg benchConfig, env *benchEnv) *benchResults {
 	return r
 }
 
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func kernelRelease() string {
-	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return ""
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
-func memTotal() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				kb, _ := strconv.ParseInt(f[0], 10, 64)
-				return kb << 10
-			}
-		}
-	}
-	return 0
-}
-
-func peakOf(rows []rssRow) int64 {
+func peakOf(rows []RSSRow) int64 {
 	var m int64
 	for _, r := range rows {
 		m = max(m, r.PeakBytes)
@@ -340,9 +295,11 @@ func passMiss(ok bool) string {
 
 // --- Markdown --------------------------------------------------------------
 
-func (r *benchResults) markdown() string {
+func (r *Results) markdown() string {
 	var sb strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&sb, format, args...) }
+	// table writes a table's header row and the separator under it.
+	table := func(cols ...string) { p("| %s |\n|%s\n", strings.Join(cols, " | "), strings.Repeat("---|", len(cols))) }
 	p("# woodpecker bench: %s\n\n", r.title())
 	p("- Date: %s; the run took %s%s.\n", r.Date, r.Elapsed.Round(time.Second), map[bool]string{true: " (--quick)", false: ""}[r.Quick])
 	p("- Machine: %d CPUs (%s), GOMAXPROCS %d, %s RAM, %s, %s. Load average (1/5/15 min) %s at the start, %s at the end.\n",
@@ -359,12 +316,12 @@ func (r *benchResults) markdown() string {
 
 	if len(r.RawPut) > 0 || r.RawPutPar.Ops > 0 {
 		p("## Raw limit of the object store\n\n")
-		p("| Request | Object | In flight | p50 | p99 | MB/s | Requests |\n|---|---|---|---|---|---|---|\n")
+		table("Request", "Object", "In flight", "p50", "p99", "MB/s", "Requests")
 		for _, row := range r.RawPut {
 			mbps := float64(row.Size) / row.Lat.Mean.Seconds() / 1e6
 			p("| PUT (If-None-Match) | %s | 1 | %s | %s | %s | %d |\n", fmtSize(row.Size), fmtDur(row.Lat.P50), fmtDur(row.Lat.P99), fmtMBps(mbps), row.Lat.N)
 		}
-		for _, t := range []tputRow{r.RawPutPar, r.RawGetPar} {
+		for _, t := range []Throughput{r.RawPutPar, r.RawGetPar} {
 			if t.Ops == 0 {
 				continue
 			}
@@ -377,7 +334,7 @@ func (r *benchResults) markdown() string {
 		p("\n")
 	}
 
-	if len(r.Async) > 0 && r.Async[0].Entries > 0 {
+	if async := ran(r.Async); len(async) > 0 {
 		p("## Async append throughput\n\n")
 		p("One entry per `AppendAsync` call, up to 64 MiB of payload outstanding per log, `Sync` at the end of each slice\n")
 		p("(included); default `wal.Config`; with 4 logs, one client and one goroutine per log. The WAL and its raw baseline\n")
@@ -386,12 +343,9 @@ func (r *benchResults) markdown() string {
 		p("objects of the WAL's mean fragment size (its header and 8 B per entry included) with MaxFlushThreads (4) per log\n")
 		p("in flight. \"In flight\" is the time-averaged number of PUTs under way; CPU is the whole process (all goroutines,\n")
 		p("and the embedded etcd with `--server`), in cores.\n\n")
-		p("| Entry | Logs | entries/s | MB/s | Fragments (mean size) | Raw PUT MB/s | WAL / raw | PUTs in flight WAL / raw | CPU cores WAL / raw | CPU per entry | allocs per entry | Target |\n")
-		p("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-		for _, a := range r.Async {
-			if a.Entries == 0 {
-				continue
-			}
+		table("Entry", "Logs", "entries/s", "MB/s", "Fragments (mean size)", "Raw PUT MB/s", "WAL / raw", "PUTs in flight WAL / raw",
+			"CPU cores WAL / raw", "CPU per entry", "allocs per entry", "Target")
+		for _, a := range async {
 			target := "reported"
 			if a.Entry >= 64<<10 {
 				target = fmt.Sprintf(">= 90%%: %s", passMiss(a.Ratio >= targetAsyncRatio))
@@ -407,27 +361,28 @@ func (r *benchResults) markdown() string {
 		p("## Sync append latency\n\n")
 		p("One synchronous `Append` of one %s entry at a time, alternating with one PUT of the fragment that entry\n", fmtSize(s.Entry))
 		p("becomes (%s, the same bytes), so both see the same conditions; the difference is taken pair by pair.\n\n", fmtSize(s.FragmentBytes))
-		p("| | p50 | p99 | mean | samples |\n|---|---|---|---|---|\n")
-		p("| WAL `Append` | %s | %s | %s | %d |\n", fmtDur(s.WAL.P50), fmtDur(s.WAL.P99), fmtDur(s.WAL.Mean), s.WAL.N)
-		p("| raw PUT of the same fragment | %s | %s | %s | %d |\n", fmtDur(s.Put.P50), fmtDur(s.Put.P99), fmtDur(s.Put.Mean), s.Put.N)
-		p("| paired difference (Append - PUT) | %s | %s | %s | %d |\n\n", fmtDur(s.Diff.P50), fmtDur(s.Diff.P99), fmtDur(s.Diff.Mean), s.Diff.N)
+		table("", "p50", "p99", "mean", "samples")
+		for _, row := range []struct {
+			label string
+			st    latency.Stats
+		}{{"WAL `Append`", s.WAL}, {"raw PUT of the same fragment", s.Put}, {"paired difference (Append - PUT)", s.Diff}} {
+			p("| %s | %s | %s | %s | %d |\n", row.label, fmtDur(row.st.P50), fmtDur(row.st.P99), fmtDur(row.st.Mean), row.st.N)
+		}
+		p("\n")
 		p("p50 ratio WAL / PUT: **%.2f**; p50 difference %s; median of the paired differences **%s** (95%% confidence\n", s.Ratio,
 			fmtDur(s.WAL.P50-s.Put.P50), fmtDur(s.Diff.P50))
 		p("interval %s to %s) — target within 0.5 ms of one PUT: %s. ", fmtDur(s.DiffLo), fmtDur(s.DiffHi), s.verdict())
 		p("Requests per Append: %.2f fragment PUTs, %.2f metadata operations.\n\n", s.DataPutsPerAppend, s.MetaOpsPerAppend)
 	}
 
-	if len(r.Replay) > 0 && r.Replay[0].Passes > 0 {
+	if replay := ran(r.Replay); len(replay) > 0 {
 		p("## Replay of a sealed log\n\n")
 		p("A `Reader` from the first entry on a fresh client (cold cache; Prefetch 4), alternating pass by pass with GETs of\n")
 		p("the same fragment objects in key order (1 and 4 in flight). MB/s: entry payload for the Reader, object bytes for\n")
 		p("the raw GETs; WAL / raw is the median of the per-pass ratios.\n\n")
-		p("| Entry | Log | Fragments | Reader MB/s | entries/s | Raw GET MB/s, 1 / 4 in flight | WAL / raw (4) | GETs in flight Reader / raw | CPU cores Reader / raw (4) | page faults per MB Reader / raw | per pass: fragment GETs, LISTs, metadata ops | Target |\n")
-		p("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-		for _, rp := range r.Replay {
-			if rp.Passes == 0 {
-				continue
-			}
+		table("Entry", "Log", "Fragments", "Reader MB/s", "entries/s", "Raw GET MB/s, 1 / 4 in flight", "WAL / raw (4)", "GETs in flight Reader / raw",
+			"CPU cores Reader / raw (4)", "page faults per MB Reader / raw", "per pass: fragment GETs, LISTs, metadata ops", "Target")
+		for _, rp := range replay {
 			p("| %s | %s | %d (%s) | %s | %s | %s / %s | **%s** | %.1f / %.1f | %.2f / %.2f | %.0f / %.0f | %.1f, %.1f, %.1f | >= 90%%: %s |\n", fmtSize(rp.Entry), fmtBytes(rp.Payload), rp.Fragments,
 				fmtSize(int(rp.ObjectBytes/int64(max(rp.Fragments, 1)))), fmtMBps(rp.MBps), fmtCount(rp.EntriesPerSec), fmtMBps(rp.RawSeq.MBps),
 				fmtMBps(rp.RawPar.MBps), pctStr(rp.Ratio), rp.GetsInFlight, rp.RawPar.Mean, rp.CPUCores, rp.RawPar.CPUCores, rp.FaultsPerMB, rp.RawFaultsPerMB, rp.GetsPerPass,
@@ -441,20 +396,16 @@ func (r *benchResults) markdown() string {
 		p("A log of %s entries of %d B (%d per fragment) is written, its writer abandoned without `Close` (the crash),\n", fmtCount(float64(rc.Entries)), rc.EntrySize, rc.PerFragment)
 		p("and a new client on new connections (cold) opens it: `OpenLog` + `OpenWriter`, which takes a new epoch, LISTs the\n")
 		p("open segment, writes a fence, reads the tail fragment and seals the segment.\n\n")
-		p("| Entries | Fragments | Segments | OpenLog | OpenWriter | Total | Requests |\n|---|---|---|---|---|---|---|\n")
+		table("Entries", "Fragments", "Segments", "OpenLog", "OpenWriter", "Total", "Requests")
 		p("| %s | %d | %d | %s | %s | **%s** | %s |\n\n", fmtCount(float64(rc.Entries)), rc.Fragments, rc.Segments, fmtDur(rc.OpenLog), fmtDur(rc.OpenWriter), fmtDur(rc.Total), rc.Requests)
 	}
 
-	if len(r.Cost) > 0 && r.Cost[0].Elapsed > 0 {
+	if cost := ran(r.Cost); len(cost) > 0 {
 		p("## Cost: PUT rate of the default configuration (docs/design.md, decision 13)\n\n")
 		p("PUT/s counts every PUT-class request to the bucket (fragments, fences and, with metadata in the bucket, its\n")
 		p("records); $/month at S3 Standard's $0.005 per 1,000 PUTs, 30 days, per log.\n\n")
-		p("| Load | Workload | appends/s | PUT/s | fragment PUT/s | entries per fragment | metadata ops/s | $/month |\n")
-		p("|---|---|---|---|---|---|---|---|\n")
-		for _, c := range r.Cost {
-			if c.Elapsed == 0 {
-				continue
-			}
+		table("Load", "Workload", "appends/s", "PUT/s", "fragment PUT/s", "entries per fragment", "metadata ops/s", "$/month")
+		for _, c := range cost {
 			p("| %s | %s | %s | %.1f | %.1f | %.1f | %.2f | **$%s** |\n", c.Load, c.Desc, fmtCount(c.AppendsPerSec), c.PutsPerSec, c.DataPutsPerSec,
 				c.EntriesPerPut, c.MetaOpsPerSec, fmtCount(c.USDMonth))
 		}
@@ -471,7 +422,7 @@ func (r *benchResults) markdown() string {
 		}
 		p("It includes the benchmark's own buffers (up to 64 MiB of outstanding payload per log) and, with `--server`,\n")
 		p("the embedded etcd; versitygw runs in its own process.\n\n")
-		p("| Step | Peak RSS |\n|---|---|\n")
+		table("Step", "Peak RSS")
 		for _, row := range r.RSS {
 			p("| %s | %s |\n", strings.TrimSpace(row.Step), fmtBytes(row.PeakBytes))
 		}
@@ -480,8 +431,8 @@ func (r *benchResults) markdown() string {
 
 	p("## Targets\n\n")
 	any := false
-	for _, a := range r.Async {
-		if a.Entry >= 64<<10 && a.Entries > 0 {
+	for _, a := range ran(r.Async) {
+		if a.Entry >= 64<<10 {
 			any = true
 			p("- Async append of %s entries, %d log(s): %s of raw PUT bandwidth (target >= 90%%): %s.\n", fmtSize(a.Entry), a.Logs, pctStr(a.Ratio), passMiss(a.Ratio >= targetAsyncRatio))
 		}
@@ -491,11 +442,9 @@ func (r *benchResults) markdown() string {
 		p("- Sync append p50 %s vs one PUT %s; paired median difference %s (95%% CI %s to %s; target <= 0.5 ms): %s.\n",
 			fmtDur(s.WAL.P50), fmtDur(s.Put.P50), fmtDur(s.Diff.P50), fmtDur(s.DiffLo), fmtDur(s.DiffHi), s.verdict())
 	}
-	for _, rp := range r.Replay {
-		if rp.Passes > 0 {
-			any = true
-			p("- Replay of %s entries: %s of raw GET bandwidth with 4 in flight (target >= 90%%): %s.\n", fmtSize(rp.Entry), pctStr(rp.Ratio), passMiss(rp.Ratio >= targetReplayRatio))
-		}
+	for _, rp := range ran(r.Replay) {
+		any = true
+		p("- Replay of %s entries: %s of raw GET bandwidth with 4 in flight (target >= 90%%): %s.\n", fmtSize(rp.Entry), pctStr(rp.Ratio), passMiss(rp.Ratio >= targetReplayRatio))
 	}
 	if !any {
 		p("No targeted step ran.\n")
@@ -511,7 +460,7 @@ func (r *benchResults) markdown() string {
 // its 95% confidence interval lies at or below 0.5 ms, missed when above,
 // unresolved when it straddles 0.5 ms (latency jitter too wide for the
 // number of samples).
-func (s *syncResult) verdict() string {
+func (s *SyncResult) verdict() string {
 	switch {
 	case s.DiffHi <= targetSyncDelta:
 		return "**met**"
@@ -524,7 +473,16 @@ func (s *syncResult) verdict() string {
 	}
 }
 
-func (r *benchResults) title() string {
+// ran returns the rows of the steps that ran (selected by --steps).
+func ran[R interface{ ran() bool }](rows []R) []R {
+	return slices.DeleteFunc(slices.Clone(rows), func(r R) bool { return !r.ran() })
+}
+
+func (a *AsyncRow) ran() bool  { return a.Entries > 0 }
+func (r *ReplayRow) ran() bool { return r.Passes > 0 }
+func (c *CostRow) ran() bool   { return c.Elapsed > 0 }
+
+func (r *Results) title() string {
 	t := r.Kind
 	if r.Latency != "none" {
 		t += ", latency " + strings.TrimSuffix(strings.TrimSuffix(r.Latency, " (uniform)"), " per request")
@@ -535,7 +493,7 @@ func (r *benchResults) title() string {
 // --- charts ----------------------------------------------------------------
 
 // charts writes throughput.png and latency_cdf.png (when the steps ran).
-func (r *benchResults) charts(dir string) error {
+func (r *Results) charts(dir string) error {
 	if err := r.throughputChart(filepath.Join(dir, "throughput.png")); err != nil {
 		return fmt.Errorf("bench: throughput chart: %w", err)
 	}
@@ -547,13 +505,8 @@ func (r *benchResults) charts(dir string) error {
 
 // throughputChart: async append MB/s per entry size, ours next to the raw
 // PUT bandwidth for the same object size and parallelism, 1 and 4 logs.
-func (r *benchResults) throughputChart(path string) error {
-	var rows []*asyncRow
-	for _, a := range r.Async {
-		if a.Entries > 0 && a.Raw.Ops > 0 {
-			rows = append(rows, a)
-		}
-	}
+func (r *Results) throughputChart(path string) error {
+	rows := slices.DeleteFunc(ran(r.Async), func(a *AsyncRow) bool { return a.Raw.Ops == 0 })
 	if len(rows) == 0 {
 		return nil
 	}
@@ -633,7 +586,7 @@ func (r *benchResults) throughputChart(path string) error {
 }
 
 // latencyChart: CDF of sync Append latency and of the paired raw PUTs.
-func (r *benchResults) latencyChart(path string) error {
+func (r *Results) latencyChart(path string) error {
 	s := r.Sync
 	if s == nil || len(s.WALSamples) == 0 {
 		return nil
@@ -651,7 +604,7 @@ func (r *benchResults) latencyChart(path string) error {
 	for k, set := range []struct {
 		label   string
 		samples []time.Duration
-		st      latStats
+		st      latency.Stats
 	}{
 		{"woodpecker Append", s.WALSamples, s.WAL},
 		{"raw PUT", s.PutSamples, s.Put},

@@ -10,7 +10,6 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/adapters/internal/adaptertest"
 	"github.com/woodpecker-wal/woodpecker/meta"
-	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
 	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
@@ -27,20 +26,11 @@ func TestSavingTheSameReadyAgainAfterItsSnapshotLanded(t *testing.T) {
 		if err := a.s.Save(hardState(1, 1, 4), ents(1, 4, 1), nil); err != nil {
 			t.Fatal(err)
 		}
-		writes := 0
 		snapWrites := 2 // the data object, the metadata CAS
 		if shared() != nil {
-			snapWrites = 1
+			snapWrites = 1 // the metadata is not in the bucket
 		}
-		a.fb.SetHook(func(op fault.Op, _ string) fault.Action {
-			if op&fault.OpWrite == 0 {
-				return fault.Pass
-			}
-			if writes++; writes <= snapWrites {
-				return fault.Pass
-			}
-			return fault.Fail
-		})
+		adaptertest.FailWritesAfter(a.fb, snapWrites)
 		snap := &pb.Snapshot{Data: []byte("state at 10"), Metadata: &pb.SnapshotMetadata{
 			Index: new(uint64(10)), Term: new(uint64(2)), ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}}
 		hs := hardState(2, 0, 12)
@@ -65,12 +55,7 @@ func TestSavingTheSameReadyAgainAfterItsSnapshotLanded(t *testing.T) {
 func TestDefaultCallTimeoutWaitsOutTheEnginesRetries(t *testing.T) {
 	ctx := context.Background()
 	fb := fault.Wrap(objmem.New(), adaptertest.Seed(t))
-	c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: metamem.New(), MaxInterval: time.Millisecond,
-		RetryInterval: 100 * time.Millisecond, RetryBudget: 800 * time.Millisecond, RequestTimeout: 400 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := adaptertest.Client(t, fb, wal.Config{MaxInterval: time.Millisecond, RetryInterval: 100 * time.Millisecond, RetryBudget: 800 * time.Millisecond, RequestTimeout: 400 * time.Millisecond})
 	s, err := New(ctx, c.LogStore(), "raft", Options{})
 	if err != nil {
 		t.Fatal(err)

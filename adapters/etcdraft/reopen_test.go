@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,11 +13,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/woodpecker-wal/woodpecker/adapters/internal/adaptertest"
+	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/meta"
-	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
-	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -218,20 +217,11 @@ func TestStorageResumesFromWhatAFailedWriteLeft(t *testing.T) {
 		}
 		// A snapshot at 10 from the leader: its data and metadata land, then
 		// the bucket fails.
-		writes := 0
 		snapWrites := 2 // the data object, the metadata CAS
 		if shared() != nil {
 			snapWrites = 1 // the metadata is not in the bucket
 		}
-		a.fb.SetHook(func(op fault.Op, _ string) fault.Action {
-			if op&fault.OpWrite == 0 {
-				return fault.Pass
-			}
-			if writes++; writes <= snapWrites {
-				return fault.Pass
-			}
-			return fault.Fail
-		})
+		adaptertest.FailWritesAfter(a.fb, snapWrites)
 		snap := &pb.Snapshot{Data: []byte("state at 10"), Metadata: &pb.SnapshotMetadata{
 			Index: new(uint64(10)), Term: new(uint64(2)), ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}}
 		hs := hardState(2, 0, 12)
@@ -264,12 +254,7 @@ func TestStorageResumesFromWhatAFailedWriteLeft(t *testing.T) {
 // the client's RetryBudget plus one RequestTimeout.
 func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
 	ctx := context.Background()
-	c, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New(),
-		RetryBudget: 45 * time.Second, RequestTimeout: 7 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := adaptertest.Client(t, nil, wal.Config{RetryBudget: 45 * time.Second, RequestTimeout: 7 * time.Second})
 	s, err := New(ctx, c.LogStore(), "raft", Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -292,43 +277,12 @@ func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
 // A CallTimeout shorter than the engine's retry budget would give up on
 // calls the engine is still retrying: Open and New refuse it, naming both.
 func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
-	ctx := context.Background()
-	c, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New(), RetryBudget: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, err = New(ctx, c.LogStore(), "raft", Options{CallTimeout: time.Second})
-	if err == nil {
-		t.Fatal("New accepted CallTimeout 1s with a RetryBudget of 5s")
-	}
-	for _, want := range []string{"CallTimeout", "1s", "RetryBudget", "5s"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("New's error %q does not name %q", err, want)
-		}
-	}
-	_, err = Open(ctx, "mem://", "", Options{CallTimeout: 10 * time.Second})
-	if err == nil || !strings.Contains(err.Error(), "CallTimeout") || !strings.Contains(err.Error(), "RetryBudget = 30s") {
-		t.Fatalf("Open with CallTimeout 10s and the default 30s budget = %v, want an error naming both", err)
-	}
-
-	s, err := New(ctx, c.LogStore(), "raft", Options{CallTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatalf("New with CallTimeout equal to the budget: %v", err)
-	}
-	s.Close()
-
-	// A cap on the number of retries shortens the budget to what they can
-	// wait.
-	c2, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New(),
-		RetryInterval: time.Millisecond, MaxFlushRetries: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
-	s, err = New(ctx, c2.LogStore(), "raft", Options{CallTimeout: 150 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("New with CallTimeout 150ms and at most 3 retries 1ms apart: %v", err)
-	}
-	s.Close()
+	adaptertest.CallTimeoutIsCheckedAgainstTheRetryBudget(t, adaptertest.Opener{
+		New: func(ctx context.Context, c logstore.Client, d time.Duration) (io.Closer, error) {
+			return New(ctx, c, "raft", Options{CallTimeout: d})
+		},
+		Open: func(ctx context.Context, u string, d time.Duration) (io.Closer, error) {
+			return Open(ctx, u, "", Options{CallTimeout: d, WAL: wal.Config{GCInterval: -1}})
+		},
+	})
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/adapters/internal/adaptertest"
 	"github.com/woodpecker-wal/woodpecker/meta"
-	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
 	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
@@ -92,13 +91,7 @@ func TestGetLogNeverServesAFailedStoreLogs(t *testing.T) {
 func TestDefaultCallTimeoutWaitsOutTheEnginesRetries(t *testing.T) {
 	ctx := context.Background()
 	fb := fault.Wrap(objmem.New(), adaptertest.Seed(t))
-	c, err := wal.Open(ctx, wal.Config{Bucket: fb, Meta: metamem.New(), MaxInterval: time.Millisecond,
-		Logger:        adaptertest.Logger(t),
-		RetryInterval: 100 * time.Millisecond, RetryBudget: 800 * time.Millisecond, RequestTimeout: 400 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := adaptertest.Client(t, fb, wal.Config{MaxInterval: time.Millisecond, Logger: adaptertest.Logger(t), RetryInterval: 100 * time.Millisecond, RetryBudget: 800 * time.Millisecond, RequestTimeout: 400 * time.Millisecond})
 	s, err := New(ctx, c.LogStore(), "raft", Options{Logger: adaptertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,11 +13,10 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/woodpecker-wal/woodpecker/adapters/internal/adaptertest"
+	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/meta"
-	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
-	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -217,12 +216,7 @@ func TestStoreRidesOutFailuresEndingWithinTheCall(t *testing.T) {
 // snapshots.
 func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
 	ctx := context.Background()
-	c, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New(),
-		RetryBudget: 45 * time.Second, RequestTimeout: 7 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := adaptertest.Client(t, nil, wal.Config{RetryBudget: 45 * time.Second, RequestTimeout: 7 * time.Second})
 	s, err := New(ctx, c.LogStore(), "raft", Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -246,43 +240,12 @@ func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
 // A CallTimeout shorter than the engine's retry budget would give up on
 // calls the engine is still retrying: Open and New refuse it, naming both.
 func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
-	ctx := context.Background()
-	c, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New(), RetryBudget: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, err = New(ctx, c.LogStore(), "raft", Options{CallTimeout: time.Second})
-	if err == nil {
-		t.Fatal("New accepted CallTimeout 1s with a RetryBudget of 5s")
-	}
-	for _, want := range []string{"CallTimeout", "1s", "RetryBudget", "5s"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("New's error %q does not name %q", err, want)
-		}
-	}
-	_, err = Open(ctx, "mem://", "", Options{CallTimeout: 10 * time.Second, WAL: wal.Config{GCInterval: -1}})
-	if err == nil || !strings.Contains(err.Error(), "CallTimeout") || !strings.Contains(err.Error(), "RetryBudget = 30s") {
-		t.Fatalf("Open with CallTimeout 10s and the default 30s budget = %v, want an error naming both", err)
-	}
-
-	s, err := New(ctx, c.LogStore(), "raft", Options{CallTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatalf("New with CallTimeout equal to the budget: %v", err)
-	}
-	s.Close()
-
-	// A cap on the number of retries shortens the budget to what they can
-	// wait.
-	c2, err := wal.Open(ctx, wal.Config{Bucket: objmem.New(), Meta: metamem.New(),
-		RetryInterval: time.Millisecond, MaxFlushRetries: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
-	s, err = New(ctx, c2.LogStore(), "raft", Options{CallTimeout: 150 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("New with CallTimeout 150ms and at most 3 retries 1ms apart: %v", err)
-	}
-	s.Close()
+	adaptertest.CallTimeoutIsCheckedAgainstTheRetryBudget(t, adaptertest.Opener{
+		New: func(ctx context.Context, c logstore.Client, d time.Duration) (io.Closer, error) {
+			return New(ctx, c, "raft", Options{CallTimeout: d})
+		},
+		Open: func(ctx context.Context, u string, d time.Duration) (io.Closer, error) {
+			return Open(ctx, u, "", Options{CallTimeout: d, WAL: wal.Config{GCInterval: -1}})
+		},
+	})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/woodpecker-wal/woodpecker/adapters/hashiraft"
+	"github.com/woodpecker-wal/woodpecker/adapters/internal/adaptertest"
 	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
@@ -430,12 +431,7 @@ func TestEntryTooLarge(t *testing.T) {
 func TestGC(t *testing.T) {
 	ctx := context.Background()
 	mem := objmem.New()
-	c, err := wal.Open(ctx, wal.Config{Bucket: mem, Meta: metamem.New(), GCGrace: time.Millisecond,
-		SegmentMaxFragments: 2, GCInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := adaptertest.Client(t, mem, wal.Config{GCGrace: time.Millisecond, SegmentMaxFragments: 2, GCInterval: 10 * time.Millisecond})
 	s, err := hashiraft.New(ctx, c.LogStore(), "", hashiraft.Options{TailCacheBytes: -1})
 	if err != nil {
 		t.Fatal(err)

@@ -6,11 +6,14 @@ package adaptertest
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	metabucket "github.com/woodpecker-wal/woodpecker/meta/bucket"
 	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
@@ -93,4 +96,88 @@ func MetaPlacements(t *testing.T, f func(t *testing.T, mem objstore.Bucket, shar
 	t.Run("MetaInBucket", func(t *testing.T) {
 		f(t, objmem.New(), func() meta.Store { return nil })
 	})
+}
+
+// Opener opens an adapter's store with a call timeout, over a client (New)
+// or over URLs with the engine's default configuration (Open).
+type Opener struct {
+	New  func(ctx context.Context, c logstore.Client, callTimeout time.Duration) (io.Closer, error)
+	Open func(ctx context.Context, bucketURL string, callTimeout time.Duration) (io.Closer, error)
+}
+
+// CallTimeoutIsCheckedAgainstTheRetryBudget checks that a call timeout
+// shorter than the client's retry window is refused by New and Open with an
+// error naming both, and that one as long as the window, or as long as what
+// a cap on the retries can wait, is accepted.
+func CallTimeoutIsCheckedAgainstTheRetryBudget(t *testing.T, o Opener) {
+	ctx := context.Background()
+	newClient := func(cfg wal.Config) logstore.Client {
+		cfg.Bucket, cfg.Meta = objmem.New(), metamem.New()
+		c, err := wal.Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c.LogStore()
+	}
+	c := newClient(wal.Config{RetryBudget: 5 * time.Second})
+	_, err := o.New(ctx, c, time.Second)
+	if err == nil {
+		t.Fatal("New accepted CallTimeout 1s with a RetryBudget of 5s")
+	}
+	for _, want := range []string{"CallTimeout", "1s", "RetryBudget", "5s"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("New's error %q does not name %q", err, want)
+		}
+	}
+	_, err = o.Open(ctx, "mem://", 10*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "CallTimeout") || !strings.Contains(err.Error(), "RetryBudget = 30s") {
+		t.Fatalf("Open with CallTimeout 10s and the default 30s budget = %v, want an error naming both", err)
+	}
+	s, err := o.New(ctx, c, 5*time.Second)
+	if err != nil {
+		t.Fatalf("New with CallTimeout equal to the budget: %v", err)
+	}
+	s.Close()
+	// A cap on the number of retries shortens the budget to what they can
+	// wait.
+	s, err = o.New(ctx, newClient(wal.Config{RetryInterval: time.Millisecond, MaxFlushRetries: 3}), 150*time.Millisecond)
+	if err != nil {
+		t.Fatalf("New with CallTimeout 150ms and at most 3 retries 1ms apart: %v", err)
+	}
+	s.Close()
+}
+
+// FailWritesAfter lets the next n writes to the bucket through and fails
+// every later one without landing.
+func FailWritesAfter(fb *fault.Bucket, n int) {
+	var mu sync.Mutex
+	fb.SetHook(func(op fault.Op, _ string) fault.Action {
+		if op&fault.OpWrite == 0 {
+			return fault.Pass
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if n > 0 {
+			n--
+			return fault.Pass
+		}
+		return fault.Fail
+	})
+}
+
+// Client opens a client configured by cfg over a bucket b (a new memory
+// bucket when nil) and a new memory metadata store, closed at cleanup.
+func Client(t testing.TB, b objstore.Bucket, cfg wal.Config) *wal.Client {
+	t.Helper()
+	if b == nil {
+		b = objmem.New()
+	}
+	cfg.Bucket, cfg.Meta = b, metamem.New()
+	c, err := wal.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

@@ -150,6 +150,14 @@ func keyChar(b byte) bool {
 	return b >= '0' && b <= '9' || b >= 'a' && b <= 'z' || b == '_' || b == '.' || b == '-'
 }
 
+// CheckWrite validates the key and the value of a write.
+func CheckWrite(key string, value []byte) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	return CheckValue(key, value)
+}
+
 // CheckValue validates a value's size.
 func CheckValue(key string, v []byte) error {
 	if len(v) > MaxValueSize {

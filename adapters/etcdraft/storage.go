@@ -161,13 +161,10 @@ func Open(ctx context.Context, bucketURL, metaURL string, opts Options) (*Storag
 	if wcfg.Logger == nil {
 		wcfg.Logger = d.Logger
 	}
-	c, err := wal.OpenURL(ctx, bucketURL, metaURL, wcfg)
+	s, err := raftlog.OpenEmbedded(ctx, bucketURL, metaURL, wcfg, func(c logstore.Client) (*Storage, error) {
+		return New(ctx, c, d.LogName, opts) // New defaults CallTimeout from the client's budget
+	})
 	if err != nil {
-		return nil, err
-	}
-	s, err := New(ctx, c.LogStore(), d.LogName, opts) // New defaults CallTimeout from the client's budget
-	if err != nil {
-		c.Close()
 		return nil, err
 	}
 	s.owned = true

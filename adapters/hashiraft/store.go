@@ -184,13 +184,10 @@ func Open(ctx context.Context, bucketURL, metaURL string, opts Options) (*Store,
 	if err := d.validate(); err != nil {
 		return nil, err
 	}
-	c, err := wal.OpenURL(ctx, bucketURL, metaURL, d.WAL)
+	s, err := raftlog.OpenEmbedded(ctx, bucketURL, metaURL, d.WAL, func(c logstore.Client) (*Store, error) {
+		return New(ctx, c, d.LogName, opts) // New defaults CallTimeout from the client's budget
+	})
 	if err != nil {
-		return nil, fmt.Errorf("hashiraft: open: %w", err)
-	}
-	s, err := New(ctx, c.LogStore(), d.LogName, opts) // New defaults CallTimeout from the client's budget
-	if err != nil {
-		c.Close()
 		return nil, err
 	}
 	s.owned = true

@@ -273,10 +273,7 @@ func (s *Store) Get(ctx context.Context, key string) (meta.Record, error) {
 
 // Create writes a new record if key holds none, or returns meta.ErrExists.
 func (s *Store) Create(ctx context.Context, key string, value []byte) (meta.Version, error) {
-	if err := meta.ValidateKey(key); err != nil {
-		return "", err
-	}
-	if err := meta.CheckValue(key, value); err != nil {
+	if err := meta.CheckWrite(key, value); err != nil {
 		return "", err
 	}
 	ctx, done, err := s.begin(ctx)
@@ -302,10 +299,7 @@ func (s *Store) Create(ctx context.Context, key string, value []byte) (meta.Vers
 // version; otherwise (another version, no record, a foreign ver) it returns
 // meta.ErrPrecondition, naming the current version when there is one.
 func (s *Store) Update(ctx context.Context, key string, value []byte, ver meta.Version) (meta.Version, error) {
-	if err := meta.ValidateKey(key); err != nil {
-		return "", err
-	}
-	if err := meta.CheckValue(key, value); err != nil {
+	if err := meta.CheckWrite(key, value); err != nil {
 		return "", err
 	}
 	rev, err := etcdParseVersion(key, ver)

@@ -127,11 +127,7 @@ func (w *etcdWatch) stream(ctx context.Context, rev int64) error {
 	defer cancel()
 	wch := w.s.cli.Watch(sctx, w.full, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	for {
-		var out chan<- meta.Event
-		var next meta.Event
-		if w.head < len(w.pending) {
-			out, next = w.out, w.pending[w.head]
-		}
+		out, next := w.offer()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -156,11 +152,7 @@ func (w *etcdWatch) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
-		var out chan<- meta.Event
-		var next meta.Event
-		if w.head < len(w.pending) {
-			out, next = w.out, w.pending[w.head]
-		}
+		out, next := w.offer()
 		select {
 		case <-ctx.Done():
 			return false
@@ -226,6 +218,15 @@ func (w *etcdWatch) apply(ev *clientv3.Event) {
 
 // push queues ev. Once etcdWatchCoalesceAt events are pending, it replaces
 // the newest pending event of the same key instead, if there is one.
+// offer returns the consumer's channel and the next pending event, or a nil
+// channel (which a select never sends on) when nothing is pending.
+func (w *etcdWatch) offer() (chan<- meta.Event, meta.Event) {
+	if w.head < len(w.pending) {
+		return w.out, w.pending[w.head]
+	}
+	return nil, meta.Event{}
+}
+
 func (w *etcdWatch) push(ev meta.Event) {
 	k := ev.Record.Key
 	if i, ok := w.pidx[k]; ok && len(w.pending)-w.head >= etcdWatchCoalesceAt {

@@ -49,6 +49,14 @@ func New() *Store {
 	return s
 }
 
+// enterWrite is enter for a write of value. REQUIRES: s.mu held.
+func (s *Store) enterWrite(ctx context.Context, key string, value []byte) error {
+	if err := s.enter(ctx, key); err != nil {
+		return err
+	}
+	return meta.CheckValue(key, value)
+}
+
 func (s *Store) enter(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -90,10 +98,7 @@ func (s *Store) put(key string, value []byte) meta.Version {
 func (s *Store) Create(ctx context.Context, key string, value []byte) (meta.Version, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.enter(ctx, key); err != nil {
-		return "", err
-	}
-	if err := meta.CheckValue(key, value); err != nil {
+	if err := s.enterWrite(ctx, key, value); err != nil {
 		return "", err
 	}
 	if _, ok := s.mu.recs[key]; ok {
@@ -106,10 +111,7 @@ func (s *Store) Create(ctx context.Context, key string, value []byte) (meta.Vers
 func (s *Store) Update(ctx context.Context, key string, value []byte, ver meta.Version) (meta.Version, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.enter(ctx, key); err != nil {
-		return "", err
-	}
-	if err := meta.CheckValue(key, value); err != nil {
+	if err := s.enterWrite(ctx, key, value); err != nil {
 		return "", err
 	}
 	if r, ok := s.mu.recs[key]; !ok || memVersion(r.rev) != ver {

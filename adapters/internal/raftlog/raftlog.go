@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/logstore"
+	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
 // OpenOrCreate opens the named log, creating it first if it does not exist.
@@ -46,4 +47,23 @@ func CallTimeout(adapter string, callTimeout time.Duration, l logstore.Limits) (
 			adapter, callTimeout, l.RetryWindowSource, l.RetryWindow, l.OperationBound)
 	}
 	return callTimeout, nil
+}
+
+// OpenEmbedded opens the embedded engine over stores named by URLs (see
+// wal.OpenURL) and hands its client to newStore; the store returned owns
+// the client, which is closed if newStore fails. The adapters' Open
+// constructors are this, so that their New sees only a logstore.Client.
+func OpenEmbedded[S any](ctx context.Context, bucketURL, metaURL string, cfg wal.Config,
+	newStore func(logstore.Client) (S, error)) (S, error) {
+	var zero S
+	c, err := wal.OpenURL(ctx, bucketURL, metaURL, cfg)
+	if err != nil {
+		return zero, err
+	}
+	s, err := newStore(c.LogStore())
+	if err != nil {
+		c.Close()
+		return zero, err
+	}
+	return s, nil
 }

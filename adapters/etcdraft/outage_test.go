@@ -30,29 +30,20 @@ import (
 // the last acknowledged HardState.
 func TestStorageRidesOutServerOutages(t *testing.T) {
 	outagetest.RidesOut(t, "etcdraft_outage", func(bucketURL, metaURL string, tr *outagetest.Tracker, rng *rand.Rand) outagetest.Subject {
-		return &etcdWriter{Tracker: tr, bucketURL: bucketURL, metaURL: metaURL, rng: rng}
+		w := &etcdWriter{Writer: outagetest.Writer[*etcdraft.Storage]{Tracker: tr, BucketURL: bucketURL, MetaURL: metaURL, Rng: rng}}
+		w.OpenStore = func(ctx context.Context, b, m string) (*etcdraft.Storage, error) {
+			return etcdraft.Open(ctx, b, m, w.options())
+		}
+		return w
 	})
 }
-
-// Open opens the store under test.
-func (w *etcdWriter) Open(ctx context.Context) error {
-	s, err := etcdraft.Open(ctx, w.bucketURL, w.metaURL, w.options())
-	w.s = s
-	return err
-}
-
-// Close closes the store under test.
-func (w *etcdWriter) Close() error { return w.s.Close() }
 
 // etcdWriter writes a storage continuously the way an etcd raft node
 // persists its Readys: Save of a batch of entries at the end of the log
 // with a HardState committing them, the term rising every few batches. A
 // call that fails is retried with the same arguments.
 type etcdWriter struct {
-	*outagetest.Tracker
-	bucketURL, metaURL string
-	rng                *rand.Rand
-	s                  *etcdraft.Storage
+	outagetest.Writer[*etcdraft.Storage]
 
 	rec struct {
 		sync.Mutex
@@ -75,13 +66,10 @@ func (w *etcdWriter) Run() {
 		if i%8 == 0 {
 			term++
 		}
-		n := 1 + w.rng.IntN(4)
+		n := 1 + w.Rng.IntN(4)
 		ents := make([]*pb.Entry, n)
 		for k := range ents {
-			data := make([]byte, 16+w.rng.IntN(240))
-			for j := range data {
-				data[j] = byte(w.rng.Uint32())
-			}
+			data := w.Payload()
 			ents[k] = &pb.Entry{Index: new(next + uint64(k)), Term: new(term), Type: pb.EntryNormal.Enum(), Data: data}
 		}
 		last := next + uint64(n) - 1
@@ -91,9 +79,9 @@ func (w *etcdWriter) Run() {
 		var hsBefore *pb.HardState
 		ok := w.Call(op,
 			func() error {
-				before, _ = w.s.LastIndex()
-				hsBefore, _, _ = w.s.InitialState()
-				return w.s.Save(hs, ents, nil)
+				before, _ = w.S.LastIndex()
+				hsBefore, _, _ = w.S.InitialState()
+				return w.S.Save(hs, ents, nil)
 			},
 			func(err error) []string {
 				var p []string
@@ -103,10 +91,10 @@ func (w *etcdWriter) Run() {
 				// The entries may be durable even though the HardState
 				// failed; nothing else may have changed, and the failed
 				// HardState must not be reported as the saved one.
-				if after, _ := w.s.LastIndex(); after != before && after != last {
+				if after, _ := w.S.LastIndex(); after != before && after != last {
 					p = append(p, fmt.Sprintf("%s failed but LastIndex moved from %d to %d", op, before, after))
 				}
-				if got, _, _ := w.s.InitialState(); !proto.Equal(got, hsBefore) {
+				if got, _, _ := w.S.InitialState(); !proto.Equal(got, hsBefore) {
 					p = append(p, fmt.Sprintf("%s failed but InitialState's HardState changed from %v to %v", op, hsBefore, got))
 				}
 				return p
@@ -134,14 +122,10 @@ func (w *etcdWriter) VerifyFresh(t *testing.T) {
 	w.rec.Lock()
 	acked, pending, hs, pendHS := w.rec.acked, w.rec.pending, w.rec.hs, w.rec.pendHS
 	w.rec.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	fresh, err := etcdraft.Open(ctx, w.bucketURL, w.metaURL, w.options())
-	if err != nil {
-		t.Errorf("%s: open from a fresh client: %v", w.Name, err)
+	fresh, ok := w.Fresh(t)
+	if !ok {
 		return
 	}
-	defer fresh.Close()
 	first, _ := fresh.FirstIndex()
 	last, _ := fresh.LastIndex()
 	n := uint64(len(acked))

@@ -30,29 +30,20 @@ var keyCurrentTerm = []byte("CurrentTerm")
 // acknowledged entry, unchanged, and the last acknowledged term.
 func TestStoreRidesOutServerOutages(t *testing.T) {
 	outagetest.RidesOut(t, "hashi_outage", func(bucketURL, metaURL string, tr *outagetest.Tracker, rng *rand.Rand) outagetest.Subject {
-		return &hashiWriter{Tracker: tr, bucketURL: bucketURL, metaURL: metaURL, rng: rng}
+		w := &hashiWriter{Writer: outagetest.Writer[*hashiraft.Store]{Tracker: tr, BucketURL: bucketURL, MetaURL: metaURL, Rng: rng}}
+		w.OpenStore = func(ctx context.Context, b, m string) (*hashiraft.Store, error) {
+			return hashiraft.Open(ctx, b, m, w.options())
+		}
+		return w
 	})
 }
-
-// Open opens the store under test.
-func (w *hashiWriter) Open(ctx context.Context) error {
-	s, err := hashiraft.Open(ctx, w.bucketURL, w.metaURL, w.options())
-	w.s = s
-	return err
-}
-
-// Close closes the store under test.
-func (w *hashiWriter) Close() error { return w.s.Close() }
 
 // hashiWriter writes a store continuously the way raft does: a new term
 // (SetUint64 of CurrentTerm) every few batches, and batches of entries of
 // that term (StoreLogs) at the end of the log. A call that fails is retried
 // with the same arguments, as raft would.
 type hashiWriter struct {
-	*outagetest.Tracker
-	bucketURL, metaURL string
-	rng                *rand.Rand
-	s                  *hashiraft.Store
+	outagetest.Writer[*hashiraft.Store]
 
 	rec struct {
 		sync.Mutex
@@ -64,7 +55,7 @@ type hashiWriter struct {
 }
 
 func (w *hashiWriter) options() hashiraft.Options {
-	return hashiraft.Options{LogName: "node_" + w.Name, Logger: w.Log}
+	return hashiraft.Options{LogName: "node_" + w.Name, Logger: w.Log, WAL: wal.Config{GCInterval: -1}}
 }
 
 func (w *hashiWriter) Run() {
@@ -76,7 +67,7 @@ func (w *hashiWriter) Run() {
 			term++
 			tm := term
 			if !w.Call(fmt.Sprintf("set term %d", tm),
-				func() error { return w.s.SetUint64(keyCurrentTerm, tm) },
+				func() error { return w.S.SetUint64(keyCurrentTerm, tm) },
 				func(err error) []string { return permanentProblem(err) }) {
 				w.rec.Lock()
 				w.rec.pendTerm = tm
@@ -87,27 +78,24 @@ func (w *hashiWriter) Run() {
 			w.rec.term = tm
 			w.rec.Unlock()
 		}
-		n := 1 + w.rng.IntN(4)
+		n := 1 + w.Rng.IntN(4)
 		logs := make([]*raft.Log, n)
 		for k := range logs {
-			data := make([]byte, 16+w.rng.IntN(240))
-			for j := range data {
-				data[j] = byte(w.rng.Uint32())
-			}
+			data := w.Payload()
 			logs[k] = &raft.Log{Index: next + uint64(k), Term: term, Type: raft.LogCommand, Data: data}
 		}
 		op := fmt.Sprintf("store logs [%d, %d]", next, next+uint64(n)-1)
 		var before uint64
 		ok := w.Call(op,
 			func() error {
-				before, _ = w.s.LastIndex()
-				return w.s.StoreLogs(logs)
+				before, _ = w.S.LastIndex()
+				return w.S.StoreLogs(logs)
 			},
 			func(err error) []string {
 				p := permanentProblem(err)
 				// What raft sees must not change: the entries are not in the
 				// log as far as it knows.
-				if after, _ := w.s.LastIndex(); after != before {
+				if after, _ := w.S.LastIndex(); after != before {
 					p = append(p, fmt.Sprintf("%s failed but LastIndex moved from %d to %d", op, before, after))
 				}
 				return p
@@ -144,16 +132,10 @@ func (w *hashiWriter) VerifyFresh(t *testing.T) {
 	w.rec.Lock()
 	acked, pending, term, pendTerm := w.rec.acked, w.rec.pending, w.rec.term, w.rec.pendTerm
 	w.rec.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	opts := w.options()
-	opts.WAL.GCInterval = -1
-	fresh, err := hashiraft.Open(ctx, w.bucketURL, w.metaURL, opts)
-	if err != nil {
-		t.Errorf("%s: open from a fresh client: %v", w.Name, err)
+	fresh, ok := w.Fresh(t)
+	if !ok {
 		return
 	}
-	defer fresh.Close()
 	first, _ := fresh.FirstIndex()
 	last, _ := fresh.LastIndex()
 	n := uint64(len(acked))

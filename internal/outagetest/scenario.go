@@ -2,6 +2,7 @@ package outagetest
 
 import (
 	"context"
+	"io"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -90,4 +91,54 @@ func RidesOut(t *testing.T, name string, newSubject NewSubject) {
 		s.Tracking().Report(t)
 		s.VerifyFresh(t)
 	}
+}
+
+// Writer is the part of a Subject the adapters' writers share: the
+// tracker, the store's URLs, the payload source and the store under test.
+// A subject embeds it and sets OpenStore.
+type Writer[S io.Closer] struct {
+	*Tracker
+	BucketURL, MetaURL string
+	Rng                *rand.Rand
+	S                  S // the store under test, once Open succeeded
+	// OpenStore opens a store on the URLs: the one under test, and the
+	// fresh one VerifyFresh reads back through.
+	OpenStore func(ctx context.Context, bucketURL, metaURL string) (S, error)
+}
+
+// Open opens the store under test.
+func (w *Writer[S]) Open(ctx context.Context) error {
+	s, err := w.OpenStore(ctx, w.BucketURL, w.MetaURL)
+	if err == nil {
+		w.S = s
+	}
+	return err
+}
+
+// Close closes the store under test.
+func (w *Writer[S]) Close() error { return w.S.Close() }
+
+// Fresh opens the log again from a new client, which fences the store
+// under test, for VerifyFresh. It reports a failure to t and returns false;
+// the store is closed at cleanup.
+func (w *Writer[S]) Fresh(t *testing.T) (S, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := w.OpenStore(ctx, w.BucketURL, w.MetaURL)
+	if err != nil {
+		t.Errorf("%s: open from a fresh client: %v", w.Name, err)
+		return s, false
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, true
+}
+
+// Payload returns 16 to 255 random bytes, an entry's data.
+func (w *Writer[S]) Payload() []byte {
+	data := make([]byte, 16+w.Rng.IntN(240))
+	for j := range data {
+		data[j] = byte(w.Rng.Uint32())
+	}
+	return data
 }

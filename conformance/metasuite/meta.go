@@ -366,6 +366,18 @@ func testMetaModel(rt *rapid.T, t *testing.T, newStore MetaFactory) {
 	var stale []meta.Version // every version ever seen; never current once replaced
 	keyGen := rapid.SampledFrom(metaModelKeys)
 	valGen := rapid.SliceOfN(rapid.Byte(), 0, 32)
+	// written checks a successful write's answer and records it: a new
+	// version, never seen before for any key.
+	written := func(rt *rapid.T, op, k string, v []byte, ver meta.Version, err error) {
+		if err != nil {
+			rt.Fatalf("%s(%q): %v", op, k, err)
+		}
+		if slices.Contains(stale, ver) {
+			rt.Fatalf("%s(%q) returned a version seen before: %q", op, k, ver)
+		}
+		model[k] = rec{v, ver}
+		stale = append(stale, ver)
+	}
 	staleVer := func(rt *rapid.T) meta.Version {
 		if len(stale) == 0 || rapid.Bool().Draw(rt, "bogus") {
 			return "999999999"
@@ -382,14 +394,7 @@ func testMetaModel(rt *rapid.T, t *testing.T, newStore MetaFactory) {
 				}
 				return
 			}
-			if err != nil {
-				rt.Fatalf("Create(%q): %v", k, err)
-			}
-			if slices.Contains(stale, ver) {
-				rt.Fatalf("Create(%q) returned a version seen before: %q", k, ver)
-			}
-			model[k] = rec{v, ver}
-			stale = append(stale, ver)
+			written(rt, "Create", k, v, ver, err)
 		},
 		"Update": func(rt *rapid.T) {
 			k, v := keyGen.Draw(rt, "key"), valGen.Draw(rt, "value")
@@ -405,14 +410,7 @@ func testMetaModel(rt *rapid.T, t *testing.T, newStore MetaFactory) {
 				return
 			}
 			ver, err := s.Update(ctx, k, v, cur.ver)
-			if err != nil {
-				rt.Fatalf("Update(%q): %v", k, err)
-			}
-			if slices.Contains(stale, ver) {
-				rt.Fatalf("Update(%q) returned a version seen before: %q", k, ver)
-			}
-			model[k] = rec{v, ver}
-			stale = append(stale, ver)
+			written(rt, "Update", k, v, ver, err)
 		},
 		"Delete": func(rt *rapid.T) {
 			k := keyGen.Draw(rt, "key")

@@ -6,6 +6,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -49,12 +50,7 @@ func (r *Registry[T]) Register(scheme string, open T, isNil bool) {
 func (r *Registry[T]) Schemes() []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	out := make([]string, 0, len(r.openers))
-	for s := range r.openers {
-		out = append(out, s)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(r.openers))
 }
 
 // Parse parses rawURL, which must name a scheme. Its errors never repeat

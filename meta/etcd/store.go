@@ -271,23 +271,30 @@ func (s *Store) Get(ctx context.Context, key string) (meta.Record, error) {
 	return meta.Record{Key: key, Value: kv.Value, Version: etcdVersion(kv.ModRevision)}, nil
 }
 
+// txn runs one transaction on key, If(cmp) Then(then) Else(els...), within
+// the store's request timeout; op names it in the error.
+func (s *Store) txn(ctx context.Context, op, key string, cmp clientv3.Cmp, then clientv3.Op, els ...clientv3.Op) (*clientv3.TxnResponse, error) {
+	ctx, done, err := s.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	resp, err := s.cli.Txn(ctx).If(cmp).Then(then).Else(els...).Commit()
+	if err != nil {
+		return nil, s.wrapErr(op, key, true, err)
+	}
+	return resp, nil
+}
+
 // Create writes a new record if key holds none, or returns meta.ErrExists.
 func (s *Store) Create(ctx context.Context, key string, value []byte) (meta.Version, error) {
 	if err := meta.CheckWrite(key, value); err != nil {
 		return "", err
 	}
-	ctx, done, err := s.begin(ctx)
+	k := s.prefix + key
+	resp, err := s.txn(ctx, "create", key, clientv3.Compare(clientv3.CreateRevision(k), "=", 0), clientv3.OpPut(k, string(value)))
 	if err != nil {
 		return "", err
-	}
-	defer done()
-	k := s.prefix + key
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, string(value))).
-		Commit()
-	if err != nil {
-		return "", s.wrapErr("create", key, true, err)
 	}
 	if !resp.Succeeded {
 		return "", fmt.Errorf("%w: %q", meta.ErrExists, key)
@@ -306,19 +313,11 @@ func (s *Store) Update(ctx context.Context, key string, value []byte, ver meta.V
 	if err != nil {
 		return "", err
 	}
-	ctx, done, err := s.begin(ctx)
+	k := s.prefix + key
+	resp, err := s.txn(ctx, "update", key, clientv3.Compare(clientv3.ModRevision(k), "=", rev),
+		clientv3.OpPut(k, string(value)), clientv3.OpGet(k, clientv3.WithKeysOnly()))
 	if err != nil {
 		return "", err
-	}
-	defer done()
-	k := s.prefix + key
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).
-		Then(clientv3.OpPut(k, string(value))).
-		Else(clientv3.OpGet(k, clientv3.WithKeysOnly())).
-		Commit()
-	if err != nil {
-		return "", s.wrapErr("update", key, true, err)
 	}
 	if !resp.Succeeded {
 		return "", etcdMismatch(key, ver, resp)
@@ -336,19 +335,11 @@ func (s *Store) Delete(ctx context.Context, key string, ver meta.Version) error 
 	if err != nil {
 		return err
 	}
-	ctx, done, err := s.begin(ctx)
+	k := s.prefix + key
+	resp, err := s.txn(ctx, "delete", key, clientv3.Compare(clientv3.ModRevision(k), "=", rev),
+		clientv3.OpDelete(k), clientv3.OpGet(k, clientv3.WithKeysOnly()))
 	if err != nil {
 		return err
-	}
-	defer done()
-	k := s.prefix + key
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).
-		Then(clientv3.OpDelete(k)).
-		Else(clientv3.OpGet(k, clientv3.WithKeysOnly())).
-		Commit()
-	if err != nil {
-		return s.wrapErr("delete", key, true, err)
 	}
 	if !resp.Succeeded {
 		return etcdMismatch(key, ver, resp)

@@ -23,25 +23,25 @@ func TestSavingTheSameReadyAgainAfterItsSnapshotLanded(t *testing.T) {
 	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
 		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
-		if err := a.s.Save(hardState(1, 1, 4), ents(1, 4, 1), nil); err != nil {
+		if err := a.S.Save(hardState(1, 1, 4), ents(1, 4, 1), nil); err != nil {
 			t.Fatal(err)
 		}
 		snapWrites := 2 // the data object, the metadata CAS
 		if shared() != nil {
 			snapWrites = 1 // the metadata is not in the bucket
 		}
-		adaptertest.FailWritesAfter(a.fb, snapWrites)
+		adaptertest.FailWritesAfter(a.FB, snapWrites)
 		snap := &pb.Snapshot{Data: []byte("state at 10"), Metadata: &pb.SnapshotMetadata{
 			Index: new(uint64(10)), Term: new(uint64(2)), ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}}
 		hs := hardState(2, 0, 12)
-		err := a.s.Save(hs, ents(11, 2, 2), snap)
+		err := a.S.Save(hs, ents(11, 2, 2), snap)
 		if !errors.Is(err, ErrWriteFailed) {
 			t.Fatalf("Save = %v, want ErrWriteFailed", err)
 		}
-		a.fb.Heal()
-		err = a.s.Save(hs, ents(11, 2, 2), snap) // the same Ready again
-		last, _ := a.s.LastIndex()
-		gotHS, _, _ := a.s.InitialState()
+		a.FB.Heal()
+		err = a.S.Save(hs, ents(11, 2, 2), snap) // the same Ready again
+		last, _ := a.S.LastIndex()
+		gotHS, _, _ := a.S.InitialState()
 		if err != nil {
 			t.Errorf("saving the same Ready again after ErrWriteFailed = %v (LastIndex %d, HardState %v); want nil, LastIndex 12, HardState %v",
 				err, last, gotHS, hs)

@@ -16,39 +16,22 @@ import (
 	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
-	"github.com/woodpecker-wal/woodpecker/objstore/fault"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
 // proc is one process: its own client over a fault-injecting view of the
 // shared bucket, and a Storage of log "raft".
-type proc struct {
-	fb *fault.Bucket
-	c  *wal.Client
-	s  *Storage
-}
+type proc = adaptertest.Proc[*Storage]
 
 // openProc opens a process over mem. With shared nil the metadata lives in
 // the bucket (through this process's fault wrapper, so an outage of the
 // bucket is one of the metadata too); otherwise every process shares it.
 func openProc(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64) *proc {
 	t.Helper()
-	ctx := context.Background()
-	fb, c := adaptertest.Process(t, mem, shared, seed, adaptertest.FastFailing())
-	s, err := New(ctx, c.LogStore(), "raft", Options{TailCacheBytes: 64, // reads go through the WAL too
-		Logger: adaptertest.Logger(t)})
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	p := &proc{fb: fb, c: c, s: s}
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *proc) close() {
-	p.s.Close()
-	p.c.Close()
+	return adaptertest.OpenProc(t, mem, shared, seed, adaptertest.FastFailing(), func(c logstore.Client) (*Storage, error) {
+		return New(context.Background(), c, "raft", Options{TailCacheBytes: 64, // reads go through the WAL too
+			Logger: adaptertest.Logger(t)})
+	})
 }
 
 func ents(first, n, term uint64) []*pb.Entry {
@@ -108,39 +91,39 @@ func TestFailedStorageNeverTakesBackALogTakenOver(t *testing.T) {
 		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
 		want, hs := ents(1, 3, 1), hardState(1, 1, 3)
-		if err := a.s.Save(hs, want, nil); err != nil {
+		if err := a.S.Save(hs, want, nil); err != nil {
 			t.Fatal(err)
 		}
 
-		adaptertest.FailWrites(a.fb)
-		if err := a.s.Save(hardState(1, 1, 5), ents(4, 2, 1), nil); err == nil {
+		adaptertest.FailWrites(a.FB)
+		if err := a.S.Save(hardState(1, 1, 5), ents(4, 2, 1), nil); err == nil {
 			t.Fatal("Save succeeded with every bucket write failing")
 		}
 
 		b := openProc(t, mem, shared(), seed+1) // another process takes over
-		wantState(t, b.s, want, hs)
+		wantState(t, b.S, want, hs)
 		hs = hardState(2, 2, 5)
-		if err := b.s.Save(hs, ents(4, 2, 2), nil); err != nil {
+		if err := b.S.Save(hs, ents(4, 2, 2), nil); err != nil {
 			t.Fatal(err)
 		}
 		want = append(want, ents(4, 2, 2)...)
 
-		a.fb.Heal()
-		if err := a.s.Append(ents(4, 1, 1)); !errors.Is(err, wal.ErrFenced) {
+		a.FB.Heal()
+		if err := a.S.Append(ents(4, 1, 1)); !errors.Is(err, wal.ErrFenced) {
 			t.Fatalf("the failed storage's Append after the takeover = %v, want ErrFenced", err)
 		}
-		if err := a.s.SetHardState(hardState(1, 1, 4)); !errors.Is(err, wal.ErrFenced) {
+		if err := a.S.SetHardState(hardState(1, 1, 4)); !errors.Is(err, wal.ErrFenced) {
 			t.Fatalf("the failed storage's SetHardState after the takeover = %v, want ErrFenced", err)
 		}
 
 		hs = hardState(3, 2, 6)
-		if err := b.s.Save(hs, ents(6, 1, 3), nil); err != nil {
+		if err := b.S.Save(hs, ents(6, 1, 3), nil); err != nil {
 			t.Fatalf("the new owner's Save: %v", err)
 		}
 		want = append(want, ents(6, 1, 3)...)
-		wantState(t, b.s, want, hs)
-		b.close()
-		wantState(t, openProc(t, mem, shared(), seed+2).s, want, hs)
+		wantState(t, b.S, want, hs)
+		b.Close()
+		wantState(t, openProc(t, mem, shared(), seed+2).S, want, hs)
 	})
 }
 
@@ -152,13 +135,13 @@ func TestStorageResumesAfterAnOutageWithoutTakeover(t *testing.T) {
 		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
 		want, hs := ents(1, 3, 1), hardState(1, 1, 3)
-		if err := a.s.Save(hs, want, nil); err != nil {
+		if err := a.S.Save(hs, want, nil); err != nil {
 			t.Fatal(err)
 		}
 
-		adaptertest.FailWrites(a.fb)
+		adaptertest.FailWrites(a.FB)
 		for range 3 { // several writes fail: the storage stays usable
-			err := a.s.Save(hardState(2, 1, 6), ents(4, 3, 2), nil)
+			err := a.S.Save(hardState(2, 1, 6), ents(4, 3, 2), nil)
 			if err == nil {
 				t.Fatal("Save succeeded with every bucket write failing")
 			}
@@ -169,24 +152,24 @@ func TestStorageResumesAfterAnOutageWithoutTakeover(t *testing.T) {
 				t.Fatalf("Save during the outage = %v, want ErrWriteFailed", err)
 			}
 		}
-		wantState(t, a.s, want, hs) // reads are served meanwhile
-		a.fb.Heal()
+		wantState(t, a.S, want, hs) // reads are served meanwhile
+		a.FB.Heal()
 
 		hs = hardState(2, 1, 6)
-		if err := a.s.Save(hs, ents(4, 3, 2), nil); err != nil { // raft saves the Ready again
+		if err := a.S.Save(hs, ents(4, 3, 2), nil); err != nil { // raft saves the Ready again
 			t.Fatalf("Save after the outage: %v", err)
 		}
 		want = append(want, ents(4, 3, 2)...)
-		wantState(t, a.s, want, hs)
-		if err := a.s.Compact(2); err != nil {
+		wantState(t, a.S, want, hs)
+		if err := a.S.Compact(2); err != nil {
 			t.Fatalf("Compact after the outage: %v", err)
 		}
-		if err := a.s.Compact(1); err == nil {
+		if err := a.S.Compact(1); err == nil {
 			t.Fatal("Compact below the compaction point succeeded")
 		}
-		a.close()
+		a.Close()
 
-		r := openProc(t, mem, shared(), seed+1).s
+		r := openProc(t, mem, shared(), seed+1).S
 		if first, _ := r.FirstIndex(); first != 3 {
 			t.Fatalf("FirstIndex after reopening = %d, want 3", first)
 		}
@@ -212,7 +195,7 @@ func TestStorageResumesFromWhatAFailedWriteLeft(t *testing.T) {
 	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
 		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
-		if err := a.s.Save(hardState(1, 1, 4), ents(1, 4, 1), nil); err != nil {
+		if err := a.S.Save(hardState(1, 1, 4), ents(1, 4, 1), nil); err != nil {
 			t.Fatal(err)
 		}
 		// A snapshot at 10 from the leader: its data and metadata land, then
@@ -221,30 +204,30 @@ func TestStorageResumesFromWhatAFailedWriteLeft(t *testing.T) {
 		if shared() != nil {
 			snapWrites = 1 // the metadata is not in the bucket
 		}
-		adaptertest.FailWritesAfter(a.fb, snapWrites)
+		adaptertest.FailWritesAfter(a.FB, snapWrites)
 		snap := &pb.Snapshot{Data: []byte("state at 10"), Metadata: &pb.SnapshotMetadata{
 			Index: new(uint64(10)), Term: new(uint64(2)), ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}}
 		hs := hardState(2, 0, 12)
-		if err := a.s.Save(hs, ents(11, 2, 2), snap); err == nil {
+		if err := a.S.Save(hs, ents(11, 2, 2), snap); err == nil {
 			t.Fatal("Save succeeded with the bucket failing after the snapshot's metadata")
 		}
-		a.fb.Heal()
-		if err := a.s.Save(hs, ents(11, 2, 2), nil); err != nil { // raft saves the entries again
+		a.FB.Heal()
+		if err := a.S.Save(hs, ents(11, 2, 2), nil); err != nil { // raft saves the entries again
 			t.Fatalf("Save after the failure: %v", err)
 		}
-		first, _ := a.s.FirstIndex()
-		last, _ := a.s.LastIndex()
+		first, _ := a.S.FirstIndex()
+		last, _ := a.S.LastIndex()
 		if first != 11 || last != 12 {
 			t.Fatalf("log [%d, %d] after the snapshot at 10 and entries 11, 12; want [11, 12]", first, last)
 		}
-		got, err := a.s.Snapshot()
+		got, err := a.S.Snapshot()
 		if want := pb.EnsureSnapshot(proto.CloneOf(snap)); err != nil || !proto.Equal(got, want) {
 			t.Fatalf("Snapshot() = %v, %v; want %v", got, err, want)
 		}
-		if term, err := a.s.Term(10); err != nil || term != 2 {
+		if term, err := a.S.Term(10); err != nil || term != 2 {
 			t.Fatalf("Term(10) = %d, %v; want 2", term, err)
 		}
-		if got, _, _ := a.s.InitialState(); !proto.Equal(got, hs) {
+		if got, _, _ := a.S.InitialState(); !proto.Equal(got, hs) {
 			t.Fatalf("HardState %v, want %v", got, hs)
 		}
 	})

@@ -43,17 +43,17 @@ func TestGetLogNeverServesAFailedStoreLogs(t *testing.T) {
 	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
 		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
-		mustStore(t, a.s, logs(1, 3, 1)) // acknowledged: [1, 3]
+		mustStore(t, a.S, logs(1, 3, 1)) // acknowledged: [1, 3]
 
-		landThenFail(a.fb)
-		if err := a.s.StoreLogs(logs(4, 3, 1)); err == nil {
+		landThenFail(a.FB)
+		if err := a.S.StoreLogs(logs(4, 3, 1)); err == nil {
 			t.Fatal("StoreLogs [4, 6] succeeded with every write after its fragment failing")
 		}
-		last, _ := a.s.LastIndex()
+		last, _ := a.S.LastIndex()
 		t.Logf("after the failed StoreLogs [4, 6]: LastIndex = %d", last)
 
 		var got raft.Log
-		err := a.s.GetLog(6, &got)
+		err := a.S.GetLog(6, &got)
 		if !errors.Is(err, raft.ErrLogNotFound) {
 			t.Errorf("GetLog(6) after StoreLogs [4, 6] failed = (index %d term %d %q, %v); want raft.ErrLogNotFound",
 				got.Index, got.Term, got.Data, err)
@@ -63,15 +63,15 @@ func TestGetLogNeverServesAFailedStoreLogs(t *testing.T) {
 		// {PrevLogEntry: 6, PrevLogTerm: 1, Entries: [7, 9]} arrives: GetLog(6)
 		// matched the term, every entry is beyond raft's last index (3), so
 		// it calls StoreLogs([7, 9]).
-		a.fb.Heal()
+		a.FB.Heal()
 		if err == nil && got.Term == 1 {
-			if err := a.s.StoreLogs(logs(7, 3, 1)); err != nil {
+			if err := a.S.StoreLogs(logs(7, 3, 1)); err != nil {
 				t.Logf("StoreLogs [7, 9]: %v", err)
 			}
-			first, _ := a.s.FirstIndex()
-			last, _ := a.s.LastIndex()
+			first, _ := a.S.FirstIndex()
+			last, _ := a.S.LastIndex()
 			var e raft.Log
-			gerr := a.s.GetLog(1, &e)
+			gerr := a.S.GetLog(1, &e)
 			t.Logf("after StoreLogs [7, 9]: log [%d, %d], GetLog(1) = %v", first, last, gerr)
 			if gerr != nil {
 				t.Errorf("acknowledged entry 1 lost: log is now [%d, %d]; raft believes it holds [1, 9]", first, last)

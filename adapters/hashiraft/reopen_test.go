@@ -24,39 +24,21 @@ var keyTerm = []byte("CurrentTerm")
 
 // proc is one process: its own client over a fault-injecting view of the
 // shared bucket, and a Store of log "raft".
-type proc struct {
-	fb *fault.Bucket
-	c  *wal.Client
-	s  *Store
-}
+type proc = adaptertest.Proc[*Store]
 
 // openProc opens a process over mem. With shared nil the metadata lives in
 // the bucket (through this process's fault wrapper, so an outage of the
 // bucket is one of the metadata too); otherwise every process shares it.
 func openProc(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64) *proc {
-	t.Helper()
 	return openProcTimeout(t, mem, shared, seed, 300*time.Millisecond)
 }
 
 // openProcTimeout is openProc with the given CallTimeout.
 func openProcTimeout(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64, callTimeout time.Duration) *proc {
 	t.Helper()
-	ctx := context.Background()
-	fb, c := adaptertest.Process(t, mem, shared, seed, adaptertest.FastFailing())
-	s, err := New(ctx, c.LogStore(), "raft", Options{CallTimeout: callTimeout,
-		Logger: adaptertest.Logger(t)})
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	p := &proc{fb: fb, c: c, s: s}
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *proc) close() {
-	p.s.Close()
-	p.c.Close()
+	return adaptertest.OpenProc(t, mem, shared, seed, adaptertest.FastFailing(), func(c logstore.Client) (*Store, error) {
+		return New(context.Background(), c, "raft", Options{CallTimeout: callTimeout, Logger: adaptertest.Logger(t)})
+	})
 }
 
 func logs(first, n, term uint64) []*raft.Log {
@@ -105,41 +87,41 @@ func TestFailedStoreNeverTakesBackALogTakenOver(t *testing.T) {
 	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
 		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
-		mustStore(t, a.s, logs(1, 3, 1))
-		if err := a.s.SetUint64(keyTerm, 1); err != nil {
+		mustStore(t, a.S, logs(1, 3, 1))
+		if err := a.S.SetUint64(keyTerm, 1); err != nil {
 			t.Fatal(err)
 		}
 
-		adaptertest.FailWrites(a.fb)
-		if err := a.s.StoreLogs(logs(4, 2, 1)); err == nil {
+		adaptertest.FailWrites(a.FB)
+		if err := a.S.StoreLogs(logs(4, 2, 1)); err == nil {
 			t.Fatal("StoreLogs succeeded with every bucket write failing")
 		}
 
 		b := openProc(t, mem, shared(), seed+1) // another process takes over
 		want := logs(1, 3, 1)
-		wantLog(t, b.s, want, 1)
-		if err := b.s.SetUint64(keyTerm, 2); err != nil {
+		wantLog(t, b.S, want, 1)
+		if err := b.S.SetUint64(keyTerm, 2); err != nil {
 			t.Fatal(err)
 		}
-		mustStore(t, b.s, logs(4, 2, 2))
+		mustStore(t, b.S, logs(4, 2, 2))
 		want = append(want, logs(4, 2, 2)...)
 
-		a.fb.Heal()
-		if err := a.s.StoreLogs(logs(4, 1, 1)); !errors.Is(err, wal.ErrFenced) {
+		a.FB.Heal()
+		if err := a.S.StoreLogs(logs(4, 1, 1)); !errors.Is(err, wal.ErrFenced) {
 			t.Fatalf("the failed store's StoreLogs after the takeover = %v, want ErrFenced", err)
 		}
-		if err := a.s.SetUint64(keyTerm, 1); !errors.Is(err, wal.ErrFenced) {
+		if err := a.S.SetUint64(keyTerm, 1); !errors.Is(err, wal.ErrFenced) {
 			t.Fatalf("the failed store's SetUint64 after the takeover = %v, want ErrFenced", err)
 		}
 
-		mustStore(t, b.s, logs(6, 1, 2))
+		mustStore(t, b.S, logs(6, 1, 2))
 		want = append(want, logs(6, 1, 2)...)
-		if err := b.s.SetUint64(keyTerm, 3); err != nil {
+		if err := b.S.SetUint64(keyTerm, 3); err != nil {
 			t.Fatalf("the new owner's SetUint64: %v", err)
 		}
-		wantLog(t, b.s, want, 3)
-		b.close()
-		wantLog(t, openProc(t, mem, shared(), seed+2).s, want, 3)
+		wantLog(t, b.S, want, 3)
+		b.Close()
+		wantLog(t, openProc(t, mem, shared(), seed+2).S, want, 3)
 	})
 }
 
@@ -151,28 +133,28 @@ func TestStoreResumesAfterAnOutageWithoutTakeover(t *testing.T) {
 		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
 		want := logs(1, 3, 1)
-		mustStore(t, a.s, want)
-		if err := a.s.SetUint64(keyTerm, 1); err != nil {
+		mustStore(t, a.S, want)
+		if err := a.S.SetUint64(keyTerm, 1); err != nil {
 			t.Fatal(err)
 		}
 
-		adaptertest.FailWrites(a.fb)
-		if err := a.s.StoreLogs(logs(4, 3, 1)); err == nil {
+		adaptertest.FailWrites(a.FB)
+		if err := a.S.StoreLogs(logs(4, 3, 1)); err == nil {
 			t.Fatal("StoreLogs succeeded with every bucket write failing")
 		}
-		if err := a.s.SetUint64(keyTerm, 2); err == nil {
+		if err := a.S.SetUint64(keyTerm, 2); err == nil {
 			t.Fatal("SetUint64 succeeded with every bucket write failing")
 		}
-		a.fb.Heal()
+		a.FB.Heal()
 
-		mustStore(t, a.s, logs(4, 3, 1)) // raft retries from its last index
+		mustStore(t, a.S, logs(4, 3, 1)) // raft retries from its last index
 		want = append(want, logs(4, 3, 1)...)
-		if err := a.s.SetUint64(keyTerm, 2); err != nil {
+		if err := a.S.SetUint64(keyTerm, 2); err != nil {
 			t.Fatalf("SetUint64 after the outage: %v", err)
 		}
-		wantLog(t, a.s, want, 2)
-		a.close()
-		wantLog(t, openProc(t, mem, shared(), seed+1).s, want, 2)
+		wantLog(t, a.S, want, 2)
+		a.Close()
+		wantLog(t, openProc(t, mem, shared(), seed+1).S, want, 2)
 	})
 }
 
@@ -184,30 +166,30 @@ func TestStoreRidesOutFailuresEndingWithinTheCall(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		a := openProcTimeout(t, mem, shared(), seed, time.Minute) // the failures end: the call must not give up first
 		want := logs(1, 2, 1)
-		mustStore(t, a.s, want)
-		if err := a.s.SetUint64(keyTerm, 1); err != nil {
+		mustStore(t, a.S, want)
+		if err := a.S.SetUint64(keyTerm, 1); err != nil {
 			t.Fatal(err)
 		}
 		for round := range 5 {
 			var left atomic.Int64 // the next writes that fail
 			left.Store(int64(3 + rng.IntN(6)))
-			a.fb.SetHook(func(op fault.Op, _ string) fault.Action {
+			a.FB.SetHook(func(op fault.Op, _ string) fault.Action {
 				if op&fault.OpWrite != 0 && left.Add(-1) >= 0 {
 					return fault.Fail
 				}
 				return fault.Pass
 			})
 			next := logs(uint64(len(want))+1, 2, 1)
-			mustStore(t, a.s, next)
+			mustStore(t, a.S, next)
 			want = append(want, next...)
-			if err := a.s.SetUint64(keyTerm, uint64(round+2)); err != nil {
+			if err := a.S.SetUint64(keyTerm, uint64(round+2)); err != nil {
 				t.Fatalf("round %d: SetUint64: %v", round, err)
 			}
-			a.fb.Heal()
+			a.FB.Heal()
 		}
-		wantLog(t, a.s, want, 6)
-		a.close()
-		wantLog(t, openProc(t, mem, shared(), seed+1).s, want, 6)
+		wantLog(t, a.S, want, 6)
+		a.Close()
+		wantLog(t, openProc(t, mem, shared(), seed+1).S, want, 6)
 	})
 }
 

@@ -181,3 +181,33 @@ func Client(t testing.TB, b objstore.Bucket, cfg wal.Config) *wal.Client {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// Proc is one process of a fault test: its fault view of the shared
+// bucket, its client, and the adapter's store over that client.
+type Proc[S io.Closer] struct {
+	FB *fault.Bucket
+	C  *wal.Client
+	S  S
+}
+
+// OpenProc opens a process over mem (see Process) with cfg, and the
+// adapter's store over its client with newStore; both are closed at
+// cleanup.
+func OpenProc[S io.Closer](t testing.TB, mem objstore.Bucket, shared meta.Store, seed uint64, cfg wal.Config,
+	newStore func(logstore.Client) (S, error)) *Proc[S] {
+	t.Helper()
+	fb, c := Process(t, mem, shared, seed, cfg)
+	s, err := newStore(c.LogStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proc[S]{FB: fb, C: c, S: s}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Close closes the process's store and client.
+func (p *Proc[S]) Close() {
+	p.S.Close()
+	p.C.Close()
+}

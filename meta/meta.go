@@ -1,8 +1,10 @@
 // Package meta is woodpecker's small metadata store: versioned key/value
 // records with compare-and-swap, sized for per-log and per-segment records,
-// never per entry. Backends: etcd (clientv3 transactions on ModRevision), a
-// bucket (records as objects updated with If-Match / If-None-Match, the
-// zero-service default) and memory.
+// never per entry. The backends are subpackages that register their URL
+// scheme with [Open] when linked: meta/etcd (clientv3 transactions on
+// ModRevision), meta/bucket (records as objects updated with If-Match /
+// If-None-Match, the zero-service default) and meta/mem. This package links
+// none of them.
 //
 // # Contract
 //

@@ -1,6 +1,8 @@
 // Package objstore is the durable home of woodpecker's data: a small bucket
-// abstraction shaped by what the WAL needs, with backends for S3-compatible
-// stores (through minio-go), a local directory, and memory.
+// contract shaped by what the WAL needs. The backends are subpackages that
+// register their URL scheme with [Open] when linked: objstore/s3 (any
+// S3-compatible store, through minio-go), objstore/file (a local
+// directory) and objstore/mem. This package links none of them.
 //
 // # Contract
 //

@@ -3,21 +3,18 @@ package wal_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/woodpecker-wal/woodpecker/internal/counting"
+	"github.com/woodpecker-wal/woodpecker/internal/latency"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	metabucket "github.com/woodpecker-wal/woodpecker/meta/bucket"
-	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	filestore "github.com/woodpecker-wal/woodpecker/objstore/file"
-	"github.com/woodpecker-wal/woodpecker/objstore/s3"
 	"github.com/woodpecker-wal/woodpecker/wal"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
@@ -78,11 +75,7 @@ type benchEnv struct {
 // long as top (one set per top-level benchmark), so `-bench X/file` starts
 // none.
 func benchEnvs(top *testing.B) []benchEnv {
-	var (
-		vgw  *testserver.S3Server
-		etcd *testserver.EtcdServer
-		n    int
-	)
+	srv := testserver.NewServers(top)
 	return []benchEnv{
 		{
 			name: "file",
@@ -104,108 +97,11 @@ func benchEnvs(top *testing.B) []benchEnv {
 			},
 		},
 		{
-			name: "versitygw",
-			bucket: func(b *testing.B) objstore.Bucket {
-				if vgw == nil {
-					vgw = testserver.Versitygw(top)
-				}
-				bk, err := s3.New(context.Background(), vgw.Config(vgw.NewBucket(b), ""))
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { bk.Close() })
-				return bk
-			},
-			meta: func(b *testing.B, _ objstore.Bucket) meta.Store {
-				if etcd == nil {
-					etcd = testserver.Etcd(top)
-				}
-				n++
-				m, err := etcdmeta.New(context.Background(), etcd.Config(fmt.Sprintf("bench%d", n)))
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { m.Close() })
-				return m
-			},
+			name:   "versitygw",
+			bucket: func(b *testing.B) objstore.Bucket { return srv.Versitygw().OpenBucket(b, "") },
+			meta:   func(b *testing.B, _ objstore.Bucket) meta.Store { return srv.Etcd().OpenMeta(b) },
 		},
 	}
-}
-
-// countingBucket counts the requests the engine makes.
-type countingBucket struct {
-	objstore.Bucket
-	puts, putBytes atomic.Int64 // PutIfAbsent calls and their bytes
-	gets, getBytes atomic.Int64 // successful Get calls and the bytes read from them
-	heads, lists   atomic.Int64
-}
-
-func (c *countingBucket) PutIfAbsent(ctx context.Context, key string, data []byte) (objstore.ObjectInfo, error) {
-	c.puts.Add(1)
-	c.putBytes.Add(int64(len(data)))
-	return c.Bucket.PutIfAbsent(ctx, key, data)
-}
-
-func (c *countingBucket) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, objstore.ObjectInfo, error) {
-	rc, info, err := c.Bucket.Get(ctx, key, off, length)
-	if err != nil {
-		return rc, info, err
-	}
-	c.gets.Add(1)
-	return &countingReader{ReadCloser: rc, n: &c.getBytes}, info, nil
-}
-
-func (c *countingBucket) Head(ctx context.Context, key string) (objstore.ObjectInfo, error) {
-	c.heads.Add(1)
-	return c.Bucket.Head(ctx, key)
-}
-
-func (c *countingBucket) List(ctx context.Context, opts objstore.ListOptions) ([]objstore.ObjectInfo, error) {
-	c.lists.Add(1)
-	return c.Bucket.List(ctx, opts)
-}
-
-func (c *countingBucket) reset() {
-	for _, v := range []*atomic.Int64{&c.puts, &c.putBytes, &c.gets, &c.getBytes, &c.heads, &c.lists} {
-		v.Store(0)
-	}
-}
-
-type countingReader struct {
-	io.ReadCloser
-	n *atomic.Int64
-}
-
-func (r *countingReader) Read(p []byte) (int, error) {
-	n, err := r.ReadCloser.Read(p)
-	r.n.Add(int64(n))
-	return n, err
-}
-
-// countingMeta counts metadata requests.
-type countingMeta struct {
-	meta.Store
-	ops atomic.Int64
-}
-
-func (m *countingMeta) Get(ctx context.Context, key string) (meta.Record, error) {
-	m.ops.Add(1)
-	return m.Store.Get(ctx, key)
-}
-
-func (m *countingMeta) Create(ctx context.Context, key string, value []byte) (meta.Version, error) {
-	m.ops.Add(1)
-	return m.Store.Create(ctx, key, value)
-}
-
-func (m *countingMeta) Update(ctx context.Context, key string, value []byte, ver meta.Version) (meta.Version, error) {
-	m.ops.Add(1)
-	return m.Store.Update(ctx, key, value, ver)
-}
-
-func (m *countingMeta) List(ctx context.Context, prefix string) ([]meta.Record, error) {
-	m.ops.Add(1)
-	return m.Store.List(ctx, prefix)
 }
 
 var benchSeq atomic.Int64
@@ -246,62 +142,6 @@ func benchWriter(b *testing.B, c *wal.Client, name string) (*wal.Log, *wal.Write
 	return l, w
 }
 
-// reportLatency reports the p50 and p99 of lat in µs, as objstore's
-// benchmarks do.
-func reportLatency(b *testing.B, lat []time.Duration) {
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Nanoseconds()) / 1e3
-	}
-	b.ReportMetric(pct(0.50), "p50-µs")
-	b.ReportMetric(pct(0.99), "p99-µs")
-}
-
-// benchRun runs b.N calls of op(i) on workers goroutines (exactly workers in
-// flight, independent of GOMAXPROCS) and reports per-call latency.
-func benchRun(b *testing.B, workers int, op func(i int) error) {
-	var (
-		next    atomic.Int64
-		mu      sync.Mutex
-		all     = make([]time.Duration, 0, b.N)
-		failed  atomic.Bool
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		firstEr error
-	)
-	b.ResetTimer()
-	for range workers {
-		wg.Go(func() {
-			lat := make([]time.Duration, 0, b.N/workers+1)
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(b.N) || failed.Load() {
-					break
-				}
-				start := time.Now()
-				if err := op(int(i)); err != nil {
-					errOnce.Do(func() { firstEr = err })
-					failed.Store(true)
-					break
-				}
-				lat = append(lat, time.Since(start))
-			}
-			mu.Lock()
-			all = append(all, lat...)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	b.StopTimer()
-	if firstEr != nil {
-		b.Fatal(firstEr)
-	}
-	reportLatency(b, all)
-}
-
 // rawKey names raw objects like fragments (same depth and digit padding),
 // so path-based backends do the same directory work.
 func rawKey(prefix string, i int) string {
@@ -331,7 +171,7 @@ func BenchmarkRawPut(b *testing.B) {
 					prefix := benchName("p")
 					b.SetBytes(int64(tc.size))
 					b.ReportAllocs()
-					benchRun(b, tc.workers, func(i int) error {
+					latency.Bench(b, tc.workers, func(_, i int) error {
 						_, err := bk.PutIfAbsent(ctx, rawKey(prefix, i), data)
 						return err
 					})
@@ -359,13 +199,13 @@ func BenchmarkAppendAsync(b *testing.B) {
 				data := benchData(sz.size)
 				b.Run(sz.name, func(b *testing.B) {
 					ctx := context.Background()
-					cb := &countingBucket{Bucket: bk}
+					cb := counting.NewBucket(bk)
 					c := benchClient(b, cb, m)
 					defer c.Close()
 					name := benchName("async")
 					_, w := benchWriter(b, c, name)
 					window := make([]*wal.Future, max(1, benchWindowBytes/sz.size))
-					cb.reset()
+					before := cb.Snapshot()
 					b.SetBytes(int64(sz.size))
 					b.ReportAllocs()
 					b.ResetTimer()
@@ -395,10 +235,11 @@ func BenchmarkAppendAsync(b *testing.B) {
 					if got := w.DurableIndex(); got != uint64(b.N) {
 						b.Fatalf("durable index %d after Sync, want %d", got, b.N)
 					}
-					puts := cb.puts.Load()
+					req := cb.Snapshot().Sub(before)
+					puts := max(req.PutIfAbsent, 1)
 					b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "entries/s")
-					b.ReportMetric(float64(cb.putBytes.Load())/float64(max(puts, 1)), "B/PUT")
-					b.ReportMetric(float64(b.N)/float64(max(puts, 1)), "entries/PUT")
+					b.ReportMetric(float64(req.PutBytes)/float64(puts), "B/PUT")
+					b.ReportMetric(float64(b.N)/float64(puts), "entries/PUT")
 					if err := w.Close(); err != nil {
 						b.Fatal(err)
 					}
@@ -417,7 +258,7 @@ func BenchmarkAppendSync(b *testing.B) {
 	for _, env := range benchEnvs(b) {
 		b.Run(env.name, func(b *testing.B) {
 			bk := env.bucket(b)
-			m := &countingMeta{Store: env.meta(b, bk)}
+			m := counting.NewMeta(env.meta(b, bk))
 			for _, sz := range benchEntrySizes {
 				data := benchData(sz.size)
 				b.Run(sz.name, func(b *testing.B) {
@@ -432,14 +273,15 @@ func BenchmarkAppendSync(b *testing.B) {
 						prefix := benchName("s")
 						b.SetBytes(int64(len(frag)))
 						b.ReportAllocs()
-						benchRun(b, 1, func(i int) error {
+						latency.Bench(b, 1, func(_, i int) error {
 							_, err := bk.PutIfAbsent(ctx, rawKey(prefix, i), frag)
 							return err
 						})
 						b.ReportMetric(float64(len(frag)), "B/PUT")
 					})
 
-					cb := &countingBucket{Bucket: bk}
+					cb := counting.NewBucket(bk)
+					cb.CountMeta(m)
 					c := benchClient(b, cb, m)
 					defer c.Close()
 					name := benchName("sync")
@@ -447,18 +289,18 @@ func BenchmarkAppendSync(b *testing.B) {
 					defer w.Close()
 					next := uint64(1)
 					b.Run("append", func(b *testing.B) {
-						cb.reset()
-						m.ops.Store(0)
+						before := cb.Snapshot()
 						b.SetBytes(int64(sz.size))
 						b.ReportAllocs()
-						benchRun(b, 1, func(int) error {
+						latency.Bench(b, 1, func(int, int) error {
 							err := w.Append(ctx, next, [][]byte{data})
 							next++
 							return err
 						})
-						b.ReportMetric(float64(cb.puts.Load())/float64(b.N), "PUTs/op")
-						b.ReportMetric(float64(cb.putBytes.Load())/float64(max(cb.puts.Load(), 1)), "B/PUT")
-						b.ReportMetric(float64(m.ops.Load())/float64(b.N), "meta-ops/op")
+						req := cb.Snapshot().Sub(before)
+						b.ReportMetric(float64(req.PutIfAbsent)/float64(b.N), "PUTs/op")
+						b.ReportMetric(float64(req.PutBytes)/float64(max(req.PutIfAbsent, 1)), "B/PUT")
+						b.ReportMetric(float64(req.MetaOps)/float64(b.N), "meta-ops/op")
 					})
 
 					// The two above run one after the other, and a loaded
@@ -494,16 +336,9 @@ func BenchmarkAppendSync(b *testing.B) {
 							put, app, diff = append(put, dp), append(app, da), append(diff, da-dp)
 						}
 						b.StopTimer()
-						pct := func(lat []time.Duration, p float64) float64 {
-							slices.Sort(lat)
-							return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Nanoseconds()) / 1e3
-						}
-						b.ReportMetric(pct(put, 0.50), "put-p50-µs")
-						b.ReportMetric(pct(put, 0.99), "put-p99-µs")
-						b.ReportMetric(pct(app, 0.50), "append-p50-µs")
-						b.ReportMetric(pct(app, 0.99), "append-p99-µs")
-						b.ReportMetric(pct(diff, 0.50), "diff-p50-µs")
-						b.ReportMetric(pct(diff, 0.99), "diff-p99-µs")
+						latency.Report(b, "put-", put)
+						latency.Report(b, "append-", app)
+						latency.Report(b, "diff-", diff)
 					})
 				})
 			}
@@ -551,7 +386,7 @@ func BenchmarkReplay(b *testing.B) {
 					})
 
 					b.Run("reader", func(b *testing.B) {
-						cb := &countingBucket{Bucket: bk}
+						cb := counting.NewBucket(bk)
 						b.SetBytes(payload)
 						b.ReportAllocs()
 						b.ResetTimer()
@@ -578,9 +413,10 @@ func BenchmarkReplay(b *testing.B) {
 							c.Close()
 						}
 						b.StopTimer()
-						b.ReportMetric(float64(cb.gets.Load())/float64(b.N), "GETs/op")
-						b.ReportMetric(float64(cb.getBytes.Load())/float64(b.N)/float64(objBytes), "read-amp")
-						b.ReportMetric(float64(cb.lists.Load()+cb.heads.Load())/float64(b.N), "LIST+HEAD/op")
+						req := cb.Snapshot()
+						b.ReportMetric(float64(req.Get)/float64(b.N), "GETs/op")
+						b.ReportMetric(float64(req.GetBytes)/float64(b.N)/float64(objBytes), "read-amp")
+						b.ReportMetric(float64(req.List+req.Head)/float64(b.N), "LIST+HEAD/op")
 					})
 				})
 			}

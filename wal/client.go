@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/woodpecker-wal/woodpecker/cache"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
@@ -22,9 +24,11 @@ import (
 // concurrent use. Close it when done; it does not close the stores.
 type Client struct {
 	cfg       Config
+	clock     clockwork.Clock // cfg.Clock, or the real clock: all the engine's time
 	frags     *cache.LRU[string, *codec.Fragment]
-	closed    chan struct{} // closed by Close: background work stops
-	closeDone chan struct{} // closed when Close has finished
+	life      context.Context    // done once Close is called: the parent of background work, which then stops
+	endLife   context.CancelFunc // ends life
+	closeDone chan struct{}      // closed when Close has finished
 
 	mu struct {
 		sync.Mutex
@@ -93,19 +97,20 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c := &Client{
 		cfg:       cfg,
+		clock:     clockOf(&cfg),
 		frags:     cache.New[string, *codec.Fragment](cfg.CacheBytes),
-		closed:    make(chan struct{}),
 		closeDone: make(chan struct{}),
 	}
+	c.life, c.endLife = context.WithCancel(context.Background())
 	c.mu.logs = make(map[string]*logState)
-	c.gc.init()
+	c.gc.init(c.clock)
 	c.metrics = newMetrics(cfg.Registerer, c)
 	c.pf.inflight = make(map[string]bool)
 	c.pf.calls = make(map[string]*fetchCall)
 	c.pf.sem = make(chan struct{}, max(cfg.Prefetch, 1))
 	if cfg.GCInterval > 0 {
 		c.janitorDone = make(chan struct{})
-		go c.janitor(cfg.GCInterval)
+		go c.janitor(cfg.GCInterval, c.clock.NewTicker(cfg.GCInterval))
 	}
 	return c, ctx.Err()
 }
@@ -127,7 +132,7 @@ func (c *Client) Close() error {
 	c.mu.done = true
 	c.mu.Unlock()
 	defer close(c.closeDone)
-	close(c.closed)
+	c.endLife()
 	if c.janitorDone != nil {
 		<-c.janitorDone
 	}
@@ -241,8 +246,8 @@ func (c *Client) DeleteLog(ctx context.Context, name string) error {
 	// deletion resumed after a partial failure fences again, lower down,
 	// and the zombie's next slot may be the first fence's.
 	if s := rec.openSeg(); s != nil {
-		fw := &Writer{c: c, name: name, prefix: c.logPrefix(rec), logID: rec.ID, epoch: rec.Epoch, nonce: random64()}
-		if _, _, err := fw.fenceSegment(ctx, *s); err != nil {
+		a := author{name: name, prefix: c.logPrefix(rec), logID: rec.ID, epoch: rec.Epoch, nonce: random64()}
+		if _, _, err := c.fenceSegment(ctx, a, *s); err != nil {
 			return err
 		}
 	}
@@ -385,19 +390,12 @@ func (c *Client) prefetch(logPrefix string, seg, seq, frags uint64) {
 			}()
 			select {
 			case c.pf.sem <- struct{}{}:
-			case <-c.closed:
+			case <-c.life.Done():
 				return
 			}
 			defer func() { <-c.pf.sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			ctx, cancel := c.withTimeout(c.life, time.Minute)
 			defer cancel()
-			go func() {
-				select {
-				case <-c.closed:
-					cancel()
-				case <-ctx.Done():
-				}
-			}()
 			_, _ = c.fragment(ctx, key)
 		}()
 	}

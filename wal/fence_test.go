@@ -11,11 +11,7 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
-	"github.com/woodpecker-wal/woodpecker/meta/bucket"
-	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
-	"github.com/woodpecker-wal/woodpecker/objstore/file"
-	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -33,18 +29,12 @@ func zombieRace(t *testing.T, b objstore.Bucket, m meta.Store, rounds int) {
 	newProc := func() *wal.Client {
 		return newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 5; c.MaxEntries = 4 })
 	}
-	if err := newProc().CreateLog(ctx, "zombie"); err != nil {
-		t.Fatal(err)
-	}
+	createLog(t, newProc(), "zombie")
 	var mu sync.Mutex
 	acked := map[uint64]string{}
 	var wg sync.WaitGroup
 	for round := 0; round < rounds; round++ {
-		l, err := newProc().OpenLog(ctx, "zombie")
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := l.OpenWriter(ctx)
+		w, err := openLog(t, newProc(), "zombie").OpenWriter(ctx)
 		if err != nil {
 			t.Fatalf("round %d: OpenWriter: %v", round, err)
 		}
@@ -92,12 +82,8 @@ func zombieRace(t *testing.T, b objstore.Bucket, m meta.Store, rounds int) {
 		time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
 	}
 	wg.Wait()
-	l, _ := newProc().OpenLog(ctx, "zombie")
-	w, err := l.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	l := openLog(t, newProc(), "zombie")
+	w := openWriter(t, l)
 	first, last := w.FirstIndex(), w.LastIndex()
 	prevRound := -1
 	for i := first; i <= last && first > 0; i++ {
@@ -128,18 +114,13 @@ func zombieRace(t *testing.T, b objstore.Bucket, m meta.Store, rounds int) {
 	t.Logf("%d rounds, log [%d, %d], %d acknowledged entries", rounds, first, last, len(acked))
 }
 
-func TestZombieRaceMem(t *testing.T) { zombieRace(t, objmem.New(), metamem.New(), 30) }
+func TestZombieRaceMem(t *testing.T) {
+	b, m := memStores()
+	zombieRace(t, b, m, 30)
+}
 
 func TestZombieRaceFile(t *testing.T) {
-	b, err := file.New(t.TempDir(), file.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	m, err := bucket.New(b, "meta")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, m := fileStores(t)
 	zombieRace(t, b, m, 15)
 }
 
@@ -148,17 +129,9 @@ func TestZombieRaceFile(t *testing.T) {
 // data.
 func TestBitFlipsDetected(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	c := newClient(t, b, m, nil)
-	c.CreateLog(ctx, "flip")
-	l, _ := c.OpenLog(ctx, "flip")
-	w, err := l.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Append(ctx, 1, [][]byte{[]byte("alpha"), []byte("beta")}); err != nil {
-		t.Fatal(err)
-	}
+	b, m := memStores()
+	_, w := newLog(t, newClient(t, b, m, nil), "flip")
+	mustAppend(t, w, 1, [][]byte{[]byte("alpha"), []byte("beta")})
 	w.Close()
 	var key string
 	objs, _ := b.List(ctx, objstore.ListOptions{Prefix: "wal/flip/"})
@@ -178,8 +151,7 @@ func TestBitFlipsDetected(t *testing.T) {
 			t.Fatal(err)
 		}
 		c2 := newClient(t, b, m, nil) // no cache
-		l2, _ := c2.OpenLog(ctx, "flip")
-		got, err := l2.Get(ctx, 2)
+		got, err := openLog(t, c2, "flip").Get(ctx, 2)
 		if err == nil {
 			t.Fatalf("bit %d flipped: Get returned %q", bit, got)
 		}

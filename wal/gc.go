@@ -8,19 +8,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/woodpecker-wal/woodpecker/meta"
-	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
 
 // gcState remembers, per log segment, when this process first saw it marked
-// deleted: the grace period runs on the local monotonic clock, never
-// comparing clocks across machines.
+// deleted: the grace period runs on the client's clock, never comparing
+// clocks across machines.
 type gcState struct {
 	mu     sync.Mutex
 	seen   map[string]time.Time // "<log>/<id>/<segment>" -> first seen deleted
 	leases map[string]leaseSeen // lease key -> the version last seen and when it changed
-	now    func() time.Time
+	clock  clockwork.Clock
 }
 
 type leaseSeen struct {
@@ -28,10 +29,10 @@ type leaseSeen struct {
 	since time.Time
 }
 
-func (g *gcState) init() {
+func (g *gcState) init(clock clockwork.Clock) {
 	g.seen = make(map[string]time.Time)
 	g.leases = make(map[string]leaseSeen)
-	g.now = time.Now
+	g.clock = clock
 }
 
 // leasePos returns the lowest position held by a live lease on the log, or
@@ -43,7 +44,7 @@ func (c *Client) leasePos(ctx context.Context, name string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("wal: gc log %q: list leases: %w", name, err)
 	}
-	now := c.gc.now()
+	now := c.gc.clock.Now()
 	var lowest uint64
 	for _, r := range recs {
 		var v leaseValue
@@ -105,7 +106,7 @@ func (c *Client) GC(ctx context.Context, name string) (GCStats, error) {
 		if err != nil {
 			return st, err
 		}
-		now := c.gc.now()
+		now := c.gc.clock.Now()
 		marked, removable := 0, map[uint64]bool{}
 		next := rec.clone()
 		for i := range next.Segments {
@@ -175,10 +176,6 @@ func (c *Client) GC(ctx context.Context, name string) (GCStats, error) {
 	}
 }
 
-// isFence tells a fence (or seal) object from data by its size, as
-// recovery does.
-func isFence(o objstore.ObjectInfo) bool { return o.Size == codec.FixedHeaderSize }
-
 // minReaderPos returns the lowest position of an open reader of the log in
 // this process, or 0 when there is none.
 func (c *Client) minReaderPos(name string) uint64 {
@@ -194,25 +191,20 @@ func (c *Client) minReaderPos(name string) uint64 {
 	return m
 }
 
-// janitor runs GC on every log each interval until the client closes.
-func (c *Client) janitor(interval time.Duration) {
+// janitor runs GC on every log at each tick of t, every interval on the
+// client's clock, until the client closes. It logs the end of each pass at
+// Debug level ("wal: janitor pass"). Open makes t, so that the janitor's
+// clock is set when Open returns.
+func (c *Client) janitor(interval time.Duration, t clockwork.Ticker) {
 	defer close(c.janitorDone)
-	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
-		case <-c.closed:
+		case <-c.life.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), interval*4+time.Minute)
-		go func() {
-			select {
-			case <-c.closed:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		ctx, cancel := c.withTimeout(c.life, interval*4+time.Minute)
 		names, err := c.ListLogs(ctx)
 		if err != nil {
 			c.cfg.Logger.Warn("wal: janitor: list logs", "err", err)
@@ -225,5 +217,6 @@ func (c *Client) janitor(interval time.Duration) {
 			}
 		}
 		cancel()
+		c.cfg.Logger.Debug("wal: janitor pass", "logs", len(names))
 	}
 }

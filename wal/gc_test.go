@@ -2,7 +2,6 @@ package wal_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"sync/atomic"
 	"testing"
@@ -11,40 +10,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
-	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
-
-func countObjects(t *testing.T, b objstore.Bucket, prefix string) int {
-	t.Helper()
-	n := 0
-	if err := objstore.ListAll(context.Background(), b, prefix, 0, func(objstore.ObjectInfo) error { n++; return nil }); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
 
 // TestGC: segments wholly below the first index are deleted after the grace
 // period by a client without a writer, a reader's position holds them back,
 // and reads below the truncation point are ErrTruncated, never end-of-log.
 func TestGC(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
+	b, m := memStores()
 	cfg := func(c *wal.Config) { c.SegmentMaxFragments = 2; c.MaxEntries = 5; c.GCGrace = 50 * time.Millisecond }
-	c := newClient(t, b, m, cfg)
-	c.CreateLog(ctx, "gc")
-	l, _ := c.OpenLog(ctx, "gc")
-	w, err := l.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := uint64(1); i <= 100; i += 5 {
-		if err := w.Append(ctx, i, entries(i, 5)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	_, w := newLog(t, newClient(t, b, m, cfg), "gc")
+	appendRange(t, w, 1, 100, 5)
 	before := countObjects(t, b, "wal/gc/")
 	if err := w.TruncateFront(ctx, 61); err != nil {
 		t.Fatal(err)
@@ -53,23 +31,13 @@ func TestGC(t *testing.T) {
 
 	// A janitor in another process, with a reader of its own at 30.
 	j := newClient(t, b, m, cfg)
-	jl, _ := j.OpenLog(ctx, "gc")
-	if _, err := jl.Get(ctx, 60); !errors.Is(err, wal.ErrTruncated) {
-		t.Fatalf("Get below the first index = %v, want ErrTruncated", err)
-	}
-	st, err := j.GC(ctx, "gc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.SegmentsRemoved != 0 || st.Waiting == 0 {
+	jl := openLog(t, j, "gc")
+	wantGetErr(t, jl, 60, wal.ErrTruncated) // below the first index
+	if st := mustGC(t, j, "gc"); st.SegmentsRemoved != 0 || st.Waiting == 0 {
 		t.Fatalf("first GC pass = %+v: must only start the grace period", st)
 	}
 	time.Sleep(60 * time.Millisecond)
-	st, err = j.GC(ctx, "gc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.SegmentsRemoved == 0 || st.ObjectsDeleted == 0 {
+	if st := mustGC(t, j, "gc"); st.SegmentsRemoved == 0 || st.ObjectsDeleted == 0 {
 		t.Fatalf("GC after the grace period = %+v: removed nothing", st)
 	}
 	after := countObjects(t, b, "wal/gc/")
@@ -77,17 +45,11 @@ func TestGC(t *testing.T) {
 		t.Fatalf("objects: %d before, %d after GC", before, after)
 	}
 	// Idempotent, and the live entries are intact.
-	if st, err := j.GC(ctx, "gc"); err != nil || st.ObjectsDeleted != 0 {
-		t.Fatalf("second GC = %+v, %v", st, err)
+	if st := mustGC(t, j, "gc"); st.ObjectsDeleted != 0 {
+		t.Fatalf("second GC = %+v", st)
 	}
-	for i := uint64(61); i <= 100; i++ {
-		if _, err := jl.Get(ctx, i); err != nil {
-			t.Fatalf("Get(%d) after GC: %v", i, err)
-		}
-	}
-	if _, err := jl.Get(ctx, 10); !errors.Is(err, wal.ErrTruncated) {
-		t.Fatalf("Get of a collected entry = %v, want ErrTruncated", err)
-	}
+	wantEntries(t, jl, 61, 100)
+	wantGetErr(t, jl, 10, wal.ErrTruncated) // a collected entry
 }
 
 // TestGCRespectsReaders: a reader in this process holds back the deletion of
@@ -95,71 +57,35 @@ func TestGC(t *testing.T) {
 // ErrTruncated all the same.
 func TestGCRespectsReaders(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	c := newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 1; c.GCGrace = time.Nanosecond })
-	c.CreateLog(ctx, "gcr")
-	l, _ := c.OpenLog(ctx, "gcr")
-	w, _ := l.OpenWriter(ctx)
-	defer w.Close()
-	for i := uint64(1); i <= 20; i += 2 { // one segment per two entries: [1,2], [3,4], ...
-		if err := w.Append(ctx, i, entries(i, 2)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r, err := l.NewReader(ctx, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newMemClient(t, func(c *wal.Config) { c.SegmentMaxFragments = 1; c.GCGrace = time.Nanosecond })
+	l, w := newLog(t, c, "gcr")
+	appendRange(t, w, 1, 20, 2) // one segment per two entries: [1,2], [3,4], ...
+	r := newReader(t, l, 3)
 	if err := w.TruncateFront(ctx, 15); err != nil {
 		t.Fatal(err)
 	}
-	c.GC(ctx, "gcr") // starts the grace period
+	mustGC(t, c, "gcr") // starts the grace period
 	time.Sleep(time.Millisecond)
-	st, err := c.GC(ctx, "gcr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.SegmentsRemoved != 1 || st.Waiting != 6 {
+	if st := mustGC(t, c, "gcr"); st.SegmentsRemoved != 1 || st.Waiting != 6 {
 		t.Fatalf("GC with a reader at 3 = %+v; want only [1,2] removed and 6 segments held", st)
 	}
-	if _, _, err := r.Next(ctx); !errors.Is(err, wal.ErrTruncated) {
-		t.Fatalf("reader below the first index: Next = %v, want ErrTruncated", err)
-	}
+	_, _, err := r.Next(ctx)
+	wantErr(t, err, wal.ErrTruncated, "Next of a reader below the first index")
 	r.Close()
-	st, err = c.GC(ctx, "gcr")
-	if err != nil || st.SegmentsRemoved != 6 {
-		t.Fatalf("GC after the reader closed = %+v, %v; want the 6 held segments removed", st, err)
+	if st := mustGC(t, c, "gcr"); st.SegmentsRemoved != 6 {
+		t.Fatalf("GC after the reader closed = %+v; want the 6 held segments removed", st)
 	}
 }
 
 func TestMetricsAndStats(t *testing.T) {
-	ctx := context.Background()
 	reg := prometheus.NewRegistry()
-	c := newClient(t, objmem.New(), metamem.New(), func(c *wal.Config) { c.Registerer = reg })
-	c.CreateLog(ctx, "m")
-	l, _ := c.OpenLog(ctx, "m")
-	w, _ := l.OpenWriter(ctx)
-	defer w.Close()
-	for i := uint64(1); i <= 10; i++ {
-		if err := w.Append(ctx, i, entries(i, 1)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := newMemClient(t, func(c *wal.Config) { c.Registerer = reg })
+	_, w := newLog(t, c, "m")
+	appendRange(t, w, 1, 10, 1)
 	if n, err := testutil.GatherAndCount(reg); err != nil || n < 10 {
 		t.Fatalf("registered %d metrics (%v)", n, err)
 	}
-	mfs, _ := reg.Gather()
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		for _, mt := range mf.GetMetric() {
-			if mt.GetCounter() != nil {
-				got[mf.GetName()] = mt.GetCounter().GetValue()
-			}
-			if mt.GetHistogram() != nil {
-				got[mf.GetName()] = float64(mt.GetHistogram().GetSampleCount())
-			}
-		}
-	}
+	got := gatherValues(t, reg)
 	if got["woodpecker_wal_flushed_entries_total"] != 10 || got["woodpecker_wal_fragment_puts_total"] != 10 ||
 		got["woodpecker_wal_sync_append_latency_seconds"] != 10 {
 		t.Fatalf("metrics = %v", got)
@@ -173,31 +99,14 @@ func TestMetricsAndStats(t *testing.T) {
 // client costs about one GET per fragment, most of them issued ahead of it.
 func TestReplayPrefetches(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	c := newClient(t, b, m, func(c *wal.Config) { c.MaxEntries = 10; c.SegmentMaxFragments = 50 })
-	c.CreateLog(ctx, "pf")
-	l, _ := c.OpenLog(ctx, "pf")
-	w, _ := l.OpenWriter(ctx)
-	for i := uint64(1); i <= 1000; i += 10 {
-		if err := w.Append(ctx, i, entries(i, 10)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b, m := memStores()
+	_, w := newLog(t, newClient(t, b, m, func(c *wal.Config) { c.MaxEntries = 10; c.SegmentMaxFragments = 50 }), "pf")
+	appendRange(t, w, 1, 1000, 10)
 	w.Close()
 	counting := &getCountingBucket{Bucket: b}
 	c2 := newClient(t, counting, m, nil)
-	l2, _ := c2.OpenLog(ctx, "pf")
-	r, err := l2.NewReader(ctx, wal.Earliest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	for want := uint64(1); want <= 1000; want++ {
-		i, e, err := r.Next(ctx)
-		if err != nil || i != want || string(e) != string(entries(i, 1)[0]) {
-			t.Fatalf("Next = %d %q %v", i, e, err)
-		}
-	}
+	r := newReader(t, openLog(t, c2, "pf"), wal.Earliest)
+	wantNexts(t, ctx, r, 1, 1000)
 	gets := counting.gets.Load()
 	st := c2.Stats()
 	t.Logf("100 fragments replayed with %d GETs (at most %d at once), cache hits %d misses %d",
@@ -235,16 +144,9 @@ func (b *getCountingBucket) Get(ctx context.Context, key string, off, n int64) (
 // writer open and stops when closed.
 func TestJanitor(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	c := newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 1 })
-	c.CreateLog(ctx, "jan")
-	l, _ := c.OpenLog(ctx, "jan")
-	w, _ := l.OpenWriter(ctx)
-	for i := uint64(1); i <= 10; i++ {
-		if err := w.Append(ctx, i, entries(i, 1)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b, m := memStores()
+	_, w := newLog(t, newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 1 }), "jan")
+	appendRange(t, w, 1, 10, 1)
 	if err := w.TruncateFront(ctx, 9); err != nil {
 		t.Fatal(err)
 	}
@@ -270,41 +172,23 @@ func TestJanitor(t *testing.T) {
 // its lease while it is renewed; a lapsed lease stops holding them.
 func TestGCRespectsLeases(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
+	b, m := memStores()
 	const ttl = 300 * time.Millisecond
-	writer := newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 1 })
-	writer.CreateLog(ctx, "lease")
-	l, _ := writer.OpenLog(ctx, "lease")
-	w, _ := l.OpenWriter(ctx)
-	defer w.Close()
-	for i := uint64(1); i <= 20; i += 2 {
-		if err := w.Append(ctx, i, entries(i, 2)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	readerProc := newClient(t, b, m, func(c *wal.Config) { c.ReaderLease = ttl })
-	rl, _ := readerProc.OpenLog(ctx, "lease")
-	r, err := rl.NewReader(ctx, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, w := newLog(t, newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 1 }), "lease")
+	appendRange(t, w, 1, 20, 2)
+	r := newReader(t, openLog(t, newClient(t, b, m, func(c *wal.Config) { c.ReaderLease = ttl }), "lease"), 3)
 	if err := w.TruncateFront(ctx, 15); err != nil {
 		t.Fatal(err)
 	}
 	janitor := newClient(t, b, m, func(c *wal.Config) { c.GCGrace = time.Nanosecond })
-	janitor.GC(ctx, "lease")
+	mustGC(t, janitor, "lease") // starts the grace period
 	time.Sleep(time.Millisecond)
-	st, err := janitor.GC(ctx, "lease")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.SegmentsRemoved != 1 || st.Waiting != 6 {
+	if st := mustGC(t, janitor, "lease"); st.SegmentsRemoved != 1 || st.Waiting != 6 {
 		t.Fatalf("GC with a leased reader at 3 = %+v; want [1,2] removed and 6 held", st)
 	}
 	time.Sleep(ttl + 50*time.Millisecond) // the reader renews nothing: its lease lapses
-	st, err = janitor.GC(ctx, "lease")
-	if err != nil || st.SegmentsRemoved != 6 {
-		t.Fatalf("GC after the lease lapsed = %+v, %v; want the 6 held segments removed", st, err)
+	if st := mustGC(t, janitor, "lease"); st.SegmentsRemoved != 6 {
+		t.Fatalf("GC after the lease lapsed = %+v; want the 6 held segments removed", st)
 	}
 	if err := r.Close(); err != nil {
 		t.Fatalf("Close of a reader whose lease was collected: %v", err)

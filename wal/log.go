@@ -122,7 +122,7 @@ func (l *Log) openFrags(ctx context.Context, v *logView, rec *logRecord, s segRe
 		}
 		from = known.n
 	}
-	n, err := l.c.countFragmentsFrom(ctx, l.c.logPrefix(rec), s.ID, from)
+	n, err := denseFragments(ctx, l.c.cfg.Bucket, l.c.logPrefix(rec), s.ID, from)
 	if err != nil {
 		return 0, err
 	}
@@ -152,36 +152,6 @@ func (l *Log) LastIndex(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	return last, nil
-}
-
-// countFragmentsFrom returns the number of valid fragments of a segment:
-// the dense run from sequence 0 up to a gap or a fence (or seal, 80 bytes,
-// so the LIST alone tells), given that fragments 0..from-1 are known to be
-// valid: only keys after them are listed.
-func (c *Client) countFragmentsFrom(ctx context.Context, logPrefix string, seg, from uint64) (uint64, error) {
-	n := from
-	after := ""
-	if from > 0 {
-		after = codec.FragmentKey(logPrefix, seg, from-1)
-	}
-	const page = 1000
-	for {
-		objs, err := c.cfg.Bucket.List(ctx, objstore.ListOptions{Prefix: codec.SegmentPrefix(logPrefix, seg), StartAfter: after, Limit: page})
-		if err != nil {
-			return 0, fmt.Errorf("wal: list segment %d: %w", seg, err)
-		}
-		for _, o := range objs {
-			_, seq, ok := codec.ParseFragmentKey(o.Key)
-			if !ok || seq != n || o.Size == codec.FixedHeaderSize {
-				return n, nil
-			}
-			n++
-		}
-		if len(objs) < page {
-			return n, nil
-		}
-		after = objs[len(objs)-1].Key
-	}
 }
 
 // Get returns entry i. The slice must not be modified. It returns

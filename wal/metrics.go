@@ -36,6 +36,9 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer, c *Client) *metrics {
 	lat := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
 	m := &metrics{
 		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "woodpecker_wal_append_latency_seconds", Buckets: lat,
@@ -45,35 +48,19 @@ func newMetrics(reg prometheus.Registerer, c *Client) *metrics {
 			Name: "woodpecker_wal_sync_append_latency_seconds", Buckets: lat,
 			Help: "Latency of synchronous Append calls.",
 		}),
-		flushedBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "woodpecker_wal_flushed_bytes_total", Help: "Entry payload bytes made durable.",
-		}),
-		flushedEnts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "woodpecker_wal_flushed_entries_total", Help: "Entries made durable.",
-		}),
-		fragments: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "woodpecker_wal_fragment_puts_total", Help: "Fragment objects written (each one PUT; the main cost driver on S3).",
-		}),
+		flushedBytes: counter("woodpecker_wal_flushed_bytes_total", "Entry payload bytes made durable."),
+		flushedEnts:  counter("woodpecker_wal_flushed_entries_total", "Entries made durable."),
+		fragments:    counter("woodpecker_wal_fragment_puts_total", "Fragment objects written (each one PUT; the main cost driver on S3)."),
 		fragmentBytes: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "woodpecker_wal_fragment_bytes", Help: "Size of written fragment objects.",
 			Buckets: prometheus.ExponentialBuckets(256, 4, 10),
 		}),
-		putRetries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "woodpecker_wal_put_retries_total", Help: "Fragment and fence PUTs retried after a transient error.",
-		}),
-		fenced: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "woodpecker_wal_writers_fenced_total", Help: "Writers in this process that found themselves fenced.",
-		}),
-		recoveries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "woodpecker_wal_segments_fenced_total", Help: "Open segments of earlier writers fenced and sealed on writer open.",
-		}),
-		gcObjects: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "woodpecker_wal_gc_deleted_objects_total", Help: "Objects deleted by garbage collection.",
-		}),
-		gcSegments: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "woodpecker_wal_gc_deleted_segments_total", Help: "Segments removed by garbage collection.",
-		}),
-		c: c,
+		putRetries: counter("woodpecker_wal_put_retries_total", "Fragment and fence PUTs retried after a transient error."),
+		fenced:     counter("woodpecker_wal_writers_fenced_total", "Writers in this process that found themselves fenced."),
+		recoveries: counter("woodpecker_wal_segments_fenced_total", "Open segments of earlier writers fenced and sealed on writer open."),
+		gcObjects:  counter("woodpecker_wal_gc_deleted_objects_total", "Objects deleted by garbage collection."),
+		gcSegments: counter("woodpecker_wal_gc_deleted_segments_total", "Segments removed by garbage collection."),
+		c:          c,
 	}
 	if reg == nil {
 		return m
@@ -172,7 +159,7 @@ func (s *clientSet) retireLocked(c *Client) {
 func (s *clientSet) pruneLocked() {
 	for c := range s.mu.clients {
 		select {
-		case <-c.closed:
+		case <-c.life.Done():
 			s.retireLocked(c)
 		default:
 		}

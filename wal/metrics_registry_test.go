@@ -7,67 +7,19 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
-	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
-// gatherValues returns each gathered metric's value keyed by name and label
-// pairs ("name" alone when unlabelled): a counter's or gauge's value, a
-// histogram's sample count.
-func gatherValues(t *testing.T, g prometheus.Gatherer) map[string]float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatalf("Gather: %v", err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			key := mf.GetName()
-			for _, lp := range m.GetLabel() {
-				key += "{" + lp.GetName() + "=" + lp.GetValue() + "}"
-			}
-			switch {
-			case m.GetCounter() != nil:
-				got[key] = m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				got[key] = m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				got[key] = float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return got
-}
-
 // appendAndRead creates log name on c, appends n entries synchronously
 // (one fragment each) and reads them back, so the client's fragment cache
-// sees lookups. n must be at least 2.
+// sees lookups; it closes the writer before it returns. n must be at least 2.
 func appendAndRead(t *testing.T, c *wal.Client, name string, n uint64) {
 	t.Helper()
-	ctx := context.Background()
-	if err := c.CreateLog(ctx, name); err != nil {
-		t.Fatal(err)
-	}
-	l, err := c.OpenLog(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := l.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, w := newLog(t, c, name)
 	defer w.Close()
-	for i := uint64(1); i <= n; i++ {
-		if err := w.Append(ctx, i, entries(i, 1)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendRange(t, w, 1, n, 1)
 	for _, i := range []uint64{1, 2, 1} {
-		if _, err := l.Get(ctx, i); err != nil {
-			t.Fatalf("Get(%d): %v", i, err)
-		}
+		mustGet(t, l, i)
 	}
 }
 
@@ -79,8 +31,8 @@ func cacheLookups(st wal.Stats) float64 { return float64(st.CacheHits + st.Cache
 func TestMetricsSharedByClientsOnOneRegistry(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	onReg := func(c *wal.Config) { c.Registerer = reg }
-	c1 := newClient(t, objmem.New(), metamem.New(), onReg)
-	c2 := newClient(t, objmem.New(), metamem.New(), onReg)
+	c1 := newMemClient(t, onReg)
+	c2 := newMemClient(t, onReg)
 	appendAndRead(t, c1, "a", 3)
 	appendAndRead(t, c2, "b", 5)
 
@@ -113,7 +65,7 @@ func TestMetricsSharedByClientsOnOneRegistry(t *testing.T) {
 func TestMetricsRegistryCloseAndReopen(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	onReg := func(c *wal.Config) { c.Registerer = reg }
-	b, m := objmem.New(), metamem.New()
+	b, m := memStores()
 	c1 := newClient(t, b, m, onReg)
 	appendAndRead(t, c1, "a", 3)
 	s1 := c1.Stats()
@@ -153,8 +105,8 @@ func TestMetricsRegistryConcurrentOpens(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range clients {
 		wg.Go(func() {
-			clients[i], errs[i] = wal.Open(context.Background(),
-				wal.Config{Bucket: objmem.New(), Meta: metamem.New(), Registerer: reg})
+			b, m := memStores()
+			clients[i], errs[i] = wal.Open(context.Background(), wal.Config{Bucket: b, Meta: m, Registerer: reg})
 		})
 	}
 	wg.Wait()
@@ -179,7 +131,7 @@ func TestMetricsRegistryConcurrentOpens(t *testing.T) {
 func TestMetricsRegistryLabelledPerClient(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	for i, node := range []string{"a", "b"} {
-		c := newClient(t, objmem.New(), metamem.New(), func(c *wal.Config) {
+		c := newMemClient(t, func(c *wal.Config) {
 			c.Registerer = prometheus.WrapRegistererWith(prometheus.Labels{"node": node}, reg)
 		})
 		appendAndRead(t, c, "l", uint64(i+2))

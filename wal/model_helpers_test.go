@@ -1028,14 +1028,8 @@ func (p *probeBucket) release(g *probeGate) {
 func (p *probeBucket) PutIfAbsent(ctx context.Context, key string, data []byte) (objstore.ObjectInfo, error) {
 	if len(data) > codec.FixedHeaderSize && strings.Contains(key, "/s/") {
 		if g := p.gate.Load(); g != nil {
-			select {
-			case g.hits <- struct{}{}:
-			default:
-			}
-			select {
-			case <-g.open:
-			case <-ctx.Done():
-				return objstore.ObjectInfo{}, ctx.Err()
+			if err := waitAtGate(ctx, g.hits, g.open); err != nil {
+				return objstore.ObjectInfo{}, err
 			}
 		}
 		if s := p.slow.Load(); s != nil {

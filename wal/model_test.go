@@ -779,22 +779,11 @@ func (r *modelRun) finish() {
 // REQUIRES: the log does not exist.
 func (r *modelRun) createLog(client int, p *mproc) {
 	call := r.now()
-	for attempt := 0; ; attempt++ {
-		ctx, cancel := r.opCtx()
+	if !r.persist("CreateLog", func(ctx context.Context, attempt int) (bool, error) {
 		err := p.c.CreateLog(ctx, r.name)
-		cancel()
-		if err == nil || attempt > 0 && errors.Is(err, wal.ErrLogExists) {
-			break
-		}
-		r.checkErr(err, "CreateLog")
-		if attempt == 3 {
-			r.quiet.Add(1)
-			defer r.quiet.Add(-1)
-		}
-		if attempt > 20 || r.ctx.Err() != nil {
-			r.problem("CreateLog keeps failing: %v", err)
-			return
-		}
+		return err == nil || attempt > 0 && errors.Is(err, wal.ErrLogExists), err
+	}) {
+		return
 	}
 	r.mu.Lock()
 	r.inc++
@@ -805,24 +794,36 @@ func (r *modelRun) createLog(client int, p *mproc) {
 // deleteLog deletes the log, resuming failed attempts.
 func (r *modelRun) deleteLog(client int, p *mproc) {
 	call := r.now()
+	if !r.persist("DeleteLog", func(ctx context.Context, _ int) (bool, error) {
+		err := p.c.DeleteLog(ctx, r.name)
+		return err == nil, err
+	}) {
+		return
+	}
+	r.add(histRec{client: client, kind: mDeleteLog, proc: p.id, ok: true, call: call, ret: r.now()})
+}
+
+// persist calls op, each attempt with its own operation context, until it
+// reports done, with the injected failures paused from the fourth failed
+// attempt on; false, with a problem recorded, when it never is.
+func (r *modelRun) persist(what string, op func(ctx context.Context, attempt int) (done bool, err error)) bool {
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := r.opCtx()
-		err := p.c.DeleteLog(ctx, r.name)
+		done, err := op(ctx, attempt)
 		cancel()
-		if err == nil {
-			break
+		if done {
+			return true
 		}
-		r.checkErr(err, "DeleteLog")
+		r.checkErr(err, what)
 		if attempt == 3 {
 			r.quiet.Add(1)
 			defer r.quiet.Add(-1)
 		}
 		if attempt > 20 || r.ctx.Err() != nil {
-			r.problem("DeleteLog keeps failing: %v", err)
-			return
+			r.problem("%s keeps failing: %v", what, err)
+			return false
 		}
 	}
-	r.add(histRec{client: client, kind: mDeleteLog, proc: p.id, ok: true, call: call, ret: r.now()})
 }
 
 func (wk *mworker) value() string {
@@ -934,13 +935,8 @@ func (wk *mworker) writeCtx() (context.Context, context.CancelFunc) {
 
 // appendOp queues one to three appends under idxMu (or makes one
 // synchronous Append) and waits for them outside it.
-func (wk *mworker) appendOp(sync bool) (bad *mwriter) {
+func (wk *mworker) appendOp(mw *mwriter, sync bool) (bad *mwriter) {
 	r := wk.r
-	mw := wk.writer()
-	if mw == nil {
-		return nil
-	}
-	defer mw.refs.Done()
 	type pending struct {
 		h   histRec
 		fut *wal.Future
@@ -984,13 +980,8 @@ func (wk *mworker) appendOp(sync bool) (bad *mwriter) {
 // appends, and waits for it outside. Truncations that change nothing in the
 // writer's view (which counts what is queued) return at once, before what is
 // queued ahead of them is applied: they are not recorded.
-func (wk *mworker) truncateOp(back bool) *mwriter {
+func (wk *mworker) truncateOp(mw *mwriter, back bool) *mwriter {
 	r := wk.r
-	mw := wk.writer()
-	if mw == nil {
-		return nil
-	}
-	defer mw.refs.Done()
 	w := mw.w
 	r.idxMu.Lock()
 	locked := true
@@ -1059,13 +1050,8 @@ func (wk *mworker) truncateOp(back bool) *mwriter {
 	return wk.endWrite(mw, h, <-done)
 }
 
-func (wk *mworker) setMetaOp() *mwriter {
+func (wk *mworker) setMetaOp(mw *mwriter) *mwriter {
 	r := wk.r
-	mw := wk.writer()
-	if mw == nil {
-		return nil
-	}
-	defer mw.refs.Done()
 	v := wk.metaValue()
 	ctx, cancel := wk.writeCtx()
 	defer cancel()
@@ -1080,13 +1066,8 @@ func (wk *mworker) setMetaOp() *mwriter {
 // either fails every later fragment PUT (B's outcome shows in the recovered
 // log) or slows B's fragment and reads B back as soon as it is
 // acknowledged.
-func (wk *mworker) ackOrderProbe() (bad *mwriter) {
+func (wk *mworker) ackOrderProbe(mw *mwriter) (bad *mwriter) {
 	r := wk.r
-	mw := wk.writer()
-	if mw == nil {
-		return nil
-	}
-	defer mw.refs.Done()
 	r.stats.ackProbes.Add(1)
 	failing := wk.rng.IntN(2) == 0
 	k := 2 + wk.rng.IntN(4)
@@ -1176,13 +1157,8 @@ func (wk *mworker) ackOrderProbe() (bad *mwriter) {
 // process until a TruncateBack and an append at the truncation point have
 // completed, then reads the appended entries there: the stale record the
 // OpenLog read must not replace the writer's.
-func (wk *mworker) staleRecordProbe() (bad *mwriter) {
+func (wk *mworker) staleRecordProbe(mw *mwriter) (bad *mwriter) {
 	r := wk.r
-	mw := wk.writer()
-	if mw == nil {
-		return nil
-	}
-	defer mw.refs.Done()
 	w := mw.w
 	r.idxMu.Lock()
 	defer r.idxMu.Unlock()
@@ -1263,27 +1239,24 @@ func readResult(err error) (readRes, bool) {
 }
 
 func (wk *mworker) getAt(p *mproc, i uint64) {
-	r := wk.r
-	l, err := r.logOf(wk.id, p, wk.rng.IntN(4) == 0)
-	if err != nil {
-		return
-	}
-	ctx, cancel := r.opCtx()
-	defer cancel()
-	call := r.now()
-	b, err := l.Get(ctx, i)
-	ret := r.now()
-	res, ok := readResult(err)
-	if !ok {
-		r.checkErr(err, "Get")
-		return
-	}
-	r.add(histRec{client: wk.id, kind: mGet, proc: p.id, idx: i, res: res, val: string(b), call: call, ret: ret})
+	wk.readIn(p, histRec{kind: mGet, idx: i}, "Get", func(ctx context.Context, l *wal.Log) (string, error) {
+		b, err := l.Get(ctx, i)
+		return string(b), err
+	})
 }
 
 func (wk *mworker) metaOp() {
+	wk.readIn(wk.pickProc(), histRec{kind: mMeta}, "Meta", func(ctx context.Context, l *wal.Log) (string, error) {
+		m, err := l.Meta(ctx)
+		return string(m["k"]), err
+	})
+}
+
+// readIn makes one read of the log in p (after a fresh OpenLog one time in
+// four) and records it as h with its outcome; a read that failed other than
+// as the model allows is only checked for errors no fault explains.
+func (wk *mworker) readIn(p *mproc, h histRec, what string, read func(context.Context, *wal.Log) (string, error)) {
 	r := wk.r
-	p := wk.pickProc()
 	l, err := r.logOf(wk.id, p, wk.rng.IntN(4) == 0)
 	if err != nil {
 		return
@@ -1291,14 +1264,15 @@ func (wk *mworker) metaOp() {
 	ctx, cancel := r.opCtx()
 	defer cancel()
 	call := r.now()
-	m, err := l.Meta(ctx)
+	val, err := read(ctx, l)
 	ret := r.now()
 	res, ok := readResult(err)
 	if !ok {
-		r.checkErr(err, "Meta")
+		r.checkErr(err, what)
 		return
 	}
-	r.add(histRec{client: wk.id, kind: mMeta, proc: p.id, res: res, val: string(m["k"]), call: call, ret: ret})
+	h.client, h.proc, h.res, h.val, h.call, h.ret = wk.id, p.id, res, val, call, ret
+	r.add(h)
 }
 
 // readerOp reads a few entries with a Reader, from the first index or a
@@ -1385,56 +1359,72 @@ func (wk *mworker) after(bad *mwriter) {
 	}
 }
 
-func (wk *mworker) appender() {
+// repeat runs op the history's number of operations per worker, or until
+// the history's time is up.
+func (wk *mworker) repeat(op func()) {
 	for range wk.r.cfg.ops {
 		if wk.r.ctx.Err() != nil {
 			return
 		}
-		switch x := wk.rng.IntN(20); {
-		case x < 14:
-			wk.after(wk.appendOp(false))
-		case x < 16:
-			wk.after(wk.appendOp(true))
-		case x < 17:
-			wk.after(wk.setMetaOp())
-		default:
-			wk.readOp()
-		}
+		op()
 	}
+}
+
+// writeOp is a writer operation in a worker's mix, with its weight. It
+// runs on the writer it is given and returns that writer if it failed or
+// was fenced.
+type writeOp struct {
+	weight int
+	op     func(*mwriter) *mwriter
+}
+
+// writeOrRead rolls once out of total: one of ops by their weights, whose
+// failed or fenced writer is then reopened, or a read for the rest.
+func (wk *mworker) writeOrRead(total int, ops ...writeOp) {
+	x := wk.rng.IntN(total)
+	for _, o := range ops {
+		if x < o.weight {
+			wk.after(wk.withWriter(o.op))
+			return
+		}
+		x -= o.weight
+	}
+	wk.readOp()
+}
+
+// withWriter runs op on the writer to use, holding a reference to it while
+// op runs, and returns what op returns; without a writer it does nothing.
+func (wk *mworker) withWriter(op func(*mwriter) *mwriter) *mwriter {
+	mw := wk.writer()
+	if mw == nil {
+		return nil
+	}
+	defer mw.refs.Done()
+	return op(mw)
+}
+
+func (wk *mworker) appender() {
+	wk.repeat(func() {
+		wk.writeOrRead(20,
+			writeOp{14, func(mw *mwriter) *mwriter { return wk.appendOp(mw, false) }},
+			writeOp{2, func(mw *mwriter) *mwriter { return wk.appendOp(mw, true) }},
+			writeOp{1, wk.setMetaOp})
+	})
 }
 
 func (wk *mworker) truncater() {
-	for range wk.r.cfg.ops {
-		if wk.r.ctx.Err() != nil {
-			return
-		}
-		switch x := wk.rng.IntN(50); {
-		case x < 18:
-			wk.after(wk.appendOp(false))
-		case x < 27:
-			wk.after(wk.truncateOp(true))
-		case x < 31:
-			wk.after(wk.truncateOp(false))
-		case x < 36:
-			wk.after(wk.setMetaOp())
-		case x < 40:
-			wk.after(wk.ackOrderProbe())
-		case x < 42:
-			wk.after(wk.staleRecordProbe())
-		default:
-			wk.readOp()
-		}
-	}
+	wk.repeat(func() {
+		wk.writeOrRead(50,
+			writeOp{18, func(mw *mwriter) *mwriter { return wk.appendOp(mw, false) }},
+			writeOp{9, func(mw *mwriter) *mwriter { return wk.truncateOp(mw, true) }},
+			writeOp{4, func(mw *mwriter) *mwriter { return wk.truncateOp(mw, false) }},
+			writeOp{5, wk.setMetaOp},
+			writeOp{4, wk.ackOrderProbe},
+			writeOp{2, wk.staleRecordProbe})
+	})
 }
 
-func (wk *mworker) reader() {
-	for range wk.r.cfg.ops {
-		if wk.r.ctx.Err() != nil {
-			return
-		}
-		wk.readOp()
-	}
-}
+func (wk *mworker) reader() { wk.repeat(wk.readOp) }
 
 func (wk *mworker) admin() {
 	r := wk.r

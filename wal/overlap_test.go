@@ -5,62 +5,16 @@ package wal_test
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
 	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
-	"github.com/woodpecker-wal/woodpecker/objstore"
 	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
-
-// heldBucket can hold fragment PUTs at a gate and fail PUTs without
-// landing them.
-type heldBucket struct {
-	objstore.Bucket
-	hold     atomic.Bool   // new PutIfAbsent calls wait at the gate
-	fail     atomic.Bool   // PutIfAbsent calls that pass the gate fail; nothing lands
-	failHeld atomic.Bool   // held calls fail too when released
-	entered  chan struct{} // receives one value per call that reached the gate
-	gate     chan struct{} // closed to let held calls go
-	lists    atomic.Int64
-}
-
-func newHeldBucket(b objstore.Bucket) *heldBucket {
-	return &heldBucket{Bucket: b, entered: make(chan struct{}, 100), gate: make(chan struct{})}
-}
-
-func (h *heldBucket) PutIfAbsent(ctx context.Context, k string, d []byte) (objstore.ObjectInfo, error) {
-	held := h.hold.Load()
-	if held {
-		h.entered <- struct{}{}
-		select {
-		case <-h.gate:
-		case <-ctx.Done():
-			return objstore.ObjectInfo{}, ctx.Err()
-		}
-		if h.failHeld.Load() {
-			return objstore.ObjectInfo{}, errors.New("injected: connection reset")
-		}
-		// A held call was sent before the failure began: it lands.
-		return h.Bucket.PutIfAbsent(ctx, k, d)
-	}
-	if h.fail.Load() {
-		return objstore.ObjectInfo{}, errors.New("injected: connection refused")
-	}
-	return h.Bucket.PutIfAbsent(ctx, k, d)
-}
-
-func (h *heldBucket) List(ctx context.Context, o objstore.ListOptions) ([]objstore.ObjectInfo, error) {
-	h.lists.Add(1)
-	return h.Bucket.List(ctx, o)
-}
 
 // An append's future resolves from its own fragment's outcome. Here a
 // TruncateBack, queued behind an in-flight fragment by a caller whose ctx
@@ -69,29 +23,14 @@ func (h *heldBucket) List(ctx context.Context, o objstore.ListOptions) ([]objsto
 // append must not be reported durable.
 func TestAppendAckComesFromItsOwnFragment(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	hb := newHeldBucket(b)
-	c := newClient(t, hb, m, func(c *wal.Config) { c.MaxFlushRetries = 1 })
-	c.CreateLog(ctx, "a")
-	l, _ := c.OpenLog(ctx, "a")
-	w, err := l.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if err := w.Append(ctx, 1, entries(1, 5)); err != nil {
-		t.Fatal(err)
-	}
+	hb, m, _, w := newHeldLog(t, "a")
+	mustAppend(t, w, 1, entries(1, 5))
 	hb.hold.Store(true)
 	fut1 := w.AppendAsync(6, entries(6, 5))
 	w.Flush()
 	<-hb.entered // the fragment with 6..10 is in flight
 	hb.hold.Store(false)
-	cancelled, cancel := context.WithCancel(ctx)
-	cancel()
-	if err := w.TruncateBack(cancelled, 7); !errors.Is(err, context.Canceled) {
-		t.Fatalf("TruncateBack with a cancelled ctx = %v; want context.Canceled (the operation stays queued)", err)
-	}
+	wantErr(t, w.TruncateBack(cancelledCtx(), 7), context.Canceled, "TruncateBack with a cancelled ctx (the operation stays queued)")
 	fut2 := w.AppendAsync(8, [][]byte{[]byte("new-8"), []byte("new-9")})
 	w.Flush()
 	hb.fail.Store(true)
@@ -107,13 +46,7 @@ func TestAppendAckComesFromItsOwnFragment(t *testing.T) {
 	w.Close()
 
 	// Whatever recovery finds, an acknowledged entry is in it.
-	c2 := newClient(t, b, m, nil)
-	l2, _ := c2.OpenLog(ctx, "a")
-	w2, err := l2.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w2.Close()
+	w2 := openWriter(t, openLog(t, newClient(t, hb.Bucket, m, nil), "a"))
 	if last := w2.LastIndex(); last < 7 {
 		t.Fatalf("recovered last index %d lost acknowledged entries up to 7", last)
 	}
@@ -124,54 +57,28 @@ func TestAppendAckComesFromItsOwnFragment(t *testing.T) {
 // epoch number: a record update compares the incarnation (log ID) too.
 func TestZombieOfDeletedLogIsFencedFromItsNamesake(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	c1 := newClient(t, b, m, nil)
-	c1.CreateLog(ctx, "z")
-	l1, _ := c1.OpenLog(ctx, "z")
-	zombie, err := l1.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zombie.Close()
-	if err := zombie.Append(ctx, 1, entries(1, 3)); err != nil {
-		t.Fatal(err)
-	}
+	b, m := memStores()
+	_, zombie := newLog(t, newClient(t, b, m, nil), "z")
+	mustAppend(t, zombie, 1, entries(1, 3))
 
 	c2 := newClient(t, b, m, nil) // another process deletes and re-creates the log
 	if err := c2.DeleteLog(ctx, "z"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c2.CreateLog(ctx, "z"); err != nil {
-		t.Fatal(err)
-	}
-	l2, _ := c2.OpenLog(ctx, "z")
-	w2, err := l2.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w2.Close()
+	_, w2 := newLog(t, c2, "z")
 	if w2.Epoch() != zombie.Epoch() {
 		t.Fatalf("epochs %d and %d: the scenario needs equal epoch numbers", w2.Epoch(), zombie.Epoch())
 	}
 	if err := w2.SetMeta(ctx, map[string][]byte{"term": []byte("new")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := w2.Append(ctx, 1, [][]byte{[]byte("n1"), []byte("n2")}); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, w2, 1, [][]byte{[]byte("n1"), []byte("n2")})
 
-	if err := zombie.SetMeta(ctx, map[string][]byte{"term": []byte("zombie")}); !errors.Is(err, wal.ErrFenced) {
-		t.Fatalf("zombie SetMeta = %v, want ErrFenced", err)
-	}
-	if err := zombie.Append(ctx, 4, entries(4, 1)); !errors.Is(err, wal.ErrFenced) {
-		t.Fatalf("zombie Append = %v, want ErrFenced", err)
-	}
-	if err := zombie.TruncateBack(ctx, 1); !errors.Is(err, wal.ErrFenced) {
-		t.Fatalf("zombie TruncateBack = %v, want ErrFenced", err)
-	}
+	wantErr(t, zombie.SetMeta(ctx, map[string][]byte{"term": []byte("zombie")}), wal.ErrFenced, "zombie SetMeta")
+	wantErr(t, zombie.Append(ctx, 4, entries(4, 1)), wal.ErrFenced, "zombie Append")
+	wantErr(t, zombie.TruncateBack(ctx, 1), wal.ErrFenced, "zombie TruncateBack")
 
-	c3 := newClient(t, b, m, nil)
-	l3, _ := c3.OpenLog(ctx, "z")
+	l3 := openLog(t, newClient(t, b, m, nil), "z")
 	mv, err := l3.Meta(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -189,47 +96,16 @@ func TestZombieOfDeletedLogIsFencedFromItsNamesake(t *testing.T) {
 	}
 }
 
-// holdMeta holds the reply of the next Get of a key: the record is read
-// at once, returned when released.
-type holdMeta struct {
-	meta.Store
-	key     atomic.Pointer[string]
-	read    chan struct{}
-	release chan struct{}
-}
-
-func (h *holdMeta) Get(ctx context.Context, k string) (meta.Record, error) {
-	r, err := h.Store.Get(ctx, k)
-	if p := h.key.Load(); p != nil && *p == k && h.key.CompareAndSwap(p, nil) {
-		close(h.read)
-		<-h.release
-	}
-	return r, err
-}
-
 // A record read before a writer's update and published after it (OpenLog
 // racing a TruncateBack) never makes the writer's process serve entries
 // the truncation removed.
 func TestStaleRecordReadDoesNotResurrectTruncatedEntries(t *testing.T) {
 	ctx := context.Background()
-	hm := &holdMeta{Store: metamem.New(), read: make(chan struct{}), release: make(chan struct{})}
-	c := newClient(t, objmem.New(), hm, nil)
-	c.CreateLog(ctx, "s")
-	l, _ := c.OpenLog(ctx, "s")
-	w, err := l.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	old := make([][]byte, 8)
-	for i := range old {
-		old[i] = []byte(fmt.Sprintf("old-%d", i+1))
-	}
-	if err := w.Append(ctx, 1, old); err != nil {
-		t.Fatal(err)
-	}
-	key := "wal/logs/s"
-	hm.key.Store(&key)
+	sm := &slowMeta{Store: metamem.New()} // never slow: it only holds a read back
+	c := newClient(t, objmem.New(), sm, nil)
+	l, w := newLog(t, c, "s")
+	mustAppend(t, w, 1, entriesOf("old", 1, 8))
+	hold := sm.holdNext("wal/logs/s") // the record is read at once, returned when released
 	opened := make(chan *wal.Log)
 	go func() {
 		l2, err := c.OpenLog(ctx, "s")
@@ -238,25 +114,17 @@ func TestStaleRecordReadDoesNotResurrectTruncatedEntries(t *testing.T) {
 		}
 		opened <- l2
 	}()
-	<-hm.read // OpenLog holds the record as it was before the truncation
+	<-hold.read // OpenLog holds the record as it was before the truncation
 	if err := w.TruncateBack(ctx, 5); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Append(ctx, 6, [][]byte{[]byte("new-6"), []byte("new-7"), []byte("new-8")}); err != nil {
-		t.Fatal(err)
-	}
-	close(hm.release)
+	mustAppend(t, w, 6, entriesOf("new", 6, 3))
+	close(hold.release)
 	l2 := <-opened
 	for _, h := range []*wal.Log{l, l2} {
-		for i := uint64(6); i <= 8; i++ {
-			if got, want := mustGet(t, h, i), fmt.Sprintf("new-%d", i); got != want {
-				t.Fatalf("Get(%d) = %q after TruncateBack(5)+Append(6..8); want %q", i, got, want)
-			}
-		}
+		wantEntriesOf(t, h, "new", 6, 8) // after TruncateBack(5)+Append(6..8)
 	}
-	if _, err := c.GC(ctx, "s"); err != nil {
-		t.Fatal(err)
-	}
+	mustGC(t, c, "s")
 	if got := mustGet(t, l, 7); got != "new-7" {
 		t.Fatalf("Get(7) = %q after GC", got)
 	}
@@ -267,19 +135,8 @@ func TestStaleRecordReadDoesNotResurrectTruncatedEntries(t *testing.T) {
 // although fragments it had in flight never landed.
 func TestDurableEntriesReadableAfterWriterFailed(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	hb := newHeldBucket(b)
-	c := newClient(t, hb, m, func(c *wal.Config) { c.MaxFlushRetries = 1 })
-	c.CreateLog(ctx, "f")
-	l, _ := c.OpenLog(ctx, "f")
-	w, err := l.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if err := w.Append(ctx, 1, entries(1, 3)); err != nil {
-		t.Fatal(err)
-	}
+	hb, _, l, w := newHeldLog(t, "f")
+	mustAppend(t, w, 1, entries(1, 3))
 	hb.hold.Store(true)
 	for i := uint64(4); i <= 6; i++ { // three fragments in flight
 		w.AppendAsync(i, entries(i, 1))
@@ -290,17 +147,13 @@ func TestDurableEntriesReadableAfterWriterFailed(t *testing.T) {
 	hb.failHeld.Store(true)
 	hb.fail.Store(true)
 	close(hb.gate)
-	if err := w.Sync(ctx); !errors.Is(err, wal.ErrBroken) {
-		t.Fatalf("Sync with every PUT failing = %v, want ErrBroken", err)
-	}
-	for i := uint64(3); i >= 1; i-- {
-		if got, want := mustGet(t, l, i), fmt.Sprintf("entry-%d", i); got != want {
+	wantErr(t, w.Sync(ctx), wal.ErrBroken, "Sync with every PUT failing")
+	for i := uint64(3); i >= 1; i-- { // the newest first
+		if got, want := mustGet(t, l, i), entryAt(i); got != want {
 			t.Fatalf("Get(%d) = %q, want %q", i, got, want)
 		}
 	}
-	if _, err := l.Get(ctx, 4); !errors.Is(err, wal.ErrOutOfRange) {
-		t.Fatalf("Get(4) of a failed append = %v, want ErrOutOfRange", err)
-	}
+	wantGetErr(t, l, 4, wal.ErrOutOfRange) // a failed append
 }
 
 // listGateMeta holds List calls under the log records' prefix until
@@ -354,54 +207,31 @@ func TestCloseDuringJanitorPass(t *testing.T) {
 // Reopen names the epoch it held.
 func TestReopenAfterFailureNeverStealsTheLog(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	hb := newHeldBucket(b)
-	c := newClient(t, hb, m, func(c *wal.Config) { c.MaxFlushRetries = 1 })
-	c.CreateLog(ctx, "r")
-	l, _ := c.OpenLog(ctx, "r")
+	hb, m, l, w := newHeldLog(t, "r")
 	breakWriter := func(w *wal.Writer, next uint64) {
 		t.Helper()
 		hb.fail.Store(true)
-		if err := w.Append(ctx, next, entries(next, 1)); !errors.Is(err, wal.ErrBroken) {
-			t.Fatalf("Append with PUTs failing = %v, want ErrBroken", err)
-		}
+		wantErr(t, w.Append(ctx, next, entries(next, 1)), wal.ErrBroken, "Append with PUTs failing")
 		hb.fail.Store(false)
 	}
 
 	// Nobody took over: Reopen resumes, with everything acknowledged.
-	w, err := l.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Append(ctx, 1, entries(1, 3)); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, w, 1, entries(1, 3))
 	breakWriter(w, 4)
-	w2, err := w.Reopen(ctx)
-	if err != nil {
-		t.Fatalf("Reopen with nobody else on the log: %v", err)
-	}
+	w2 := mustReopen(t, w, "with nobody else on the log")
 	if got := w2.LastIndex(); got < 3 {
 		t.Fatalf("reopened writer's last index %d < 3", got)
 	}
 	next := w2.LastIndex() + 1
-	if err := w2.Append(ctx, next, entries(next, 1)); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, w2, next, entries(next, 1))
 
 	// Another process took the log over during the outage: Reopen is
 	// fenced and the new owner is undisturbed.
 	breakWriter(w2, next+1)
-	other := newClient(t, b, m, nil)
-	lo, _ := other.OpenLog(ctx, "r")
-	owner, err := lo.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer owner.Close()
-	if _, err := w2.Reopen(ctx); !errors.Is(err, wal.ErrFenced) {
-		t.Fatalf("Reopen after a takeover = %v, want ErrFenced", err)
-	}
+	other := newClient(t, hb.Bucket, m, nil)
+	owner := openWriter(t, openLog(t, other, "r"))
+	_, err := w2.Reopen(ctx)
+	wantErr(t, err, wal.ErrFenced, "Reopen after a takeover")
 	on := owner.LastIndex() + 1
 	if err := owner.Append(ctx, on, entries(on, 1)); err != nil {
 		t.Fatalf("the new owner was fenced by a reopen: %v", err)
@@ -411,11 +241,7 @@ func TestReopenAfterFailureNeverStealsTheLog(t *testing.T) {
 	if err := owner.Close(); err != nil {
 		t.Fatal(err)
 	}
-	lo2, _ := other.OpenLog(ctx, "r")
-	w3, err := lo2.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w3 := openWriter(t, openLog(t, other, "r"))
 	w3.Close()
 	if err := other.DeleteLog(ctx, "r"); err != nil {
 		t.Fatal(err)
@@ -423,44 +249,21 @@ func TestReopenAfterFailureNeverStealsTheLog(t *testing.T) {
 	if err := other.CreateLog(ctx, "r"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.ReopenWriter(ctx, w3.ID()); !errors.Is(err, wal.ErrFenced) {
-		t.Fatalf("ReopenWriter of a deleted incarnation = %v, want ErrFenced", err)
-	}
+	_, err = l.ReopenWriter(ctx, w3.ID())
+	wantErr(t, err, wal.ErrFenced, "ReopenWriter of a deleted incarnation")
 }
 
 // A reader in another process tailing an open segment costs a few LISTs
 // per poll, not one LIST of the whole segment per fragment.
 func TestRemoteReaderListsOncePerPoll(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	cw := newClient(t, b, m, nil)
-	cw.CreateLog(ctx, "t")
-	lw, _ := cw.OpenLog(ctx, "t")
-	w, err := lw.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	b, m := memStores()
+	_, w := newLog(t, newClient(t, b, m, nil), "t")
 	const n = 300
-	for i := uint64(1); i <= n; i++ { // one fragment per entry, all in the open segment
-		if err := w.Append(ctx, i, entries(i, 1)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendRange(t, w, 1, n, 1) // one fragment per entry, all in the open segment
 	hb := newHeldBucket(b)
-	cr := newClient(t, hb, m, nil)
-	lr, _ := cr.OpenLog(ctx, "t")
-	r, err := lr.NewReader(ctx, wal.Earliest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	for i := uint64(1); i <= n; i++ {
-		idx, e, err := r.Next(ctx)
-		if err != nil || idx != i || string(e) != fmt.Sprintf("entry-%d", i) {
-			t.Fatalf("Next = %d %q %v, want %d", idx, e, err, i)
-		}
-	}
+	r := newReader(t, openLog(t, newClient(t, hb, m, nil), "t"), wal.Earliest)
+	wantNexts(t, ctx, r, 1, n)
 	lists := hb.lists.Load()
 	t.Logf("%d LISTs to read %d fragments of an open segment", lists, n)
 	if lists > 10 {
@@ -469,9 +272,7 @@ func TestRemoteReaderListsOncePerPoll(t *testing.T) {
 	// Tailing: each new fragment costs O(1) LISTs.
 	before := hb.lists.Load()
 	for i := uint64(n + 1); i <= n+20; i++ {
-		if err := w.Append(ctx, i, entries(i, 1)); err != nil {
-			t.Fatal(err)
-		}
+		mustAppend(t, w, i, entries(i, 1))
 		idx, _, err := r.Next(ctx)
 		if err != nil || idx != i {
 			t.Fatalf("tail Next = %d %v, want %d", idx, err, i)

@@ -24,7 +24,7 @@ const (
 // Reader reads a log sequentially from a position, blocking at the tail
 // until new entries are durable. Readers in the writer's process are woken
 // by it; others poll the bucket with backoff, from 1ms up to
-// Config.PollInterval. A Reader is not safe for concurrent use; open one per
+// Config.PollInterval (on Config.Clock). A Reader is not safe for concurrent use; open one per
 // goroutine. Close it so garbage collection stops holding its position.
 //
 // Garbage collection in this process keeps the segments at and after an
@@ -46,7 +46,7 @@ type Reader struct {
 
 	leaseKey     string       // "" without a lease
 	leaseVer     meta.Version // version of our lease record
-	leaseRenewed time.Time
+	leaseRenewed time.Time    // on the client's clock
 }
 
 type leaseValue struct {
@@ -79,7 +79,7 @@ func (l *Log) NewReader(ctx context.Context, from uint64) (*Reader, error) {
 		if err != nil {
 			return nil, fmt.Errorf("wal: reader lease for log %q: %w", l.name, err)
 		}
-		r.leaseVer, r.leaseRenewed = v, time.Now()
+		r.leaseVer, r.leaseRenewed = v, l.c.clock.Now()
 	}
 	l.st.mu.Lock()
 	l.st.mu.readers[r] = struct{}{}
@@ -93,7 +93,7 @@ func (r *Reader) Close() error {
 	delete(r.l.st.mu.readers, r)
 	r.l.st.mu.Unlock()
 	if r.leaseKey != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := r.l.c.withTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := r.l.c.cfg.Meta.Delete(ctx, r.leaseKey, r.leaseVer); err != nil && !errors.Is(err, meta.ErrPrecondition) {
 			return fmt.Errorf("wal: release reader lease: %w", err)
@@ -104,12 +104,12 @@ func (r *Reader) Close() error {
 }
 
 // renewLease rewrites the lease with the current position once a third of
-// the lease period has passed. Failures are retried on the next call; the
-// lease may lapse, after which GC may remove what the reader has not read
-// (it then gets ErrTruncated).
+// the lease period has passed on the client's clock. Failures are retried
+// on the next call; the lease may lapse, after which GC may remove what the
+// reader has not read (it then gets ErrTruncated).
 func (r *Reader) renewLease(ctx context.Context) {
 	ttl := r.l.c.cfg.ReaderLease
-	if r.leaseKey == "" || time.Since(r.leaseRenewed) < ttl/3 {
+	if r.leaseKey == "" || r.l.c.clock.Since(r.leaseRenewed) < ttl/3 {
 		return
 	}
 	r.l.st.mu.Lock()
@@ -121,7 +121,7 @@ func (r *Reader) renewLease(ctx context.Context) {
 		r.l.c.cfg.Logger.Warn("wal: reader lease renewal failed", "log", r.l.name, "err", err)
 		return
 	}
-	r.leaseVer, r.leaseRenewed = v, time.Now()
+	r.leaseVer, r.leaseRenewed = v, r.l.c.clock.Now()
 }
 
 // Next returns the next entry and its index, waiting for it if the reader is
@@ -161,11 +161,11 @@ func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
 			return 0, nil, err
 		}
 		r.renewLease(ctx)
-		t := time.NewTimer(poll)
+		t := r.l.c.clock.NewTimer(poll)
 		poll = min(2*poll, r.l.c.cfg.PollInterval)
 		select {
 		case <-wake:
-		case <-t.C:
+		case <-t.Chan():
 		case <-ctx.Done():
 			t.Stop()
 			return 0, nil, ctx.Err()

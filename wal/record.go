@@ -140,6 +140,30 @@ func (r *logRecord) segFor(i uint64) *segRec {
 	return nil
 }
 
+// sealSegment seals segment id, if it is open, at frags fragments with its
+// last entry at last.
+func (r *logRecord) sealSegment(id, frags, last uint64) {
+	for i := range r.Segments {
+		if s := &r.Segments[i]; s.ID == id && s.State == segOpen {
+			s.State, s.Frags, s.Last = segSealed, frags, last
+		}
+	}
+}
+
+// addOpenSegment appends an open segment of epoch whose first entry is
+// first, under the ID *id, which it picks (the record's next one) when
+// *id is 0. A record update that is applied again passes the same id, so
+// it opens no second segment.
+func (r *logRecord) addOpenSegment(id *uint64, epoch, first uint64) {
+	if *id == 0 {
+		*id = r.NextSegment
+	}
+	if !r.hasSegment(*id) {
+		r.NextSegment = max(r.NextSegment, *id+1)
+		r.Segments = append(r.Segments, segRec{ID: *id, State: segOpen, Epoch: epoch, First: first, Last: first - 1})
+	}
+}
+
 func (r *logRecord) hasSegment(id uint64) bool {
 	for _, s := range r.Segments {
 		if s.ID == id {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
-	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
 	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
@@ -25,29 +24,15 @@ import (
 // tail, Get returns the old, truncated entry.
 func TestRemoteReaderSeesTruncateBack(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	cw := newClient(t, b, m, nil)
-	cw.CreateLog(ctx, "s")
-	lw, _ := cw.OpenLog(ctx, "s")
-	w, err := lw.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if err := w.Append(ctx, 1, entries(1, 10)); err != nil {
-		t.Fatal(err)
-	}
-	cr := newClient(t, b, m, nil) // another process, reading only
-	lr, _ := cr.OpenLog(ctx, "s")
-	if got := mustGet(t, lr, 5); got != "entry-5" {
-		t.Fatal(got)
-	}
+	b, m := memStores()
+	_, w := newLog(t, newClient(t, b, m, nil), "s")
+	mustAppend(t, w, 1, entries(1, 10))
+	lr := openLog(t, newClient(t, b, m, nil), "s") // another process, reading only
+	wantEntries(t, lr, 5, 5)
 	if err := w.TruncateBack(ctx, 4); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Append(ctx, 5, [][]byte{[]byte("new-5")}); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, w, 5, [][]byte{[]byte("new-5")})
 	got, err := lr.Get(ctx, 5)
 	t.Logf("remote Get(5) after TruncateBack(4)+Append(5,new-5) = %q, %v", got, err)
 	got8, err8 := lr.Get(ctx, 8)
@@ -55,20 +40,6 @@ func TestRemoteReaderSeesTruncateBack(t *testing.T) {
 	if string(got) != "new-5" || err8 == nil {
 		t.Fatalf("stale data served")
 	}
-}
-
-// ambMeta makes the nth Update land and then report an error (a lost reply).
-type ambMeta struct {
-	meta.Store
-	n, count atomic.Int64
-}
-
-func (a *ambMeta) Update(ctx context.Context, k string, v []byte, ver meta.Version) (meta.Version, error) {
-	nv, err := a.Store.Update(ctx, k, v, ver)
-	if err == nil && a.count.Add(1) == a.n.Load() {
-		return "", errors.New("injected: reply lost")
-	}
-	return nv, err
 }
 
 type seg struct {
@@ -93,23 +64,11 @@ func segments(t *testing.T, m meta.Store, name string) []seg {
 // mutate re-applies openSegment's closure after an ambiguous CAS that
 // landed: a second segment is opened, leaving two open segments.
 func TestAmbiguousRecordUpdateOpensOneSegment(t *testing.T) {
-	ctx := context.Background()
-	b := objmem.New()
-	am := &ambMeta{Store: metamem.New()}
-	c := newClient(t, b, am, func(c *wal.Config) { c.SegmentMaxFragments = 1 })
-	c.CreateLog(ctx, "a")
-	l, _ := c.OpenLog(ctx, "a")
-	w, err := l.OpenWriter(ctx) // Updates: epoch bump (1), openSegment (2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	am.n.Store(am.count.Load() + 1) // the next Update (a roll) lands but reports an error
-	for i := uint64(1); i <= 3; i++ {
-		if err := w.Append(ctx, i, entries(i, 1)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	am := newAmbMeta()
+	c := newClient(t, objmem.New(), am, func(c *wal.Config) { c.SegmentMaxFragments = 1 })
+	_, w := newLog(t, c, "a") // Updates: epoch bump (1), openSegment (2)
+	am.loseNextReply()        // the next Update (a roll) lands but reports an error
+	appendRange(t, w, 1, 3, 1)
 	open := 0
 	for _, s := range segments(t, am.Store, "a") {
 		t.Logf("segment %+v", s)
@@ -122,40 +81,18 @@ func TestAmbiguousRecordUpdateOpensOneSegment(t *testing.T) {
 	}
 }
 
-// hangBucket blocks PutIfAbsent until its context is done (a hung S3 endpoint).
-type hangBucket struct {
-	objstore.Bucket
-	hang atomic.Bool
-}
-
-func (h *hangBucket) PutIfAbsent(ctx context.Context, k string, d []byte) (objstore.ObjectInfo, error) {
-	if h.hang.Load() {
-		<-ctx.Done()
-		return objstore.ObjectInfo{}, ctx.Err()
-	}
-	return h.Bucket.PutIfAbsent(ctx, k, d)
-}
-
 // Writer.Close never returns when the bucket hangs.
 func TestCloseWithHungBucketReturns(t *testing.T) {
-	ctx := context.Background()
-	hb := &hangBucket{Bucket: objmem.New()}
-	c := newClient(t, hb, metamem.New(), func(c *wal.Config) { c.RequestTimeout = 50 * time.Millisecond; c.MaxFlushRetries = 1 })
-	c.CreateLog(ctx, "h")
-	l, _ := c.OpenLog(ctx, "h")
-	w, err := l.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hb.hang.Store(true)
+	b, m := memStores()
+	hb := newHeldBucket(b)
+	_, w := newLog(t, newClient(t, hb, m, func(c *wal.Config) { c.RequestTimeout = 50 * time.Millisecond; c.MaxFlushRetries = 1 }), "h")
+	hb.hold.Store(true) // the gate stays shut: PUTs hang until their ctx is done
 	w.AppendAsync(1, entries(1, 1))
 	done := make(chan error, 1)
 	go func() { done <- w.Close() }()
 	select {
 	case err := <-done:
-		if !errors.Is(err, wal.ErrBroken) {
-			t.Fatalf("Close with a hung bucket = %v, want ErrBroken", err)
-		}
+		wantErr(t, err, wal.ErrBroken, "Close with a hung bucket")
 	case <-time.After(3 * time.Second):
 		t.Fatalf("Writer.Close still blocked after 3s with a hung bucket")
 	}
@@ -165,17 +102,10 @@ func TestCloseWithHungBucketReturns(t *testing.T) {
 // epoch check: appends keep being acknowledged after DeleteLog returned.
 func TestDeleteLogFencesWriter(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	c := newClient(t, b, m, nil)
-	c.CreateLog(ctx, "d")
-	l, _ := c.OpenLog(ctx, "d")
-	w, _ := l.OpenWriter(ctx)
-	defer w.Close()
-	if err := w.Append(ctx, 1, entries(1, 1)); err != nil {
-		t.Fatal(err)
-	}
-	c2 := newClient(t, b, m, nil)
-	if err := c2.DeleteLog(ctx, "d"); err != nil {
+	b, m := memStores()
+	_, w := newLog(t, newClient(t, b, m, nil), "d")
+	mustAppend(t, w, 1, entries(1, 1))
+	if err := newClient(t, b, m, nil).DeleteLog(ctx, "d"); err != nil {
 		t.Fatal(err)
 	}
 	err := w.Append(ctx, 2, entries(2, 1))
@@ -191,11 +121,9 @@ func TestDeleteLogFencesWriter(t *testing.T) {
 func TestConcurrentOpenWriterInProcess(t *testing.T) {
 	ctx := context.Background()
 	for round := 0; round < 50; round++ {
-		b, m := objmem.New(), metamem.New()
-		c := newClient(t, b, m, nil)
-		c.CreateLog(ctx, "o")
-		l1, _ := c.OpenLog(ctx, "o")
-		l2, _ := c.OpenLog(ctx, "o")
+		c := newMemClient(t, nil)
+		l1 := createLog(t, c, "o")
+		l2 := openLog(t, c, "o")
 		var wg sync.WaitGroup
 		ws := make([]*wal.Writer, 2)
 		errs := make([]error, 2)
@@ -216,43 +144,21 @@ func TestConcurrentOpenWriterInProcess(t *testing.T) {
 	}
 }
 
-type gateMeta struct {
-	meta.Store
-	gate atomic.Pointer[chan struct{}]
-}
-
-func (g *gateMeta) Update(ctx context.Context, k string, v []byte, ver meta.Version) (meta.Version, error) {
-	if ch := g.gate.Load(); ch != nil {
-		<-*ch
-	}
-	return g.Store.Update(ctx, k, v, ver)
-}
-
 // after reopening an emptied log, the writer's durable index is
 // First-1; an append at a lower index makes Log.LastIndex report entries
 // that do not exist while the reset is pending.
 func TestBoundsWhileResetPending(t *testing.T) {
 	ctx := context.Background()
-	gm := &gateMeta{Store: metamem.New()}
-	b := objmem.New()
-	c := newClient(t, b, gm, nil)
-	c.CreateLog(ctx, "e")
-	l, _ := c.OpenLog(ctx, "e")
-	w, _ := l.OpenWriter(ctx)
-	if err := w.Append(ctx, 1, entries(1, 99)); err != nil {
-		t.Fatal(err)
-	}
+	hm := newHeldMeta()
+	l, w := newLog(t, newClient(t, objmem.New(), hm, nil), "e")
+	mustAppend(t, w, 1, entries(1, 99))
 	if err := w.TruncateFront(ctx, 100); err != nil { // empties the log
 		t.Fatal(err)
 	}
 	w.Close()
-	w, err := l.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	ch := make(chan struct{})
-	gm.gate.Store(&ch) // the reset CAS is slow
+	w = openWriter(t, l)
+	gate := make(chan struct{})
+	hm.gate.Store(&gate) // the reset CAS is slow
 	w.AppendAsync(5, entries(5, 1))
 	time.Sleep(20 * time.Millisecond)
 	first, _ := l.FirstIndex(ctx)
@@ -269,8 +175,8 @@ func TestBoundsWhileResetPending(t *testing.T) {
 		gerr = errors.New("Get still blocked after 2s despite its 1s ctx")
 	}
 	t.Logf("nothing durable yet: Log.FirstIndex=%d Log.LastIndex=%d Get(50) err=%v after %v", first, last, gerr, time.Since(start))
-	gm.gate.Store(nil)
-	close(ch)
+	hm.gate.Store(nil)
+	close(gate)
 	if last != 0 {
 		t.Fatalf("Log.LastIndex = %d for a log with no durable entry", last)
 	}
@@ -280,24 +186,15 @@ func TestBoundsWhileResetPending(t *testing.T) {
 // point just blocks: no ErrTruncated until the log regrows past it.
 func TestTailingReaderToldOfTruncateBack(t *testing.T) {
 	ctx := context.Background()
-	c := newClient(t, objmem.New(), metamem.New(), nil)
-	c.CreateLog(ctx, "rt")
-	l, _ := c.OpenLog(ctx, "rt")
-	w, _ := l.OpenWriter(ctx)
-	defer w.Close()
-	w.Append(ctx, 1, entries(1, 10))
-	r, _ := l.NewReader(ctx, 1)
-	defer r.Close()
-	for k := 0; k < 10; k++ {
-		r.Next(ctx)
-	}
+	l, w := newLog(t, newMemClient(t, nil), "rt")
+	mustAppend(t, w, 1, entries(1, 10))
+	r := newReader(t, l, 1)
+	skipNexts(t, r, 10)
 	if err := w.TruncateBack(ctx, 5); err != nil {
 		t.Fatal(err)
 	}
-	w.Append(ctx, 6, [][]byte{[]byte("new-6")}) // 6 replaced; the reader returned the old 6..10
-	tctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer cancel()
-	_, _, err := r.Next(tctx)
+	mustAppend(t, w, 6, [][]byte{[]byte("new-6")}) // 6 replaced; the reader returned the old 6..10
+	_, _, err := nextWithin(r, 500*time.Millisecond)
 	t.Logf("Next after TruncateBack(5)+Append(6) = %v", err)
 	if !errors.Is(err, wal.ErrTruncated) {
 		t.Fatalf("reader not told that entries 6..10 it returned were removed")
@@ -308,16 +205,13 @@ func TestTailingReaderToldOfTruncateBack(t *testing.T) {
 // takeover waits until the zombie stops (roll, or it runs out of work).
 func TestFenceOvertakesBusyZombie(t *testing.T) {
 	ctx := context.Background()
-	base, m := objmem.New(), metamem.New()
-	mk := func() (*wal.Client, *fault.Bucket) {
+	base, m := memStores()
+	mk := func() *wal.Client {
 		fb := fault.Wrap(base, 1)
 		fb.SetLatency(2*time.Millisecond, 0)
-		return newClient(t, fb, m, func(c *wal.Config) { c.MaxEntries = 1; c.MaxFlushThreads = 8; c.SegmentMaxFragments = 2000 }), fb
+		return newClient(t, fb, m, func(c *wal.Config) { c.MaxEntries = 1; c.MaxFlushThreads = 8; c.SegmentMaxFragments = 2000 })
 	}
-	c1, _ := mk()
-	c1.CreateLog(ctx, "z")
-	l1, _ := c1.OpenLog(ctx, "z")
-	w1, _ := l1.OpenWriter(ctx)
+	_, w1 := newLog(t, mk(), "z")
 	var stop atomic.Bool
 	var acked atomic.Int64
 	go func() {
@@ -334,8 +228,7 @@ func TestFenceOvertakesBusyZombie(t *testing.T) {
 		}
 	}()
 	time.Sleep(100 * time.Millisecond)
-	c2, _ := mk()
-	l2, _ := c2.OpenLog(ctx, "z")
+	l2 := openLog(t, mk(), "z")
 	start := time.Now()
 	a0 := acked.Load()
 	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -375,14 +268,9 @@ func (b *lateLander) PutIfAbsent(ctx context.Context, key string, data []byte) (
 // is part of the log (its writer may acknowledge it).
 func TestFenceCountsLateFragment(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	c1 := newClient(t, b, m, nil)
-	c1.CreateLog(ctx, "late")
-	l1, _ := c1.OpenLog(ctx, "late")
-	w1, _ := l1.OpenWriter(ctx)
-	if err := w1.Append(ctx, 1, entries(1, 5)); err != nil {
-		t.Fatal(err)
-	}
+	b, m := memStores()
+	_, w1 := newLog(t, newClient(t, b, m, nil), "late")
+	mustAppend(t, w1, 1, entries(1, 5))
 	objs, _ := b.List(ctx, objstore.ListOptions{Prefix: "wal/late/"})
 	var hdr codec.Header
 	data, _, _ := objstore.ReadAll(ctx, b, objs[len(objs)-1].Key)
@@ -400,13 +288,8 @@ func TestFenceCountsLateFragment(t *testing.T) {
 		}
 		return frag
 	}}
-	c2 := newClient(t, lb, m, nil)
-	l2, _ := c2.OpenLog(ctx, "late")
-	w2, err := l2.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w2.Close()
+	l2 := openLog(t, newClient(t, lb, m, nil), "late")
+	w2 := openWriter(t, l2)
 	if !lb.landed.Load() {
 		t.Fatalf("the late fragment did not land")
 	}
@@ -416,7 +299,6 @@ func TestFenceCountsLateFragment(t *testing.T) {
 	if got := mustGet(t, l2, 7); got != "late-7" {
 		t.Fatalf("Get(7) = %q", got)
 	}
-	w1.Close()
 }
 
 // failUpdatesAfter lets the first n Updates through, then fails the rest.
@@ -437,53 +319,22 @@ func (f *failUpdatesAfter) Update(ctx context.Context, k string, v []byte, ver m
 // segment there, not read the fence as data.
 func TestRecoveryAfterInterruptedTakeover(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	c1 := newClient(t, b, m, func(c *wal.Config) { c.MaxEntries = 2 })
-	c1.CreateLog(ctx, "it")
-	l1, _ := c1.OpenLog(ctx, "it")
-	w1, _ := l1.OpenWriter(ctx)
-	if err := w1.Append(ctx, 1, entries(1, 6)); err != nil {
-		t.Fatal(err)
-	}
+	b, m := memStores()
+	_, w1 := newLog(t, newClient(t, b, m, func(c *wal.Config) { c.MaxEntries = 2 }), "it")
+	mustAppend(t, w1, 1, entries(1, 6))
 	fm := &failUpdatesAfter{Store: m}
 	fm.n.Store(1) // the epoch bump passes; sealing the fenced segment fails
-	c2 := newClient(t, b, fm, func(c *wal.Config) { c.MaxFlushRetries = 1 })
-	l2, _ := c2.OpenLog(ctx, "it")
+	l2 := openLog(t, newClient(t, b, fm, func(c *wal.Config) { c.MaxFlushRetries = 1 }), "it")
 	if _, err := l2.OpenWriter(ctx); err == nil {
 		t.Fatalf("OpenWriter succeeded with the metadata store down")
 	}
-	c3 := newClient(t, b, m, nil)
-	l3, _ := c3.OpenLog(ctx, "it")
-	w3, err := l3.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w3.Close()
+	l3 := openLog(t, newClient(t, b, m, nil), "it")
+	w3 := openWriter(t, l3)
 	if w3.LastIndex() != 6 {
 		t.Fatalf("recovered LastIndex = %d, want 6", w3.LastIndex())
 	}
-	if err := w3.Append(ctx, 7, entries(7, 1)); err != nil {
-		t.Fatal(err)
-	}
-	for i := uint64(1); i <= 7; i++ {
-		mustGet(t, l3, i)
-	}
-	w1.Close()
-}
-
-// gateBucket holds every PutIfAbsent until released.
-type gateBucket struct {
-	objstore.Bucket
-	open chan struct{}
-}
-
-func (g *gateBucket) PutIfAbsent(ctx context.Context, k string, d []byte) (objstore.ObjectInfo, error) {
-	select {
-	case <-g.open:
-	case <-ctx.Done():
-		return objstore.ObjectInfo{}, ctx.Err()
-	}
-	return g.Bucket.PutIfAbsent(ctx, k, d)
+	mustAppend(t, w3, 7, entries(7, 1))
+	wantEntries(t, l3, 1, 7)
 }
 
 // TestQueueBounded: with the store stalled, AppendAsync admits at most
@@ -491,18 +342,12 @@ func (g *gateBucket) PutIfAbsent(ctx context.Context, k string, d []byte) (objst
 // space; nothing is lost.
 func TestQueueBounded(t *testing.T) {
 	ctx := context.Background()
-	b := objmem.New()
-	m := metamem.New()
-	c0 := newClient(t, b, m, nil)
-	c0.CreateLog(ctx, "q")
-	gb := &gateBucket{Bucket: b, open: make(chan struct{})}
-	c := newClient(t, gb, m, func(c *wal.Config) { c.MaxQueueBytes = 1 << 20 })
-	l, _ := c.OpenLog(ctx, "q")
-	w, err := l.OpenWriter(ctx) // the log is empty: no fragment is written on open
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	b, m := memStores()
+	createLog(t, newClient(t, b, m, nil), "q")
+	hb := newHeldBucket(b)
+	hb.hold.Store(true) // the store is stalled: every PUT waits at the gate
+	l := openLog(t, newClient(t, hb, m, func(c *wal.Config) { c.MaxQueueBytes = 1 << 20 }), "q")
+	w := openWriter(t, l) // the log is empty: no fragment is written on open
 	entry := make([]byte, 64<<10)
 	var returned atomic.Int64
 	futs := make(chan *wal.Future, 100)
@@ -517,7 +362,7 @@ func TestQueueBounded(t *testing.T) {
 	if n := returned.Load(); n != 16 {
 		t.Fatalf("%d appends of 64 KiB were admitted with the store stalled; MaxQueueBytes 1 MiB allows 16", n)
 	}
-	close(gb.open)
+	close(hb.gate)
 	for f := range futs {
 		if err := f.Wait(ctx); err != nil {
 			t.Fatal(err)

@@ -1,9 +1,11 @@
 package wal
 
 import (
-	"context"
 	"fmt"
+	"math"
 	"time"
+
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 )
 
 // Which layer retries what:
@@ -19,72 +21,47 @@ import (
 //     Config.RequestTimeout. Only then is the writer ErrBroken.
 //   - The adapters do not retry what the engine retried; their per-call
 //     timeout is at least the budget, so a call outlives the engine's
-//     retries instead of cutting them short.
+//     retries instead of cutting them short (logstore.Limits tells them
+//     the window).
+//
+// Every one of these retries is an internal/retry Policy: the engine's is
+// Config.retryPolicy, the S3 backend's (when its MaxRetries is set) is
+// s3Policy in objstore/s3/errors.go.
 
-// retrier counts one operation's retries against the budget.
-type retrier struct {
-	cfg     *Config
-	attempt int
-	first   time.Time // of the first failure
-}
-
-func (c *Client) retrier() retrier { return retrier{cfg: &c.cfg} }
-
-// again is called after a transient failure. It waits the backoff and
-// reports true if another attempt is within the budget, false (at once)
-// when the budget — RetryBudget since the first failure, and
-// MaxFlushRetries when set — is spent, or when ctx is done.
-func (r *retrier) again(ctx context.Context) bool {
-	r.attempt++
-	if r.attempt == 1 {
-		r.first = time.Now()
+// retryPolicy returns the policy by which the engine of a client
+// configured by c (with defaults filled in) retries a fragment PUT, a fence
+// or a record update after a transient failure: waits from RetryInterval,
+// doubling up to 64 times it, each drawn from the upper half of its bound;
+// until RetryBudget has passed since the operation's first failure (the
+// last wait cut to what is left), and at most MaxFlushRetries times when
+// that is set; measured on c.Clock. Each attempt is bounded by
+// RequestTimeout, which the policy does not see.
+func (c Config) retryPolicy() retry.Policy {
+	capped := 64 * c.RetryInterval
+	if c.RetryInterval > math.MaxInt64/64 {
+		capped = 0 // no cap: 64 times it would overflow
 	}
-	if r.cfg.MaxFlushRetries > 0 && r.attempt > r.cfg.MaxFlushRetries {
-		return false
-	}
-	left := r.cfg.RetryBudget - time.Since(r.first)
-	if left <= 0 {
-		return false
-	}
-	// The last wait is cut to what is left, so the last attempt is made
-	// when the budget ends, not a backoff before.
-	return sleepCtx(ctx, min(backoff(r.cfg.RetryInterval, r.attempt), left)) == nil
-}
-
-// backoff returns the wait before retry attempt (1, 2, ...): base doubled
-// per attempt up to 64×base, with jitter in its upper half.
-func backoff(base time.Duration, attempt int) time.Duration {
-	d := base << min(attempt-1, 6)
-	return d/2 + time.Duration(random64()%uint64(d/2+1))
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	return retry.Policy{
+		Initial: c.RetryInterval, Max: capped, Jitter: 0.5,
+		Budget: c.RetryBudget, MaxRetries: c.MaxFlushRetries, Clock: c.Clock,
 	}
 }
+
+// retrier starts counting one operation's retries against the engine's
+// policy.
+func (c *Client) retrier() *retry.Retrier { return c.cfg.retryPolicy().Retrier() }
 
 // RetryWindow returns how long the engine of a client configured by c
 // (with defaults filled in, as Client.Config returns it) may go on
 // retrying one operation after its first failure — RetryBudget, or the
-// waits of MaxFlushRetries retries when that cap is shorter — and a text
-// naming the fields that set it, for error messages.
+// longest waits of MaxFlushRetries retries when that cap is shorter, as
+// retryPolicy().Window() computes them — and a text naming the fields that
+// set it, for error messages.
 func (c Config) RetryWindow() (time.Duration, string) {
 	what := fmt.Sprintf("wal.Config.RetryBudget = %v", c.RetryBudget)
-	if n := c.MaxFlushRetries; n > 0 {
-		var waits time.Duration
-		for k := 1; k <= n && waits < c.RetryBudget; k++ {
-			waits += c.RetryInterval << min(k-1, 6)
-		}
-		if waits < c.RetryBudget {
-			return waits, fmt.Sprintf("%s, capped at %v by MaxFlushRetries = %d (RetryInterval = %v)",
-				what, waits, n, c.RetryInterval)
-		}
+	if waits, _ := c.retryPolicy().Window(); waits < c.RetryBudget {
+		return waits, fmt.Sprintf("%s, capped at %v by MaxFlushRetries = %d (RetryInterval = %v)",
+			what, waits, c.MaxFlushRetries, c.RetryInterval)
 	}
 	return c.RetryBudget, what
 }

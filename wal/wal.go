@@ -45,6 +45,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/woodpecker-wal/woodpecker/logstore"
@@ -111,8 +112,9 @@ type Config struct {
 	// MaxFlushRetries, when positive, also caps the retries of one such
 	// operation. Default 0: only RetryBudget bounds them.
 	MaxFlushRetries int
-	// RetryInterval is the first retry's backoff; it doubles each time, up
-	// to 64 times this. Default 50ms.
+	// RetryInterval is the first retry's longest backoff; it doubles each
+	// time, up to 64 times this, and each wait is drawn from the upper half
+	// of its bound. Default 50ms.
 	RetryInterval time.Duration
 	// RequestTimeout bounds each attempt of a fragment PUT, its read-back,
 	// and each metadata update the writer makes, so a hung store turns
@@ -126,8 +128,8 @@ type Config struct {
 	// SegmentMaxBytes rolls a segment after this many payload bytes.
 	// Default 2 GB.
 	SegmentMaxBytes int64
-	// SegmentMaxAge rolls a segment this long after it opened (checked on
-	// flush). Default 10 minutes.
+	// SegmentMaxAge rolls a segment this long after it opened, on Clock
+	// (checked when the next fragment is cut). Default 10 minutes.
 	SegmentMaxAge time.Duration
 
 	// Compression of fragment payloads. Default none.
@@ -144,7 +146,7 @@ type Config struct {
 
 	// GCGrace is how long a segment marked deleted keeps its objects, so
 	// readers positioned in it can finish. Measured on this process's
-	// monotonic clock from when it saw the mark. Default 10 minutes.
+	// Clock from when it saw the mark. Default 10 minutes.
 	GCGrace time.Duration
 	// ReaderLease, when positive, makes every Reader keep a lease record
 	// with its position in the metadata store, renewed every third of this
@@ -153,13 +155,24 @@ type Config struct {
 	// (as observed on the collecting process's own clock). Default 0: only
 	// readers in the collecting process are respected.
 	ReaderLease time.Duration
-	// GCInterval, when positive, runs a janitor in the client that
-	// collects garbage of every log (Client.GC) this often, whether or not
-	// a writer is open anywhere. Default 0: off; call GC yourself.
+	// GCInterval is how often, on Clock, the client's janitor collects the
+	// garbage of every log (Client.GC), whether or not a writer is open
+	// anywhere. The janitor is the engine's only GC scheduler. Default 1
+	// minute; negative disables it (then call GC yourself).
 	GCInterval time.Duration
 	// PollInterval is the longest a tailing reader waits between polls of
 	// the bucket when no in-process writer wakes it. Default 200ms.
 	PollInterval time.Duration
+
+	// Clock is the time every duration of the engine is measured on:
+	// MaxInterval batching, segment age (SegmentMaxAge), RequestTimeout,
+	// retry waits and RetryBudget, GCGrace, GCInterval, ReaderLease
+	// renewal and expiry, PollInterval, and the latencies of the metrics.
+	// nil is the real clock. Tests pass clockwork's fake clock to control
+	// segment age, grace periods and leases; on it time passes only when
+	// the test advances it, so an asynchronous append waits for MaxInterval
+	// to pass there (Flush or a synchronous Append does not wait).
+	Clock clockwork.Clock
 
 	// Logger receives lifecycle (Info) and retry (Warn) records. nil
 	// discards.
@@ -215,6 +228,7 @@ func (c Config) withDefaults() Config {
 		c.Prefetch = 0
 	}
 	defDur(&c.GCGrace, 10*time.Minute)
+	defDur(&c.GCInterval, time.Minute)
 	defDur(&c.PollInterval, 200*time.Millisecond)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -2,73 +2,25 @@ package wal_test
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
-	metamem "github.com/woodpecker-wal/woodpecker/meta/mem"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
-	objmem "github.com/woodpecker-wal/woodpecker/objstore/mem"
 	"github.com/woodpecker-wal/woodpecker/wal"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
 
-func newClient(t testing.TB, b objstore.Bucket, m meta.Store, mod func(*wal.Config)) *wal.Client {
-	t.Helper()
-	cfg := wal.Config{Bucket: b, Meta: m, RetryInterval: time.Millisecond}
-	if mod != nil {
-		mod(&cfg)
-	}
-	c, err := wal.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-func entries(first uint64, n int) [][]byte {
-	out := make([][]byte, n)
-	for i := range out {
-		out[i] = []byte(fmt.Sprintf("entry-%d", first+uint64(i)))
-	}
-	return out
-}
-
-func mustGet(t *testing.T, l *wal.Log, i uint64) string {
-	t.Helper()
-	b, err := l.Get(context.Background(), i)
-	if err != nil {
-		t.Fatalf("Get(%d): %v", i, err)
-	}
-	return string(b)
-}
-
 func TestBasicAppendReadReopen(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
+	b, m := memStores()
 	c := newClient(t, b, m, func(c *wal.Config) { c.SegmentMaxFragments = 3 })
-	if err := c.CreateLog(ctx, "l1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.CreateLog(ctx, "l1"); !errors.Is(err, wal.ErrLogExists) {
-		t.Fatalf("second CreateLog = %v", err)
-	}
-	l, err := c.OpenLog(ctx, "l1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := l.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Append(ctx, 5, entries(5, 3)); err != nil {
-		t.Fatal(err)
-	}
+	l := createLog(t, c, "l1")
+	wantErr(t, c.CreateLog(ctx, "l1"), wal.ErrLogExists, "second CreateLog")
+	w := openWriter(t, l)
+	mustAppend(t, w, 5, entries(5, 3))
 	var futs []*wal.Future
 	for i := uint64(8); i < 40; i += 2 {
 		futs = append(futs, w.AppendAsync(i, entries(i, 2)))
@@ -78,82 +30,45 @@ func TestBasicAppendReadReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := w.Append(ctx, 39, entries(39, 1)); !errors.Is(err, wal.ErrBadIndex) {
-		t.Fatalf("backwards append = %v", err)
-	}
-	if err := w.Append(ctx, 41, entries(41, 1)); !errors.Is(err, wal.ErrBadIndex) {
-		t.Fatalf("gap append = %v", err)
-	}
-	for i := uint64(5); i < 40; i++ {
-		if got := mustGet(t, l, i); got != fmt.Sprintf("entry-%d", i) {
-			t.Fatalf("Get(%d) = %q", i, got)
-		}
-	}
-	if _, err := l.Get(ctx, 4); !errors.Is(err, wal.ErrTruncated) {
-		t.Fatalf("Get(4) = %v", err)
-	}
-	if _, err := l.Get(ctx, 40); !errors.Is(err, wal.ErrOutOfRange) {
-		t.Fatalf("Get(40) = %v", err)
-	}
+	wantErr(t, w.Append(ctx, 39, entries(39, 1)), wal.ErrBadIndex, "backwards append")
+	wantErr(t, w.Append(ctx, 41, entries(41, 1)), wal.ErrBadIndex, "gap append")
+	wantEntries(t, l, 5, 39)
+	wantGetErr(t, l, 4, wal.ErrTruncated)
+	wantGetErr(t, l, 40, wal.ErrOutOfRange)
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	// A second client (another process) recovers the log.
-	c2 := newClient(t, b, m, nil)
-	l2, err := c2.OpenLog(ctx, "l1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	l2 := openLog(t, newClient(t, b, m, nil), "l1")
 	if last, err := l2.LastIndex(ctx); err != nil || last != 39 {
 		t.Fatalf("LastIndex from another client = %d, %v", last, err)
 	}
-	w2, err := l2.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w2 := openWriter(t, l2)
 	if got := w2.LastIndex(); got != 39 {
 		t.Fatalf("recovered LastIndex = %d", got)
 	}
-	if err := w2.Append(ctx, 40, entries(40, 5)); err != nil {
-		t.Fatal(err)
-	}
-	for i := uint64(5); i < 45; i++ {
-		if got := mustGet(t, l2, i); got != fmt.Sprintf("entry-%d", i) {
-			t.Fatalf("after reopen Get(%d) = %q", i, got)
-		}
-	}
+	mustAppend(t, w2, 40, entries(40, 5))
+	wantEntries(t, l2, 5, 44)
 	// Truncations.
 	if err := w2.TruncateBack(ctx, 30); err != nil {
 		t.Fatal(err)
 	}
-	if err := w2.Append(ctx, 31, [][]byte{[]byte("new-31")}); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, w2, 31, [][]byte{[]byte("new-31")})
 	if got := mustGet(t, l2, 31); got != "new-31" {
 		t.Fatalf("Get(31) after rewrite = %q", got)
 	}
-	if _, err := l2.Get(ctx, 32); !errors.Is(err, wal.ErrOutOfRange) {
-		t.Fatalf("Get(32) after truncate = %v", err)
-	}
+	wantGetErr(t, l2, 32, wal.ErrOutOfRange)
 	if err := w2.TruncateFront(ctx, 20); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l2.Get(ctx, 19); !errors.Is(err, wal.ErrTruncated) {
-		t.Fatalf("Get(19) = %v", err)
-	}
-	if got := mustGet(t, l2, 20); got != "entry-20" {
-		t.Fatalf("Get(20) = %q", got)
-	}
+	wantGetErr(t, l2, 19, wal.ErrTruncated)
+	wantEntries(t, l2, 20, 20)
 	if err := w2.Close(); err != nil {
 		t.Fatal(err)
 	}
 	// Recovery sees the truncations.
-	w3, err := l2.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w3.Close()
+	w3 := openWriter(t, l2)
 	if w3.FirstIndex() != 20 || w3.LastIndex() != 31 {
 		t.Fatalf("recovered bounds [%d, %d], want [20, 31]", w3.FirstIndex(), w3.LastIndex())
 	}
@@ -161,68 +76,30 @@ func TestBasicAppendReadReopen(t *testing.T) {
 
 func TestFencing(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	c1 := newClient(t, b, m, nil)
-	c2 := newClient(t, b, m, nil)
-	if err := c1.CreateLog(ctx, "f"); err != nil {
-		t.Fatal(err)
-	}
-	l1, _ := c1.OpenLog(ctx, "f")
-	l2, _ := c2.OpenLog(ctx, "f")
-	w1, err := l1.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w1.Append(ctx, 1, entries(1, 10)); err != nil {
-		t.Fatal(err)
-	}
-	w2, err := l2.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w2.Close()
-	if err := w1.Append(ctx, 11, entries(11, 1)); !errors.Is(err, wal.ErrFenced) {
-		t.Fatalf("zombie append = %v, want ErrFenced", err)
-	}
-	if err := w2.Append(ctx, 11, [][]byte{[]byte("w2")}); err != nil {
-		t.Fatal(err)
-	}
+	b, m := memStores()
+	l1 := createLog(t, newClient(t, b, m, nil), "f")
+	l2 := openLog(t, newClient(t, b, m, nil), "f")
+	w1 := openWriter(t, l1)
+	mustAppend(t, w1, 1, entries(1, 10))
+	w2 := openWriter(t, l2)
+	wantErr(t, w1.Append(ctx, 11, entries(11, 1)), wal.ErrFenced, "zombie append")
+	mustAppend(t, w2, 11, [][]byte{[]byte("w2")})
 	if got := mustGet(t, l2, 11); got != "w2" {
 		t.Fatalf("Get(11) = %q", got)
 	}
-	if err := w1.TruncateFront(ctx, 5); !errors.Is(err, wal.ErrFenced) {
-		t.Fatalf("zombie truncate = %v", err)
-	}
-	w1.Close()
+	wantErr(t, w1.TruncateFront(ctx, 5), wal.ErrFenced, "zombie truncate")
 }
 
 func TestReaderTails(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, m := objmem.New(), metamem.New()
-	c := newClient(t, b, m, func(c *wal.Config) { c.PollInterval = 5 * time.Millisecond })
-	c.CreateLog(ctx, "r")
-	l, _ := c.OpenLog(ctx, "r")
-	w, err := l.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if err := w.Append(ctx, 1, entries(1, 5)); err != nil {
-		t.Fatal(err)
-	}
-	r, err := l.NewReader(ctx, wal.Earliest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	b, m := memStores()
+	poll := func(c *wal.Config) { c.PollInterval = 5 * time.Millisecond }
+	l, w := newLog(t, newClient(t, b, m, poll), "r")
+	mustAppend(t, w, 1, entries(1, 5))
+	r := newReader(t, l, wal.Earliest)
 	// A reader in another client polls.
-	c2 := newClient(t, b, m, func(c *wal.Config) { c.PollInterval = 5 * time.Millisecond })
-	l2, _ := c2.OpenLog(ctx, "r")
-	r2, err := l2.NewReader(ctx, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r2 := newReader(t, openLog(t, newClient(t, b, m, poll), "r"), 3)
 	go func() {
 		for i := uint64(6); i <= 50; i++ {
 			if err := w.Append(ctx, i, entries(i, 1)); err != nil {
@@ -231,32 +108,16 @@ func TestReaderTails(t *testing.T) {
 			}
 		}
 	}()
-	for want := uint64(1); want <= 50; want++ {
-		i, e, err := r.Next(ctx)
-		if err != nil || i != want || string(e) != fmt.Sprintf("entry-%d", i) {
-			t.Fatalf("Next = %d %q %v, want %d", i, e, err, want)
-		}
-	}
-	for want := uint64(3); want <= 50; want++ {
-		i, e, err := r2.Next(ctx)
-		if err != nil || i != want || string(e) != fmt.Sprintf("entry-%d", i) {
-			t.Fatalf("remote Next = %d %q %v, want %d", i, e, err, want)
-		}
-	}
+	wantNexts(t, ctx, r, 1, 50)
+	wantNexts(t, ctx, r2, 3, 50)
 }
 
 // TestMeta: SetMeta values are durable, survive a new writer, are ordered
 // after earlier appends, and a fenced writer cannot change them.
 func TestMeta(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
-	c := newClient(t, b, m, nil)
-	c.CreateLog(ctx, "meta")
-	l, _ := c.OpenLog(ctx, "meta")
-	w, err := l.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, m := memStores()
+	_, w := newLog(t, newClient(t, b, m, nil), "meta")
 	fut := w.AppendAsync(1, entries(1, 3))
 	if err := w.SetMeta(ctx, map[string][]byte{"term": []byte("7"), "vote": []byte("n1")}); err != nil {
 		t.Fatal(err)
@@ -275,20 +136,13 @@ func TestMeta(t *testing.T) {
 	if err := w.Append(ctx, 4, entries(4, 1)); err != nil {
 		t.Fatalf("writer unusable after a rejected SetMeta: %v", err)
 	}
-	c2 := newClient(t, b, m, nil)
-	l2, _ := c2.OpenLog(ctx, "meta")
-	w2, err := l2.OpenWriter(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w2.Close()
+	l2 := openLog(t, newClient(t, b, m, nil), "meta")
+	w2 := openWriter(t, l2)
 	got := w2.Meta()
 	if string(got["term"]) != "7" || got["vote"] != nil || len(got) != 1 {
 		t.Fatalf("meta after reopen = %q", got)
 	}
-	if err := w.SetMeta(ctx, map[string][]byte{"term": []byte("1")}); !errors.Is(err, wal.ErrFenced) {
-		t.Fatalf("fenced SetMeta = %v, want ErrFenced", err)
-	}
+	wantErr(t, w.SetMeta(ctx, map[string][]byte{"term": []byte("1")}), wal.ErrFenced, "fenced SetMeta")
 	w.Close()
 	if mv, err := l2.Meta(ctx); err != nil || string(mv["term"]) != "7" {
 		t.Fatalf("Log.Meta = %q, %v", mv, err)
@@ -298,28 +152,20 @@ func TestMeta(t *testing.T) {
 func TestOpenURL(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	for round := 0; round < 2; round++ {
+	for round := uint64(1); round <= 2; round++ {
 		c, err := wal.OpenURL(ctx, "file://"+dir, "", wal.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if round == 0 {
-			if err := c.CreateLog(ctx, "u"); err != nil {
-				t.Fatal(err)
-			}
+		var l *wal.Log
+		if round == 1 {
+			l = createLog(t, c, "u")
+		} else {
+			l = openLog(t, c, "u")
 		}
-		l, err := c.OpenLog(ctx, "u")
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := l.OpenWriter(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Append(ctx, uint64(round+1), entries(uint64(round+1), 1)); err != nil {
-			t.Fatal(err)
-		}
-		if w.LastIndex() != uint64(round+1) {
+		w := openWriter(t, l)
+		mustAppend(t, w, round, entries(round, 1))
+		if w.LastIndex() != round {
 			t.Fatalf("round %d: LastIndex %d", round, w.LastIndex())
 		}
 		w.Close()
@@ -327,7 +173,8 @@ func TestOpenURL(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := wal.OpenURL(ctx, "file://"+dir, "", wal.Config{Bucket: objmem.New()}); err == nil {
+	b, _ := memStores()
+	if _, err := wal.OpenURL(ctx, "file://"+dir, "", wal.Config{Bucket: b}); err == nil {
 		t.Fatalf("OpenURL with Config.Bucket set succeeded")
 	}
 	if _, err := wal.OpenURL(ctx, "nope://x", "", wal.Config{}); err == nil {
@@ -336,7 +183,7 @@ func TestOpenURL(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	b, m := objmem.New(), metamem.New()
+	b, m := memStores()
 	cases := []struct {
 		mod  func(*wal.Config)
 		want string
@@ -367,24 +214,19 @@ func TestConfigValidation(t *testing.T) {
 
 func TestListAndDeleteLogs(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
+	b, m := memStores()
 	c := newClient(t, b, m, nil)
 	for _, n := range []string{"b", "a", "c"} {
 		if err := c.CreateLog(ctx, n); err != nil {
 			t.Fatal(err)
 		}
 	}
-	l, _ := c.OpenLog(ctx, "b")
-	w, _ := l.OpenWriter(ctx)
-	if err := w.Append(ctx, 1, entries(1, 10)); err != nil {
-		t.Fatal(err)
-	}
+	w := openWriter(t, openLog(t, c, "b"))
+	mustAppend(t, w, 1, entries(1, 10))
 	if err := c.DeleteLog(ctx, "b"); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Append(ctx, 11, entries(11, 1)); !errors.Is(err, wal.ErrFenced) {
-		t.Fatalf("append to a deleted log = %v, want ErrFenced", err)
-	}
+	wantErr(t, w.Append(ctx, 11, entries(11, 1)), wal.ErrFenced, "append to a deleted log")
 	w.Close()
 	names, err := c.ListLogs(ctx)
 	if err != nil || strings.Join(names, ",") != "a,c" {
@@ -393,9 +235,8 @@ func TestListAndDeleteLogs(t *testing.T) {
 	if n := countObjects(t, b, "wal/b/"); n != 1 {
 		t.Fatalf("DeleteLog left %d objects, want only the fence", n)
 	}
-	if _, err := c.OpenLog(ctx, "b"); !errors.Is(err, wal.ErrLogNotFound) {
-		t.Fatalf("OpenLog of a deleted log = %v", err)
-	}
+	_, err = c.OpenLog(ctx, "b")
+	wantErr(t, err, wal.ErrLogNotFound, "OpenLog of a deleted log")
 	if err := c.DeleteLog(ctx, "b"); err != nil {
 		t.Fatalf("DeleteLog is not idempotent: %v", err)
 	}
@@ -407,15 +248,11 @@ func TestListAndDeleteLogs(t *testing.T) {
 // An interrupted DeleteLog is finished by the next call.
 func TestDeleteLogResumes(t *testing.T) {
 	ctx := context.Background()
-	b, m := objmem.New(), metamem.New()
+	b, m := memStores()
 	fb := fault.Wrap(b, 1)
 	c := newClient(t, fb, m, func(c *wal.Config) { c.MaxEntries = 1 })
-	c.CreateLog(ctx, "d")
-	l, _ := c.OpenLog(ctx, "d")
-	w, _ := l.OpenWriter(ctx)
-	if err := w.Append(ctx, 1, entries(1, 5)); err != nil {
-		t.Fatal(err)
-	}
+	_, w := newLog(t, c, "d")
+	mustAppend(t, w, 1, entries(1, 5))
 	w.Close()
 	fb.FailNth(fault.OpDelete, 2)
 	if err := c.DeleteLog(ctx, "d"); err == nil {
@@ -440,7 +277,6 @@ func TestDeleteLogResumes(t *testing.T) {
 	if len(left) > 2 {
 		t.Fatalf("resumed DeleteLog left %d fences", len(left))
 	}
-	if _, err := m.Get(ctx, "wal/logs/d"); !errors.Is(err, meta.ErrNotFound) {
-		t.Fatalf("record left behind: %v", err)
-	}
+	_, err = m.Get(ctx, "wal/logs/d")
+	wantErr(t, err, meta.ErrNotFound, "the deleted log's record")
 }

@@ -8,19 +8,17 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
-	"github.com/woodpecker-wal/woodpecker/objstore"
-	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
 
 // Future is the pending result of an asynchronous append or truncation.
 type Future struct {
 	done  chan struct{}
 	err   error     // set before done is closed
-	start time.Time // when the append was queued
+	start time.Time // of an append: when it was queued, on the client's clock
 }
 
 func newFuture() *Future {
-	return &Future{done: make(chan struct{}), start: time.Now()}
+	return &Future{done: make(chan struct{})}
 }
 
 func (f *Future) resolve(err error) {
@@ -54,96 +52,84 @@ func (f *Future) Wait(ctx context.Context) error {
 	}
 }
 
-type opKind uint8
-
-const (
-	opEntries opKind = iota
-	opTruncateBack
-	opTruncateFront
-	opReset
-	opSetMeta
-)
-
-// item is one queued writer operation: a batch of entries or a control op.
-// Control ops run only when every earlier item is durable.
-type item struct {
-	op      opKind
-	first   uint64            // opEntries: index of entries[0]
-	entries [][]byte          // opEntries
-	off     int               // entries[:off] are already in fragments
-	arg     uint64            // ops: the index argument
-	kv      map[string][]byte // opSetMeta
-	fut     *Future
-}
-
-// flight is one fragment being written.
-type flight struct {
-	seq, first, last uint64
-	size             int // payload bytes
-	key              string
-	done             bool
-	err              error
-	// futs are the append futures whose last entry is in this fragment, in
-	// index order: they resolve when this fragment is acknowledged (or fail
-	// with the writer), never because some other fragment covering the same
-	// indexes landed.
-	futs []*Future
-}
-
 // Writer appends to one log. It is the log's only writer: opening it fenced
 // every earlier one. Methods are safe for concurrent use; appends are
 // ordered by the order of the calls.
+//
+// Where the code is: this file has the public API and the writer's life
+// (open, failure, close). The API queues items that one goroutine, the
+// flush loop (flush.go), turns into fragments through the stages cut
+// (flush_1_cut.go), encode (flush_2_encode.go), put (flush_3_put.go) and
+// complete (flush_4_complete.go), and into record updates (mutate.go);
+// fencing an earlier writer is in fence.go, what readers in this process
+// see in view.go.
 type Writer struct {
 	c      *Client
-	name   string
 	st     *logState
-	prefix string // bucket key prefix of the log's fragments
-	logID  uint64
-	epoch  uint64
-	nonce  uint64
+	author        // name, prefix, logID, epoch, nonce: stamped on every fragment
 	owner  uint64 // the owner token (WriterID.Owner)
 
 	// casMu serializes record updates. Lock order: casMu, then mu.
 	casMu sync.Mutex
-	rec   *logRecord   // guarded by casMu
-	ver   meta.Version // guarded by casMu
+	rec   *logRecord   // guarded by casMu: the record as last stored or re-read by mutate
+	ver   meta.Version // guarded by casMu: rec's version in the metadata store
 
-	space    *sync.Cond // on mu: signalled when unacked bytes shrink or the writer stops
-	kick     chan struct{}
-	done     chan struct{} // closed when the flusher exits
+	space    *sync.Cond    // on mu: signalled when unacked bytes shrink or the writer stops
+	kick     chan struct{} // wakes the flush loop; one pending kick is enough (capacity 1)
+	done     chan struct{} // closed when the flush loop exits
 	bgCtx    context.Context
-	bgCancel context.CancelFunc
+	bgCancel context.CancelFunc // cancels bgCtx, under which the flush loop works, on failure or Close
 
+	// mu guards the writer's state. While err is nil:
+	//
+	//   - inflight holds the fragments cut and not yet acknowledged, in
+	//     sequence order, all of segment seg, with contiguous index
+	//     ranges: inflight[0].first == durable+1, inflight[k+1].first ==
+	//     inflight[k].last+1, inflight[0].seq == ackedFrags, and nextSeq
+	//     == ackedFrags + len(inflight).
+	//   - At most MaxFlushThreads of them are not done (their PUT has not
+	//     returned), and at most 4×MaxFlushThreads are in flight at all.
+	//   - unacked == queueBytes + the sizes of inflight; queueBytes is the
+	//     payload of the uncut entries of queue (entries[off:] of each
+	//     entry item).
+	//   - waiting is every unresolved append future in index order, and the
+	//     futs of inflight, concatenated in order, are a prefix of it.
+	//   - A control item at the head of queue runs only with inflight
+	//     empty, and a segment rolls only with inflight empty.
+	//
+	// Once err is set, the queue and waiting are failed and dropped, and
+	// inflight is dropped with the next completion.
 	mu struct {
 		sync.Mutex
 		// Logical state: what the log is once every queued item is applied.
+		// The API methods change it as they queue items.
 		first uint64 // first index
 		next  uint64 // next index to append
 		empty bool   // no entries; the next append may use any index
 
-		// Physical state, owned by the flusher.
-		seg        uint64 // open segment id; 0 when none
-		nextSeq    uint64
-		segBytes   int64
-		segOpened  time.Time
+		// Physical state, owned by the flush loop.
+		seg        uint64     // open segment id; 0 when none
+		nextSeq    uint64     // sequence number of seg's next fragment
+		segBytes   int64      // payload bytes cut into seg
+		segOpened  time.Time  // when seg opened, on the client's clock (SegmentMaxAge)
 		ackedFrags uint64     // fragments 0..ackedFrags-1 of seg are acknowledged
 		durable    uint64     // last acknowledged index
 		dfirst     uint64     // first index as durable in the record (readers see this)
 		dempty     bool       // the log is empty as durable in the record
 		rec        *logRecord // the record as last stored by mutate; immutable
 
-		queue      []*item
-		queueBytes int // payload bytes of uncut entries
-		unacked    int // payload bytes appended and not yet acknowledged (MaxQueueBytes)
-		queueSince time.Time
-		flushNow   bool
+		queue      []*item   // items not yet run (control) or cut (entries), in call order; fully cut ones wait at the front until the flush loop drops them
+		queueBytes int       // payload bytes of uncut entries
+		unacked    int       // payload bytes appended and not yet acknowledged (MaxQueueBytes)
+		queueSince time.Time // start of the MaxInterval wait: the last cut, or the enqueue that found nothing uncut
+		flushNow   bool      // cut what is queued without waiting for MaxInterval
 		waiting    []*Future // append futures not yet resolved, in index order
-		inflight   []*flight // in seq order
+		inflight   []*flight // fragments cut and not yet acknowledged, in seq order
 		err        error     // sticky failure
-		closing    bool
-		closed     bool
-		released   bool    // failed or closed: nothing is published any more
-		last       *Future // of the item enqueued last (Sync waits for it)
+		closing    bool      // Close was called: cut everything, then the loop exits
+		closed     bool      // Close was called: no new items
+		released   bool      // failed or closed: nothing is published any more
+		last       *Future   // of the item enqueued last (Sync waits for it)
 	}
 }
 
@@ -231,7 +217,7 @@ func (l *Log) openWriter(ctx context.Context, expect *WriterID) (*Writer, error)
 		r.Rev++
 		r.Owner = owner
 		b, _ := r.marshal()
-		actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		actx, cancel := c.requestCtx(ctx)
 		v, err = c.cfg.Meta.Update(actx, c.metaKey(l.name), b, v)
 		cancel()
 		if errors.Is(err, meta.ErrPrecondition) {
@@ -244,14 +230,14 @@ func (l *Log) openWriter(ctx context.Context, expect *WriterID) (*Writer, error)
 		break
 	}
 	w := &Writer{
-		c: c, name: l.name, st: l.st, prefix: c.logPrefix(rec), logID: rec.ID,
-		epoch: rec.Epoch, nonce: random64(), owner: owner, rec: rec, ver: ver,
-		kick: make(chan struct{}, 1), done: make(chan struct{}),
+		c: c, st: l.st, owner: owner, rec: rec, ver: ver,
+		author: author{name: l.name, prefix: c.logPrefix(rec), logID: rec.ID, epoch: rec.Epoch, nonce: random64()},
+		kick:   make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	w.bgCtx, w.bgCancel = context.WithCancel(context.Background())
 	w.space = sync.NewCond(&w.mu.Mutex)
 	w.mu.rec = rec
-	start := time.Now()
+	start := c.clock.Now()
 
 	// Fence and seal the previous writer's open segment.
 	last := rec.First - 1
@@ -259,7 +245,7 @@ func (l *Log) openWriter(ctx context.Context, expect *WriterID) (*Writer, error)
 		last = l
 	}
 	if s := rec.openSeg(); s != nil {
-		g, segLast, err := w.fenceSegment(ctx, *s)
+		g, segLast, err := c.fenceSegment(ctx, w.author, *s)
 		if err != nil {
 			w.bgCancel()
 			return nil, err
@@ -267,11 +253,7 @@ func (l *Log) openWriter(ctx context.Context, expect *WriterID) (*Writer, error)
 		last = segLast
 		id := s.ID
 		if err := w.mutate(ctx, func(r *logRecord) error {
-			for i := range r.Segments {
-				if r.Segments[i].ID == id && r.Segments[i].State == segOpen {
-					r.Segments[i].State, r.Segments[i].Last, r.Segments[i].Frags = segSealed, segLast, g
-				}
-			}
+			r.sealSegment(id, g, segLast)
 			return nil
 		}); err != nil {
 			w.bgCancel()
@@ -303,8 +285,272 @@ func (l *Log) openWriter(ctx context.Context, expect *WriterID) (*Writer, error)
 	l.st.wake()
 	go w.flushLoop()
 	c.cfg.Logger.Info("wal: writer opened", "log", l.name, "epoch", w.epoch,
-		"first", w.mu.first, "last", last, "empty", w.mu.empty, "took", time.Since(start))
+		"first", w.mu.first, "last", last, "empty", w.mu.empty, "took", c.clock.Since(start))
 	return w, nil
+}
+
+// AppendAsync queues entries at indexes first, first+1, ... and returns a
+// Future resolved, in index order, when they are durable. first must be the
+// log's last index + 1, or any index >= 1 when the log is empty. The writer
+// keeps the entries' slices until the future resolves: do not modify them.
+// It blocks while Config.MaxQueueBytes are appended and not yet durable.
+func (w *Writer) AppendAsync(first uint64, entries [][]byte) *Future {
+	n := 0
+	for _, e := range entries {
+		n += len(e)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.mu.unacked > 0 && w.mu.unacked+n > w.c.cfg.MaxQueueBytes && w.mu.err == nil && !w.mu.closed {
+		w.mu.flushNow = true
+		w.poke()
+		w.space.Wait()
+	}
+	if err := w.checkLocked(); err != nil {
+		return failedFuture(err)
+	}
+	if len(entries) == 0 {
+		return failedFuture(fmt.Errorf("%w: append of no entries", ErrBadIndex))
+	}
+	for i, e := range entries {
+		if len(e) > w.c.cfg.MaxFlushSize {
+			return failedFuture(fmt.Errorf("wal: entry %d is %d bytes, larger than MaxFlushSize %d", first+uint64(i), len(e), w.c.cfg.MaxFlushSize))
+		}
+	}
+	if first == 0 || first > ^uint64(0)-uint64(len(entries)) {
+		return failedFuture(fmt.Errorf("%w: append at %d", ErrBadIndex, first))
+	}
+	if w.mu.empty {
+		w.enqueueLocked(&item{op: opReset, arg: first, fut: newFuture()})
+		w.mu.empty, w.mu.first, w.mu.next = false, first, first
+	} else if first != w.mu.next {
+		what := "leaves a gap"
+		if first < w.mu.next {
+			what = "goes backwards (TruncateBack first)"
+		}
+		return failedFuture(fmt.Errorf("%w: log %q: append at %d %s; next index is %d", ErrBadIndex, w.name, first, what, w.mu.next))
+	}
+	w.mu.next = first + uint64(len(entries))
+	w.mu.unacked += n
+	fut := newFuture()
+	fut.start = w.c.clock.Now()
+	w.enqueueLocked(&item{op: opEntries, first: first, entries: entries, fut: fut})
+	w.mu.waiting = append(w.mu.waiting, fut)
+	for _, e := range entries {
+		w.mu.queueBytes += len(e)
+	}
+	return fut
+}
+
+// Append appends entries starting at index first and returns when they are
+// durable. It does not wait for MaxInterval: the entries go into the next
+// fragment at once, with whatever else is pending.
+func (w *Writer) Append(ctx context.Context, first uint64, entries [][]byte) error {
+	fut := w.AppendAsync(first, entries)
+	w.Flush()
+	err := fut.Wait(ctx)
+	if err == nil {
+		w.c.metrics.syncLatency.Observe(w.c.clock.Since(fut.start).Seconds())
+	}
+	return err
+}
+
+// Flush asks for every queued entry to be written now, without waiting for
+// MaxInterval. It does not wait for them to be durable.
+func (w *Writer) Flush() {
+	w.mu.Lock()
+	w.mu.flushNow = true
+	w.mu.Unlock()
+	w.poke()
+}
+
+// Sync flushes and waits until everything queued before the call —
+// appends, truncations and SetMeta — is durable. It returns the writer's
+// failure, if that came first.
+func (w *Writer) Sync(ctx context.Context) error {
+	w.mu.Lock()
+	if err := w.checkLocked(); err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	fut := w.mu.last
+	w.mu.flushNow = true
+	w.mu.Unlock()
+	w.poke()
+	if fut == nil {
+		return nil
+	}
+	select {
+	case <-fut.Done():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Items resolve in order, so everything before the last one is done
+	// too. A SetMeta rejected for its value is its caller's error, not
+	// Sync's: report only the writer's own failure.
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.mu.err != nil && !errors.Is(w.mu.err, ErrClosed) {
+		return w.mu.err
+	}
+	return nil
+}
+
+// TruncateBack removes every entry above index i and returns when that is
+// durable. The next append must be at i+1. Truncating below the first index
+// empties the log, after which the next append may use any index. Truncating
+// at or above the last index does nothing.
+func (w *Writer) TruncateBack(ctx context.Context, i uint64) error {
+	return w.control(ctx, func() *item {
+		if w.mu.empty || i+1 >= w.mu.next {
+			return nil
+		}
+		if i < w.mu.first {
+			w.mu.empty, w.mu.next = true, w.mu.first
+		} else {
+			w.mu.next = i + 1
+		}
+		return &item{op: opTruncateBack, arg: i, fut: newFuture()}
+	})
+}
+
+// TruncateFront removes every entry below index i and returns when the new
+// first index is durable. Truncating past the last index empties the log,
+// after which the next append may use any index. Objects are deleted later
+// by garbage collection.
+func (w *Writer) TruncateFront(ctx context.Context, i uint64) error {
+	return w.control(ctx, func() *item {
+		if i <= w.mu.first {
+			return nil
+		}
+		w.mu.first = i
+		if i >= w.mu.next {
+			w.mu.empty, w.mu.next = true, i
+		}
+		return &item{op: opTruncateFront, arg: i, fut: newFuture()}
+	})
+}
+
+// MaxMetaSize bounds the total size of a log's meta values, which live in
+// its metadata record.
+const MaxMetaSize = 256 << 10
+
+// SetMeta durably sets keys of the log's small key/value state (a nil value
+// deletes the key), after every operation queued before it is durable, in
+// one compare-and-swap under the writer's epoch: a fenced writer cannot
+// change it, and an entry appended before SetMeta is durable before the
+// values are. The state is meant for a few small values (a Raft term and
+// vote, a HardState); the total is limited to MaxMetaSize.
+func (w *Writer) SetMeta(ctx context.Context, kv map[string][]byte) error {
+	if len(kv) == 0 {
+		return nil
+	}
+	cp := make(map[string][]byte, len(kv))
+	for k, v := range kv {
+		if v != nil {
+			v = append([]byte{}, v...)
+		}
+		cp[k] = v
+	}
+	return w.control(ctx, func() *item { return &item{op: opSetMeta, kv: cp, fut: newFuture()} })
+}
+
+// control queues the control item that next makes, unless the writer
+// failed or closed, and waits for it to be durable. next runs under w.mu:
+// it updates the logical state and returns the item, or nil when there is
+// nothing to do.
+func (w *Writer) control(ctx context.Context, next func() *item) error {
+	w.mu.Lock()
+	if err := w.checkLocked(); err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	it := next()
+	if it == nil {
+		w.mu.Unlock()
+		return nil
+	}
+	w.enqueueLocked(it)
+	w.mu.Unlock()
+	return it.fut.Wait(ctx)
+}
+
+// Meta returns the log's key/value state as of the last durable SetMeta.
+// The returned map is the caller's; its values must not be modified.
+func (w *Writer) Meta() map[string][]byte {
+	r := w.snapshotRecord()
+	out := make(map[string][]byte, len(r.Meta))
+	for k, v := range r.Meta {
+		out[k] = v
+	}
+	return out
+}
+
+// FirstIndex returns the first index, counting queued operations; it is 0
+// for an empty log.
+func (w *Writer) FirstIndex() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.mu.empty {
+		return 0
+	}
+	return w.mu.first
+}
+
+// LastIndex returns the last index, counting queued appends (durable or
+// not); 0 for an empty log.
+func (w *Writer) LastIndex() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.mu.empty {
+		return 0
+	}
+	return w.mu.next - 1
+}
+
+// DurableIndex returns the last acknowledged index.
+func (w *Writer) DurableIndex() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.mu.durable
+}
+
+// Epoch returns the writer's epoch.
+func (w *Writer) Epoch() uint64 { return w.epoch }
+
+// Close flushes and waits for every queued operation, then releases the
+// log. It returns the writer's failure, if any. Close is idempotent.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	if w.mu.closed {
+		err := w.mu.err
+		w.mu.Unlock()
+		if errors.Is(err, ErrClosed) {
+			return nil
+		}
+		return err
+	}
+	w.mu.closed, w.mu.closing, w.mu.flushNow = true, true, true
+	w.space.Broadcast()
+	w.mu.Unlock()
+	w.poke()
+	<-w.done
+	w.bgCancel()
+	w.mu.Lock()
+	err := w.mu.err
+	if err == nil {
+		w.mu.err = ErrClosed
+	}
+	w.unpublishLocked()
+	w.mu.Unlock()
+	w.st.mu.Lock()
+	if w.st.mu.writer == w {
+		w.st.mu.writer = nil
+	}
+	w.st.mu.Unlock()
+	w.st.wake()
+	w.c.cfg.Logger.Info("wal: writer closed", "log", w.name, "epoch", w.epoch, "err", err)
+	return err
 }
 
 func (w *Writer) snapshotRecord() *logRecord {
@@ -313,214 +559,49 @@ func (w *Writer) snapshotRecord() *logRecord {
 	return w.rec.clone()
 }
 
-// fenceSegment ends segment s of an earlier writer: it writes a fence at the
-// lowest sequence number g not holding a data fragment and returns g and the
-// index of the last entry below it. Every fragment below g is valid data;
-// anything above is void.
-//
-// The previous writer may still be writing (a zombie). Its fragments can
-// land at g before the fence does; then the chase goes on above them. To
-// overtake a busy zombie the fence is tried at a window of sequence numbers
-// at once, doubling the window each round: the lowest of them where a fence
-// lands (or an earlier fence already sits), with data in every slot below,
-// ends the segment. Fences above it are void like any other fragment there.
-func (w *Writer) fenceSegment(ctx context.Context, s segRec) (g, last uint64, err error) {
-	c := w.c
-	g, err = w.lowestFree(ctx, s.ID, 0)
-	if err != nil {
-		return 0, 0, err
+func (w *Writer) checkLocked() error {
+	if w.mu.err != nil {
+		return w.mu.err
 	}
-	fence := func(seq uint64) ([]byte, error) {
-		return codec.AppendFragment(nil, codec.Header{
-			Kind: codec.KindFence, LogID: w.logID, Segment: s.ID, Seq: seq, Epoch: w.epoch, Nonce: w.nonce,
-		}, nil)
+	if w.mu.closed {
+		return ErrClosed
 	}
-	window := uint64(1)
-	for rt := c.retrier(); ; {
-		outcomes := make([]error, window)
-		var wg sync.WaitGroup
-		for k := uint64(0); k < window; k++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				f, err := fence(g + k)
-				if err != nil {
-					outcomes[k] = err
-					return
-				}
-				actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
-				defer cancel()
-				_, outcomes[k] = c.cfg.Bucket.PutIfAbsent(actx, codec.FragmentKey(w.prefix, s.ID, g+k), f)
-			}()
-		}
-		wg.Wait()
-		end, found, retry := uint64(0), false, error(nil)
-		for k := uint64(0); k < window && !found && retry == nil; k++ {
-			switch perr := outcomes[k]; {
-			case perr == nil:
-				end, found = g+k, true
-			case errors.Is(perr, objstore.ErrExists):
-				actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
-				info, herr := c.cfg.Bucket.Head(actx, codec.FragmentKey(w.prefix, s.ID, g+k))
-				cancel()
-				switch {
-				case herr != nil:
-					retry = herr
-					g += k
-				case info.Size == codec.FixedHeaderSize: // a fence or seal (ours, retried, or an earlier one)
-					end, found = g+k, true
-				}
-				// else: data of the old writer that landed first; it counts.
-			default:
-				retry = perr // unknown outcome at g+k: resolve it before going higher
-				g += k
-			}
-		}
-		if found {
-			g = end
-			break
-		}
-		if retry == nil {
-			// A busy old writer filled the whole window: skip what it landed.
-			if g, err = w.lowestFree(ctx, s.ID, g+window); err != nil {
-				return 0, 0, err
-			}
-			window = min(window*2, 64)
-			continue
-		}
-		c.cfg.Logger.Warn("wal: fence write failed; retrying", "log", w.name, "segment", s.ID, "seq", g, "err", retry)
-		if !rt.again(ctx) {
-			return 0, 0, fmt.Errorf("wal: fence log %q segment %d at %d: %w", w.name, s.ID, g, retry)
-		}
-		c.metrics.putRetries.Inc()
-		window = 1
-	}
-	last = s.First - 1
-	if g > 0 {
-		key := codec.FragmentKey(w.prefix, s.ID, g-1)
-		f, err := c.fragment(ctx, key)
-		if err != nil {
-			return 0, 0, fmt.Errorf("wal: recover log %q: read tail fragment: %w", w.name, err)
-		}
-		last = f.Header.LastIndex()
-	}
-	c.metrics.recoveries.Inc()
-	c.stats.segFenced.Add(1)
-	c.cfg.Logger.Info("wal: fenced segment", "log", w.name, "segment", s.ID, "fence_seq", g, "last", last)
-	return g, last, nil
-}
-
-// lowestFree returns the first sequence number at or above from in
-// segment seg that holds no data fragment: a gap, or an existing fence or
-// seal. REQUIRES: fragments below from hold data.
-func (w *Writer) lowestFree(ctx context.Context, seg, from uint64) (uint64, error) {
-	g, err := w.c.countFragmentsFrom(ctx, w.prefix, seg, from)
-	if err != nil {
-		return 0, fmt.Errorf("wal: fence log %q: %w", w.name, err)
-	}
-	return g, nil
-}
-
-// mutate applies fn to the log record and stores it with a compare-and-swap
-// that also checks the record is still our incarnation's (log ID) and our
-// epoch. A conflict alone is not proof of being fenced: the record is
-// re-read and fn re-applied unless the epoch moved or the log was deleted
-// and created again (a new ID, whose first writer may have our epoch
-// number), which is ErrFenced.
-//
-// mutate does not publish the record to readers: the caller updates its
-// own state to match and then publishes both at once (publishLocked).
-func (w *Writer) mutate(ctx context.Context, fn func(*logRecord) error) error {
-	w.casMu.Lock()
-	defer w.casMu.Unlock()
-	c := w.c
-	for rt := c.retrier(); ; {
-		r := w.rec.clone()
-		if err := fn(r); err != nil {
-			return err
-		}
-		r.Rev = w.rec.Rev + 1
-		b, err := r.marshal()
-		if err != nil {
-			return err
-		}
-		actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
-		v, err := c.cfg.Meta.Update(actx, c.metaKey(w.name), b, w.ver)
-		cancel()
-		if err == nil {
-			w.rec, w.ver = r, v // r is never modified from now on: fn works on clones
-			w.mu.Lock()
-			w.mu.rec = r
-			w.mu.Unlock()
-			return nil
-		}
-		if !errors.Is(err, meta.ErrPrecondition) {
-			// Ambiguous: the update may have landed. Re-read and retry; if it
-			// landed, the re-read shows our change, and fn must then change
-			// nothing more: every fn passed to mutate is idempotent.
-			c.cfg.Logger.Warn("wal: record update failed; retrying", "log", w.name, "err", err)
-			if !rt.again(ctx) {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return fmt.Errorf("%w: log %q: update record: %v", ErrBroken, w.name, err)
-			}
-		}
-		rctx, rcancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
-		fresh, fv, rerr := c.readRecord(rctx, w.name)
-		rcancel()
-		if errors.Is(rerr, ErrLogNotFound) {
-			return fmt.Errorf("%w: log %q was deleted", ErrFenced, w.name)
-		}
-		if rerr != nil {
-			if !rt.again(ctx) {
-				return fmt.Errorf("%w: log %q: re-read record: %v", ErrBroken, w.name, rerr)
-			}
-			continue
-		}
-		if fresh.ID != w.logID {
-			return fmt.Errorf("%w: log %q was deleted and created again (incarnation %d, ours %d)", ErrFenced, w.name, fresh.ID, w.logID)
-		}
-		if fresh.Epoch != w.epoch {
-			return fmt.Errorf("%w: log %q: epoch %d, ours %d", ErrFenced, w.name, fresh.Epoch, w.epoch)
-		}
-		w.rec, w.ver = fresh, fv
-	}
-}
-
-// openSegment seals the open segment (if any) at the current durable index
-// and opens a new one whose first entry is first, applying extra (if not
-// nil) in the same compare-and-swap. REQUIRES: nothing in flight; called by
-// the flusher or before it starts.
-func (w *Writer) openSegment(ctx context.Context, first uint64, extra func(*logRecord)) error {
-	w.mu.Lock()
-	cur, frags, durable := w.mu.seg, w.mu.nextSeq, w.mu.durable
-	w.mu.Unlock()
-	id := uint64(0) // chosen on the first application, so a re-applied fn opens no second segment
-	err := w.mutate(ctx, func(r *logRecord) error {
-		for i := range r.Segments {
-			if s := &r.Segments[i]; s.ID == cur && s.State == segOpen {
-				s.State, s.Frags, s.Last = segSealed, frags, durable
-			}
-		}
-		if id == 0 {
-			id = r.NextSegment
-		}
-		if !r.hasSegment(id) {
-			r.NextSegment = max(r.NextSegment, id+1)
-			r.Segments = append(r.Segments, segRec{ID: id, State: segOpen, Epoch: w.epoch, First: first, Last: first - 1})
-		}
-		if extra != nil {
-			extra(r)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	w.mu.Lock()
-	w.mu.seg, w.mu.nextSeq, w.mu.ackedFrags, w.mu.segBytes, w.mu.segOpened = id, 0, 0, 0, time.Now()
-	w.publishLocked()
-	w.mu.Unlock()
 	return nil
+}
+
+// fail makes err the writer's sticky failure and fails everything queued.
+func (w *Writer) fail(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failLocked(err)
+}
+
+func (w *Writer) failLocked(err error) {
+	if w.mu.err != nil {
+		return
+	}
+	w.mu.err = err
+	// What this process reads of the log comes from the bucket from now on:
+	// a failed writer no longer knows what the log holds (another writer
+	// may have taken it over and truncated it).
+	w.unpublishLocked()
+	w.bgCancel() // uploads still in flight are moot: stop their retries
+	for _, f := range w.mu.waiting {
+		f.resolve(err)
+	}
+	w.mu.waiting = nil
+	for _, it := range w.mu.queue {
+		if it.op != opEntries {
+			it.fut.resolve(err)
+		}
+	}
+	w.mu.queue, w.mu.queueBytes, w.mu.unacked = nil, 0, 0
+	w.space.Broadcast()
+	if errors.Is(err, ErrFenced) {
+		w.c.metrics.fenced.Inc()
+		w.c.stats.fenced.Add(1)
+		w.c.cfg.Logger.Info("wal: writer fenced", "log", w.name, "epoch", w.epoch, "err", err)
+	} else {
+		w.c.cfg.Logger.Warn("wal: writer failed", "log", w.name, "epoch", w.epoch, "err", err)
+	}
 }

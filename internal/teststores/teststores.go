@@ -28,6 +28,12 @@ func Mem(testing.TB) (objstore.Bucket, meta.Store) { return objmem.New(), metame
 // kept in it under "meta" (the embedded default). Closed at cleanup.
 func File(t testing.TB) (objstore.Bucket, meta.Store) {
 	t.Helper()
+	return FileBucket(t)
+}
+
+// FileBucket is File with the bucket's concrete type.
+func FileBucket(t testing.TB) (*file.Bucket, meta.Store) {
+	t.Helper()
 	b, err := file.New(t.TempDir(), file.Options{})
 	if err != nil {
 		t.Fatal(err)

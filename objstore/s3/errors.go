@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 )
 
 // Errors returned by New when the bucket cannot be opened. Each is distinct
@@ -114,25 +115,34 @@ func s3Retryable(err error) bool {
 	return status == 0 && errors.As(err, &ne) // no answer: connection refused or reset, a timeout
 }
 
-// s3Backoff is full-jitter exponential backoff: random in [0, min(2s, 50ms*2^attempt)].
-func s3Backoff(attempt int) time.Duration {
-	d := 50 * time.Millisecond << min(attempt, 10)
-	d = min(d, 2*time.Second)
-	return time.Duration(rand.Int64N(int64(d) + 1))
+// s3Policy is how this package retries an operation when Config.MaxRetries
+// is set: full-jitter exponential backoff, each wait random in
+// [0, min(2s, 50ms·2^(n-1))] before retry n, at most MaxRetries times.
+func s3Policy(maxRetries int) retry.Policy {
+	return retry.Policy{Initial: 50 * time.Millisecond, Max: 2 * time.Second, Jitter: 1, MaxRetries: maxRetries}
 }
 
 // s3Retry runs fn, each attempt under its own RequestTimeout, retrying
-// retryable answers up to MaxRetries times while ctx lives. rewind, if not
-// nil, prepares the request body for another attempt; if it fails, the
-// attempt's error is returned without retrying.
+// retryable answers up to MaxRetries times (s3Policy) while ctx lives.
+// rewind, if not nil, prepares the request body for another attempt; if it
+// fails, the attempt's error is returned without retrying.
 func (b *Bucket) s3Retry(ctx context.Context, op, key string, rewind func() error,
 	fn func(ctx context.Context) error,
 ) error {
-	for attempt := 0; ; attempt++ {
+	var rt *retry.Retrier
+	for {
 		actx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
 		err := fn(actx)
 		cancel()
-		if err == nil || attempt >= b.cfg.MaxRetries || !s3Retryable(err) || ctx.Err() != nil {
+		if err == nil || b.cfg.MaxRetries <= 0 || !s3Retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		if rt == nil {
+			rt = s3Policy(b.cfg.MaxRetries).Retrier()
+		}
+		attempt := rt.Attempt()
+		d, ok := rt.Next()
+		if !ok {
 			return err
 		}
 		if rewind != nil {
@@ -141,14 +151,9 @@ func (b *Bucket) s3Retry(ctx context.Context, op, key string, rewind func() erro
 			}
 		}
 		status, code := s3Status(err)
-		d := s3Backoff(attempt)
-		b.log.Warn("objstore: s3 retrying", "op", op, "key", key, "attempt", attempt+1,
+		b.log.Warn("objstore: s3 retrying", "op", op, "key", key, "attempt", attempt,
 			"status", status, "code", code, "backoff", d)
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if retry.Sleep(ctx, d) != nil {
 			return err
 		}
 	}

@@ -35,29 +35,39 @@ var benchShapes = []struct {
 	{"1000x256B", 1000, 256},
 }
 
-func BenchmarkEncode(b *testing.B) {
+// benchFragments runs fn as a sub-benchmark <shape>/<compression> for
+// every shape and compression, with the shape's entries, the header and the
+// fragment they encode to, and b.SetBytes set to the entries' payload.
+func benchFragments(b *testing.B, fn func(b *testing.B, h Header, entries [][]byte, frag []byte)) {
 	for _, s := range benchShapes {
 		entries := benchEntries(s.n, s.size)
 		for _, c := range compressions {
 			b.Run(fmt.Sprintf("%s/%v", s.name, c), func(b *testing.B) {
 				h := dataHeader(c, 1, s.n)
-				buf, err := AppendFragment(nil, h, entries)
+				frag, err := AppendFragment(nil, h, entries)
 				if err != nil {
 					b.Fatal(err)
 				}
 				b.SetBytes(int64(s.n * s.size))
 				b.ReportAllocs()
 				b.ResetTimer()
-				for b.Loop() {
-					buf, err = AppendFragment(buf[:0], h, entries)
-					if err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.ReportMetric(float64(len(buf))/float64(s.n*s.size), "size/raw")
+				fn(b, h, entries, frag)
 			})
 		}
 	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	benchFragments(b, func(b *testing.B, h Header, entries [][]byte, buf []byte) {
+		var err error
+		for b.Loop() {
+			buf, err = AppendFragment(buf[:0], h, entries)
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(len(buf))/float64(len(entries)*len(entries[0])), "size/raw")
+	})
 }
 
 func BenchmarkDecode(b *testing.B) { benchDecode(b, Decode) }
@@ -66,27 +76,15 @@ func BenchmarkDecode(b *testing.B) { benchDecode(b, Decode) }
 func BenchmarkDecodeTrusted(b *testing.B) { benchDecode(b, DecodeTrusted) }
 
 func benchDecode(b *testing.B, decode func([]byte) (*Fragment, error)) {
-	for _, s := range benchShapes {
-		entries := benchEntries(s.n, s.size)
-		for _, c := range compressions {
-			b.Run(fmt.Sprintf("%s/%v", s.name, c), func(b *testing.B) {
-				buf, err := AppendFragment(nil, dataHeader(c, 1, s.n), entries)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.SetBytes(int64(s.n * s.size))
-				b.ReportAllocs()
-				b.ResetTimer()
-				for b.Loop() {
-					f, err := decode(buf)
-					if err != nil {
-						b.Fatal(err)
-					}
-					fragmentSink = f
-				}
-			})
+	benchFragments(b, func(b *testing.B, _ Header, _ [][]byte, buf []byte) {
+		for b.Loop() {
+			f, err := decode(buf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fragmentSink = f
 		}
-	}
+	})
 }
 
 func BenchmarkDecodeHeader(b *testing.B) {

@@ -16,6 +16,23 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
+// golden returns the golden file testdata/name, first rewriting it with
+// enc when -update is given.
+func golden(t *testing.T, name string, enc []byte) []byte {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, enc, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create)", err)
+	}
+	return want
+}
+
 // goldenEntries are encoded in testdata/ by version 1 of the format and
 // must decode, and re-encode byte for byte, forever.
 var goldenEntries = []struct {
@@ -33,17 +50,8 @@ var goldenEntries = []struct {
 func TestGolden(t *testing.T) {
 	for _, g := range goldenEntries {
 		t.Run(g.name, func(t *testing.T) {
-			path := filepath.Join("testdata", g.name)
 			enc := appendEntry(nil, &g.log, g.commit)
-			if *update {
-				if err := os.WriteFile(path, enc, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
+			want := golden(t, g.name, enc)
 			var got raft.Log
 			commit, err := decodeEntry(want, &got)
 			if err != nil {

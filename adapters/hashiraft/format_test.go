@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -27,20 +25,11 @@ var goldenSnapshot = snapshotRecord{
 }
 
 func TestGoldenSnapshotMeta(t *testing.T) {
-	path := filepath.Join("testdata", "snapshot_meta_v1.json")
 	enc, err := json.Marshal(&goldenSnapshot)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *update {
-		if err := os.WriteFile(path, enc, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create)", err)
-	}
+	want := golden(t, "snapshot_meta_v1.json", enc)
 	if !bytes.Equal(enc, want) {
 		t.Fatalf("encoding differs from the golden file:\n got %s\nwant %s", enc, want)
 	}

@@ -197,37 +197,24 @@ func TestStoreRidesOutFailuresEndingWithinTheCall(t *testing.T) {
 // the client's RetryBudget plus one RequestTimeout, for the log and the
 // snapshots.
 func TestDefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T) {
-	ctx := context.Background()
-	c := adaptertest.Client(t, nil, wal.Config{RetryBudget: 45 * time.Second, RequestTimeout: 7 * time.Second})
-	s, err := New(ctx, c.LogStore(), "raft", Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if s.opts.CallTimeout < 52*time.Second || s.snaps.timeout < 52*time.Second {
-		t.Fatalf("default CallTimeout %v (snapshots %v), want at least RetryBudget + RequestTimeout = 52s",
-			s.opts.CallTimeout, s.snaps.timeout)
-	}
-
-	s2, err := Open(ctx, "mem://", "", Options{WAL: wal.Config{GCInterval: -1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
-	if s2.opts.CallTimeout < 40*time.Second {
-		t.Fatalf("default CallTimeout with the engine's defaults = %v, want at least 30s + 10s", s2.opts.CallTimeout)
-	}
+	adaptertest.DefaultCallTimeoutOutlivesTheRetryBudget(t, opener, func(c io.Closer) []time.Duration {
+		s := c.(*Store)
+		return []time.Duration{s.opts.CallTimeout, s.snaps.timeout}
+	})
 }
 
 // A CallTimeout shorter than the engine's retry budget would give up on
 // calls the engine is still retrying: Open and New refuse it, naming both.
 func TestCallTimeoutShorterThanTheRetryBudgetIsRejected(t *testing.T) {
-	adaptertest.CallTimeoutIsCheckedAgainstTheRetryBudget(t, adaptertest.Opener{
-		New: func(ctx context.Context, c logstore.Client, d time.Duration) (io.Closer, error) {
-			return New(ctx, c, "raft", Options{CallTimeout: d})
-		},
-		Open: func(ctx context.Context, u string, d time.Duration) (io.Closer, error) {
-			return Open(ctx, u, "", Options{CallTimeout: d, WAL: wal.Config{GCInterval: -1}})
-		},
-	})
+	adaptertest.CallTimeoutIsCheckedAgainstTheRetryBudget(t, opener)
+}
+
+// opener opens a Store with a given CallTimeout, over a client or a URL.
+var opener = adaptertest.Opener{
+	New: func(ctx context.Context, c logstore.Client, d time.Duration) (io.Closer, error) {
+		return New(ctx, c, "raft", Options{CallTimeout: d})
+	},
+	Open: func(ctx context.Context, u string, d time.Duration) (io.Closer, error) {
+		return Open(ctx, u, "", Options{CallTimeout: d, WAL: wal.Config{GCInterval: -1}})
+	},
 }

@@ -211,3 +211,28 @@ func (p *Proc[S]) Close() {
 	p.S.Close()
 	p.C.Close()
 }
+
+// DefaultCallTimeoutOutlivesTheRetryBudget checks that without a
+// CallTimeout each of a store's call timeouts (as timeouts reports them) is
+// at least the client's RetryBudget plus one RequestTimeout: 52s over a
+// client with a 45s budget and 7s requests, and 40s over URLs with the
+// engine's defaults.
+func DefaultCallTimeoutOutlivesTheRetryBudget(t *testing.T, o Opener, timeouts func(io.Closer) []time.Duration) {
+	ctx := context.Background()
+	check := func(what string, s io.Closer, err error, least time.Duration) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		for _, d := range timeouts(s) {
+			if d < least {
+				t.Errorf("%s: default call timeout %v, want at least %v", what, d, least)
+			}
+		}
+	}
+	s, err := o.New(ctx, Client(t, nil, wal.Config{RetryBudget: 45 * time.Second, RequestTimeout: 7 * time.Second}).LogStore(), 0)
+	check("RetryBudget 45s + RequestTimeout 7s", s, err, 52*time.Second)
+	s, err = o.Open(ctx, "mem://", 0)
+	check("the engine's defaults, 30s + 10s", s, err, 40*time.Second)
+}

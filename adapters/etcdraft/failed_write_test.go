@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	pb "go.etcd.io/raft/v3/raftpb"
-
 	"github.com/woodpecker-wal/woodpecker/adapters/internal/adaptertest"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
@@ -22,17 +20,9 @@ import (
 func TestSavingTheSameReadyAgainAfterItsSnapshotLanded(t *testing.T) {
 	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
 		seed := adaptertest.Seed(t)
-		a := openProc(t, mem, shared(), seed)
-		if err := a.S.Save(hardState(1, 1, 4), ents(1, 4, 1), nil); err != nil {
-			t.Fatal(err)
-		}
-		snapWrites := 2 // the data object, the metadata CAS
-		if shared() != nil {
-			snapWrites = 1 // the metadata is not in the bucket
-		}
-		adaptertest.FailWritesAfter(a.FB, snapWrites)
-		snap := &pb.Snapshot{Data: []byte("state at 10"), Metadata: &pb.SnapshotMetadata{
-			Index: new(uint64(10)), Term: new(uint64(2)), ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}}
+		a := openSaved(t, mem, shared(), seed, hardState(1, 1, 4), ents(1, 4, 1))
+		failAfterSnapshotLands(a, shared() != nil)
+		snap := snapAt10()
 		hs := hardState(2, 0, 12)
 		err := a.S.Save(hs, ents(11, 2, 2), snap)
 		if !errors.Is(err, ErrWriteFailed) {

@@ -34,6 +34,33 @@ func openProc(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64)
 	})
 }
 
+// openSaved opens a process and saves hs and entries through it.
+func openSaved(t *testing.T, mem objstore.Bucket, shared meta.Store, seed uint64, hs *pb.HardState, entries []*pb.Entry) *proc {
+	t.Helper()
+	p := openProc(t, mem, shared, seed)
+	if err := p.S.Save(hs, entries, nil); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// failAfterSnapshotLands lets a snapshot's writes land — its data object,
+// and its metadata CAS unless the metadata is apart — and fails every later
+// bucket write.
+func failAfterSnapshotLands(p *proc, metaApart bool) {
+	snapWrites := 2
+	if metaApart {
+		snapWrites = 1
+	}
+	adaptertest.FailWritesAfter(p.FB, snapWrites)
+}
+
+// snapAt10 is a snapshot a leader sends: index 10, term 2, three voters.
+func snapAt10() *pb.Snapshot {
+	return &pb.Snapshot{Data: []byte("state at 10"), Metadata: &pb.SnapshotMetadata{
+		Index: new(uint64(10)), Term: new(uint64(2)), ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}}
+}
+
 func ents(first, n, term uint64) []*pb.Entry {
 	out := make([]*pb.Entry, n)
 	for k := range out {
@@ -89,11 +116,8 @@ func wantState(t *testing.T, s *Storage, want []*pb.Entry, hs *pb.HardState) {
 func TestFailedStorageNeverTakesBackALogTakenOver(t *testing.T) {
 	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
 		seed := adaptertest.Seed(t)
-		a := openProc(t, mem, shared(), seed)
 		want, hs := ents(1, 3, 1), hardState(1, 1, 3)
-		if err := a.S.Save(hs, want, nil); err != nil {
-			t.Fatal(err)
-		}
+		a := openSaved(t, mem, shared(), seed, hs, want)
 
 		adaptertest.FailWrites(a.FB)
 		if err := a.S.Save(hardState(1, 1, 5), ents(4, 2, 1), nil); err == nil {
@@ -133,11 +157,8 @@ func TestFailedStorageNeverTakesBackALogTakenOver(t *testing.T) {
 func TestStorageResumesAfterAnOutageWithoutTakeover(t *testing.T) {
 	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
 		seed := adaptertest.Seed(t)
-		a := openProc(t, mem, shared(), seed)
 		want, hs := ents(1, 3, 1), hardState(1, 1, 3)
-		if err := a.S.Save(hs, want, nil); err != nil {
-			t.Fatal(err)
-		}
+		a := openSaved(t, mem, shared(), seed, hs, want)
 
 		adaptertest.FailWrites(a.FB)
 		for range 3 { // several writes fail: the storage stays usable
@@ -194,19 +215,11 @@ func TestStorageResumesAfterAnOutageWithoutTakeover(t *testing.T) {
 func TestStorageResumesFromWhatAFailedWriteLeft(t *testing.T) {
 	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
 		seed := adaptertest.Seed(t)
-		a := openProc(t, mem, shared(), seed)
-		if err := a.S.Save(hardState(1, 1, 4), ents(1, 4, 1), nil); err != nil {
-			t.Fatal(err)
-		}
+		a := openSaved(t, mem, shared(), seed, hardState(1, 1, 4), ents(1, 4, 1))
 		// A snapshot at 10 from the leader: its data and metadata land, then
 		// the bucket fails.
-		snapWrites := 2 // the data object, the metadata CAS
-		if shared() != nil {
-			snapWrites = 1 // the metadata is not in the bucket
-		}
-		adaptertest.FailWritesAfter(a.FB, snapWrites)
-		snap := &pb.Snapshot{Data: []byte("state at 10"), Metadata: &pb.SnapshotMetadata{
-			Index: new(uint64(10)), Term: new(uint64(2)), ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}}
+		failAfterSnapshotLands(a, shared() != nil)
+		snap := snapAt10()
 		hs := hardState(2, 0, 12)
 		if err := a.S.Save(hs, ents(11, 2, 2), snap); err == nil {
 			t.Fatal("Save succeeded with the bucket failing after the snapshot's metadata")

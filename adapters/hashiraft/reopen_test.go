@@ -41,6 +41,15 @@ func openProcTimeout(t *testing.T, mem objstore.Bucket, shared meta.Store, seed 
 	})
 }
 
+// store stores entries and then the term through p, as raft does.
+func store(t *testing.T, p *proc, entries []*raft.Log, term uint64) {
+	t.Helper()
+	mustStore(t, p.S, entries)
+	if err := p.S.SetUint64(keyTerm, term); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func logs(first, n, term uint64) []*raft.Log {
 	out := make([]*raft.Log, n)
 	for k := range out {
@@ -87,10 +96,7 @@ func TestFailedStoreNeverTakesBackALogTakenOver(t *testing.T) {
 	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
 		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
-		mustStore(t, a.S, logs(1, 3, 1))
-		if err := a.S.SetUint64(keyTerm, 1); err != nil {
-			t.Fatal(err)
-		}
+		store(t, a, logs(1, 3, 1), 1)
 
 		adaptertest.FailWrites(a.FB)
 		if err := a.S.StoreLogs(logs(4, 2, 1)); err == nil {
@@ -133,10 +139,7 @@ func TestStoreResumesAfterAnOutageWithoutTakeover(t *testing.T) {
 		seed := adaptertest.Seed(t)
 		a := openProc(t, mem, shared(), seed)
 		want := logs(1, 3, 1)
-		mustStore(t, a.S, want)
-		if err := a.S.SetUint64(keyTerm, 1); err != nil {
-			t.Fatal(err)
-		}
+		store(t, a, want, 1)
 
 		adaptertest.FailWrites(a.FB)
 		if err := a.S.StoreLogs(logs(4, 3, 1)); err == nil {
@@ -166,10 +169,7 @@ func TestStoreRidesOutFailuresEndingWithinTheCall(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		a := openProcTimeout(t, mem, shared(), seed, time.Minute) // the failures end: the call must not give up first
 		want := logs(1, 2, 1)
-		mustStore(t, a.S, want)
-		if err := a.S.SetUint64(keyTerm, 1); err != nil {
-			t.Fatal(err)
-		}
+		store(t, a, want, 1)
 		for round := range 5 {
 			var left atomic.Int64 // the next writes that fail
 			left.Store(int64(3 + rng.IntN(6)))

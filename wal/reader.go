@@ -8,6 +8,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
@@ -129,7 +130,7 @@ func (r *Reader) renewLease(ctx context.Context) {
 // or if entries it already returned were removed by TruncateBack (seek to a
 // valid position with a new reader); the slice must not be modified.
 func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
-	poll := time.Millisecond
+	polls := retry.Policy{Initial: time.Millisecond, Max: r.l.c.cfg.PollInterval}.Retrier()
 	for {
 		if f := r.frag; f != nil && r.next >= f.Header.FirstIndex && r.next <= r.lim {
 			i := r.next
@@ -161,8 +162,8 @@ func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
 			return 0, nil, err
 		}
 		r.renewLease(ctx)
+		poll, _ := polls.Next() // 1ms doubling to PollInterval: an unbounded policy never says no
 		t := r.l.c.clock.NewTimer(poll)
-		poll = min(2*poll, r.l.c.cfg.PollInterval)
 		select {
 		case <-wake:
 		case <-t.Chan():

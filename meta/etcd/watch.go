@@ -9,6 +9,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/woodpecker-wal/woodpecker/internal/retry"
 	"github.com/woodpecker-wal/woodpecker/meta"
 )
 
@@ -90,7 +91,8 @@ type etcdWatch struct {
 }
 
 func (w *etcdWatch) run(ctx context.Context, prefix string, rev int64) {
-	backoff := etcdWatchMinBackoff
+	policy := retry.Policy{Initial: etcdWatchMinBackoff, Max: etcdWatchMaxBackoff}
+	waits := policy.Retrier()
 	for {
 		began := time.Now()
 		err := w.stream(ctx, rev)
@@ -98,14 +100,14 @@ func (w *etcdWatch) run(ctx context.Context, prefix string, rev int64) {
 			return
 		}
 		if time.Since(began) > etcdWatchMaxBackoff {
-			backoff = etcdWatchMinBackoff // it was healthy for a while
+			waits = policy.Retrier() // it was healthy for a while
 		}
 		for {
+			backoff, _ := waits.Next() // an unbounded policy never says no
 			w.s.log.Warn("meta: etcd watch broken, re-listing", "prefix", prefix, "revision", rev, "err", err, "retry_in", backoff)
 			if !w.sleep(ctx, backoff) {
 				return
 			}
-			backoff = min(2*backoff, etcdWatchMaxBackoff)
 			var rerr error
 			rev, rerr = w.resync(ctx)
 			if rerr == nil {

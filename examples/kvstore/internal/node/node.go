@@ -217,6 +217,10 @@ func ParsePeers(s string) (map[uint64]string, error) {
 // it waits to try again.
 var errStopping = errors.New("node closing")
 
+// storageRetry paces a node's retries of a failed storage call: 100ms
+// doubling to 3s, until the node stops.
+var storageRetry = retry.Policy{Initial: 100 * time.Millisecond, Max: 3 * time.Second}
+
 // retryStorage calls call until it succeeds or fails with an error again
 // rejects, waiting between attempts (100 ms, doubling up to 3 s) and
 // logging each retry and the recovery, until ctx ends (the node is closed):
@@ -224,7 +228,9 @@ var errStopping = errors.New("node closing")
 // call waits meanwhile, as it would for a slow disk.
 func retryStorage(ctx context.Context, lg *slog.Logger, op string, again func(error) bool, call func(attempt int) error) error {
 	start := time.Now()
-	for attempt := 1; ; attempt++ {
+	waits := storageRetry.Retrier()
+	for {
+		attempt := waits.Attempt()
 		err := call(attempt)
 		if err == nil || !again(err) {
 			if err == nil && attempt > 1 {
@@ -232,7 +238,7 @@ func retryStorage(ctx context.Context, lg *slog.Logger, op string, again func(er
 			}
 			return err
 		}
-		d := min(100*time.Millisecond<<min(attempt-1, 5), 3*time.Second)
+		d, _ := waits.Next() // an unbounded policy never says no
 		lg.Warn("storage call failed; retrying it", "op", op, "attempt", attempt, "retry_in", d, "err", err)
 		if retry.Sleep(ctx, d) != nil {
 			return fmt.Errorf("%w: %w", errStopping, err)

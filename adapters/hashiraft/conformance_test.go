@@ -62,6 +62,5 @@ func TestSnapshotConformanceFile(t *testing.T) {
 }
 
 func TestSnapshotConformanceVersitygw(t *testing.T) {
-	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
-	hashiraftsuite.TestHashiSnapshotStore(t, snapshotStores(teststores.S3Etcd(s3, etcd, "snap")))
+	hashiraftsuite.TestHashiSnapshotStore(t, snapshotStores(teststores.S3(testserver.Versitygw(t))))
 }

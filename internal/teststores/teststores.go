@@ -46,6 +46,20 @@ func FileBucket(t testing.TB) (*file.Bucket, meta.Store) {
 	return b, m
 }
 
+// S3 returns a factory of stores with the bucket on s3 (a new one each
+// call, closed at cleanup) and the metadata in memory.
+func S3(s3 *testserver.S3Server) func(t testing.TB) (objstore.Bucket, meta.Store) {
+	return func(t testing.TB) (objstore.Bucket, meta.Store) {
+		t.Helper()
+		b, err := s3store.New(context.Background(), s3.Config(s3.NewBucket(t), ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b, metamem.New()
+	}
+}
+
 // S3Etcd returns a factory of stores on the real servers: each call a new
 // bucket on s3 and a new key prefix (name plus a counter) on etcd, both
 // closed at cleanup.

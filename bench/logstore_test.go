@@ -57,6 +57,7 @@ import (
 	"github.com/woodpecker-wal/woodpecker/internal/latency"
 	"github.com/woodpecker-wal/woodpecker/internal/raftbench"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 )
 
 // logStore is what every compared store offers.
@@ -199,6 +200,7 @@ func BenchmarkScanCold(b *testing.B) {
 var (
 	owner   *testserver.ProgramTB
 	servers *testserver.Servers
+	etcdSrv *etcdserver.Shared
 )
 
 func TestMain(m *testing.M) {
@@ -207,6 +209,7 @@ func TestMain(m *testing.M) {
 		log.Fatal(err)
 	}
 	servers = testserver.NewServers(owner)
+	etcdSrv = etcdserver.NewShared(owner)
 	code := m.Run()
 	owner.Close()
 	os.Exit(code)
@@ -214,12 +217,12 @@ func TestMain(m *testing.M) {
 
 // versitygw returns the run's versitygw and embedded etcd, starting them
 // first; it fails b if they cannot start.
-func versitygw(b *testing.B) (*testserver.S3Server, *testserver.EtcdServer) {
+func versitygw(b *testing.B) (*testserver.S3Server, *etcdserver.Server) {
 	var (
 		s3   *testserver.S3Server
-		etcd *testserver.EtcdServer
+		etcd *etcdserver.Server
 	)
-	if err := owner.Run(func() { s3, etcd = servers.Versitygw(), servers.Etcd() }); err != nil {
+	if err := owner.Run(func() { s3, etcd = servers.Versitygw(), etcdSrv.Get() }); err != nil {
 		b.Fatalf("versitygw + etcd: %v", err)
 	}
 	return s3, etcd

@@ -11,6 +11,7 @@ import (
 	"github.com/woodpecker-wal/woodpecker/internal/counting"
 	"github.com/woodpecker-wal/woodpecker/internal/latency"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	metabucket "github.com/woodpecker-wal/woodpecker/meta/bucket"
 	"github.com/woodpecker-wal/woodpecker/objstore"
@@ -76,6 +77,7 @@ type benchEnv struct {
 // none.
 func benchEnvs(top *testing.B) []benchEnv {
 	srv := testserver.NewServers(top)
+	etcdSrv := etcdserver.NewShared(top)
 	return []benchEnv{
 		{
 			name: "file",
@@ -99,7 +101,7 @@ func benchEnvs(top *testing.B) []benchEnv {
 		{
 			name:   "versitygw",
 			bucket: func(b *testing.B) objstore.Bucket { return srv.Versitygw().OpenBucket(b, "") },
-			meta:   func(b *testing.B, _ objstore.Bucket) meta.Store { return srv.Etcd().OpenMeta(b) },
+			meta:   func(b *testing.B, _ objstore.Bucket) meta.Store { return etcdSrv.Get().OpenMeta(b) },
 		},
 	}
 }

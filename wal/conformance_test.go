@@ -7,6 +7,7 @@ import (
 	"github.com/woodpecker-wal/woodpecker/conformance/embedded"
 	"github.com/woodpecker-wal/woodpecker/conformance/walsuite"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 	"github.com/woodpecker-wal/woodpecker/internal/teststores"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
@@ -30,12 +31,12 @@ func TestConformanceFile(t *testing.T) {
 // TestConformanceVersitygwEtcd runs the suite on the real servers: S3 on
 // versitygw, metadata in an embedded etcd.
 func TestConformanceVersitygwEtcd(t *testing.T) {
-	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
+	s3, etcd := testserver.Versitygw(t), etcdserver.Start(t)
 	walsuite.TestWAL(t, teststores.S3Etcd(s3, etcd, "case"), suiteClient, conformance.Options{Checks: 10})
 }
 
 func TestZombieRaceVersitygwEtcd(t *testing.T) {
-	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
+	s3, etcd := testserver.Versitygw(t), etcdserver.Start(t)
 	b, m := teststores.S3Etcd(s3, etcd, "zombie")(t)
 	zombieRace(t, b, m, 8)
 }

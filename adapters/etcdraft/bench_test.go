@@ -11,6 +11,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/adapters/etcdraft"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -38,6 +39,7 @@ func (m memSaver) Save(hs *pb.HardState, ents []*pb.Entry, _ *pb.Snapshot) error
 // on the same stores — the least a durable Save can cost there.
 func BenchmarkSave(b *testing.B) {
 	srv := testserver.NewServers(b) // the servers live as long as the whole benchmark
+	etcdSrv := etcdserver.NewShared(b)
 	versitygwURL := func(b *testing.B) string {
 		s := srv.Versitygw()
 		return s.URL(s.NewBucket(b), "")
@@ -50,7 +52,7 @@ func BenchmarkSave(b *testing.B) {
 		{"file", func(b *testing.B) (string, string) { return "file://" + b.TempDir(), "" }},
 		{"versitygw", func(b *testing.B) (string, string) { return versitygwURL(b), "" }},
 		{"versitygw_etcd", func(b *testing.B) (string, string) {
-			etcd := srv.Etcd()
+			etcd := etcdSrv.Get()
 			return versitygwURL(b), etcd.URL(etcd.NewPrefix())
 		}},
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/woodpecker-wal/woodpecker/conformance"
 	"github.com/woodpecker-wal/woodpecker/conformance/etcdraftsuite"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 	"github.com/woodpecker-wal/woodpecker/internal/teststores"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
@@ -77,6 +78,6 @@ func TestConformanceFile(t *testing.T) {
 // TestConformanceVersitygwEtcd runs the suite on the real servers: S3 on
 // versitygw, metadata in an embedded etcd.
 func TestConformanceVersitygwEtcd(t *testing.T) {
-	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
+	s3, etcd := testserver.Versitygw(t), etcdserver.Start(t)
 	etcdraftsuite.TestEtcdStorage(t, factory(teststores.S3Etcd(s3, etcd, "etcdraft")), conformance.Options{Checks: 10})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/woodpecker-wal/woodpecker/adapters/hashiraft"
 	"github.com/woodpecker-wal/woodpecker/internal/raftbench"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 	"github.com/woodpecker-wal/woodpecker/internal/teststores"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
@@ -48,10 +49,11 @@ type benchBackend struct {
 // live as long as top.
 func benchBackends(top *testing.B) []benchBackend {
 	srv := testserver.NewServers(top)
+	etcdSrv := etcdserver.NewShared(top)
 	return []benchBackend{
 		{name: "file", stores: func(b *testing.B) (objstore.Bucket, meta.Store) { return teststores.File(b) }},
 		{name: "versitygw", stores: func(b *testing.B) (objstore.Bucket, meta.Store) {
-			return srv.Versitygw().OpenBucket(b, ""), srv.Etcd().OpenMeta(b)
+			return srv.Versitygw().OpenBucket(b, ""), etcdSrv.Get().OpenMeta(b)
 		}},
 	}
 }

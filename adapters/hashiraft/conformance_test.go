@@ -12,6 +12,7 @@ import (
 	"github.com/woodpecker-wal/woodpecker/conformance/embedded"
 	"github.com/woodpecker-wal/woodpecker/conformance/hashiraftsuite"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 	"github.com/woodpecker-wal/woodpecker/internal/teststores"
 	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/meta"
@@ -35,7 +36,7 @@ func TestConformanceFile(t *testing.T) {
 // TestConformanceVersitygwEtcd runs the suite on the real servers: S3 on
 // versitygw, metadata in an embedded etcd.
 func TestConformanceVersitygwEtcd(t *testing.T) {
-	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
+	s3, etcd := testserver.Versitygw(t), etcdserver.Start(t)
 	hashiraftsuite.TestHashiLogStore(t, hashiraftsuite.HashiFactory{Stores: teststores.S3Etcd(s3, etcd, "hashi"), Client: embedded.Client(embedded.Small()), Open: openStore},
 		conformance.Options{Checks: 10})
 }

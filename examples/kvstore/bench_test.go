@@ -10,6 +10,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/bench"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 )
 
 // TestBenchReport measures writes/s and write latency of a 3-node cluster
@@ -35,7 +36,7 @@ func TestBenchReport(t *testing.T) {
 		clients = n
 	}
 	s3 := testserver.Versitygw(t)
-	etcd := testserver.Etcd(t)
+	etcd := etcdserver.Start(t)
 	bucket := s3.NewBucket(t)
 	type storage struct {
 		name   string

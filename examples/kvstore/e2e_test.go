@@ -14,6 +14,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/cluster"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 )
 
 // Each end-to-end test runs real kvstore processes (see harness_test.go).
@@ -216,7 +217,7 @@ func waitVoters(ctx context.Context, t *testing.T, n *cluster.Node, want []uint6
 // budget.
 func TestVersitygwEtcd(t *testing.T) {
 	s3 := testserver.Versitygw(t)
-	etcd := testserver.Etcd(t)
+	etcd := etcdserver.Start(t)
 	bucket := s3.NewBucket(t)
 	for i, engine := range engines {
 		t.Run(engine, func(t *testing.T) {

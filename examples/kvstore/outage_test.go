@@ -14,6 +14,7 @@ import (
 	"github.com/woodpecker-wal/woodpecker/internal/outagetest"
 	"github.com/woodpecker-wal/woodpecker/internal/retry"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 )
 
 // The outages last outagetest.Downtime each, and -outage.seed
@@ -52,7 +53,7 @@ func TestClusterRidesOutServerOutages(t *testing.T) {
 }
 
 func clusterOutages(t *testing.T, engine string, seed uint64) {
-	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
+	s3, etcd := testserver.Versitygw(t), etcdserver.Start(t)
 	bucket := s3.NewBucket(t)
 	tc := startCluster(t, engine,
 		withBuckets(func(id uint64) string { return s3.URL(bucket, fmt.Sprintf("node%d", id)) }),

@@ -13,6 +13,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/internal/counting"
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	metabucket "github.com/woodpecker-wal/woodpecker/meta/bucket"
 	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
@@ -123,13 +124,13 @@ func newBenchEnv(ctx context.Context, o Backend, log func(format string, args ..
 		}
 		var (
 			vgw    *testserver.S3Server
-			etcd   *testserver.EtcdServer
+			etcd   *etcdserver.Server
 			bucket string
 		)
 		if err := t.Run(func() {
 			vgw = testserver.Versitygw(t)
 			bucket = vgw.NewBucket(t)
-			etcd = testserver.Etcd(t)
+			etcd = etcdserver.Start(t)
 		}); err != nil {
 			t.Close()
 			return nil, fmt.Errorf("bench: start servers: %w", err)

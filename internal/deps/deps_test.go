@@ -39,31 +39,53 @@ var forbidden = []struct {
 	{"./adapters/etcdraft", []string{minio, etcd, grpc, zap, hashiRaft}, "an etcd raft user on file:// links neither minio nor etcd's client"},
 }
 
+// forbiddenInTests lists, per package pattern, what not even its test
+// binaries may link: an object store's tests link no Raft library (not even
+// the one inside etcd's embedded server).
+var forbiddenInTests = []struct {
+	pattern string
+	not     []string
+}{
+	{"./objstore/...", []string{hashiRaft, etcdRaft, "go.etcd.io/etcd/server"}},
+	{"./meta/bucket", []string{hashiRaft, etcdRaft, "go.etcd.io/etcd/server"}},
+	{"./meta/mem", []string{hashiRaft, etcdRaft, "go.etcd.io/etcd/server"}},
+}
+
 // TestForbiddenImports fails when a package depends on what it must not
-// (in the manner of pebble's forbidden-imports test). Test-only imports do
-// not count: go list -deps without -test.
+// (in the manner of pebble's forbidden-imports test): forbidden without its
+// tests (go list -deps), forbiddenInTests with them (-test).
 func TestForbiddenImports(t *testing.T) {
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	for _, f := range forbidden {
-		cmd := exec.Command(goBin, "list", "-deps", f.pattern)
-		cmd.Dir = "../.."
-		out, err := cmd.Output()
-		if err != nil {
-			var stderr string
-			if ee, ok := err.(*exec.ExitError); ok {
-				stderr = string(ee.Stderr)
-			}
-			t.Fatalf("go list -deps %s: %v\n%s", f.pattern, err, stderr)
+		check(t, f.pattern, f.not, f.why)
+	}
+	for _, f := range forbiddenInTests {
+		check(t, f.pattern, f.not, "its tests link no Raft library", "-test")
+	}
+}
+
+// check fails t for each package pattern depends on (go list -deps, with
+// flags) whose import path starts with one of not.
+func check(t *testing.T, pattern string, not []string, why string, flags ...string) {
+	t.Helper()
+	args := append(append([]string{"list", "-deps"}, flags...), pattern)
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), args...)
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
 		}
-		deps := strings.Fields(string(out))
-		if len(deps) == 0 {
-			t.Fatalf("go list -deps %s listed nothing", f.pattern)
-		}
-		for _, d := range deps {
-			for _, bad := range f.not {
-				if strings.HasPrefix(d, bad) {
-					t.Errorf("%s depends on %s (%s): %s", f.pattern, d, bad, f.why)
-				}
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) == 0 {
+		t.Fatalf("go %s listed nothing", strings.Join(args, " "))
+	}
+	for _, d := range deps {
+		for _, bad := range not {
+			if strings.HasPrefix(d, bad) {
+				t.Errorf("%s %s depends on %s (%s): %s", pattern, strings.Join(flags, " "), d, bad, why)
 			}
 		}
 	}

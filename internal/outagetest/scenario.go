@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 )
 
 // Subject is one store an outage scenario writes continuously. Its type
@@ -41,7 +42,7 @@ type NewSubject func(bucketURL, metaURL string, tr *Tracker, rng *rand.Rand) Sub
 // Afterwards each subject's log is verified from a fresh client.
 func RidesOut(t *testing.T, name string, newSubject NewSubject) {
 	seed := Seed(t)
-	s3, etcd := testserver.Versitygw(t), testserver.Etcd(t)
+	s3, etcd := testserver.Versitygw(t), etcdserver.Start(t)
 	bucket := s3.NewBucket(t)
 	lg := Logger(t)
 	subjects := []Subject{

@@ -2,8 +2,6 @@ package testserver
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,12 +11,6 @@ import (
 
 // modulePath is the module whose .cache/bin holds the versitygw binary.
 const modulePath = "github.com/woodpecker-wal/woodpecker"
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // moduleRoot walks up from the working directory to the root of the
 // woodpecker module (the directory whose go.mod declares modulePath), so

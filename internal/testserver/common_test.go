@@ -8,27 +8,19 @@ import (
 	"testing"
 
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
-	"github.com/woodpecker-wal/woodpecker/meta"
 )
 
 // Servers starts each server once and hands the same one out after.
 func TestServers(t *testing.T) {
 	srv := testserver.NewServers(t)
-	fake, etcd := srv.FakeS3(), srv.Etcd()
-	if srv.FakeS3() != fake || srv.Etcd() != etcd {
+	fake := srv.FakeS3()
+	if srv.FakeS3() != fake {
 		t.Fatal("Servers started a second server of a kind")
 	}
 	ctx := context.Background()
 	b := fake.OpenBucket(t, "p")
 	if _, err := b.PutIfAbsent(ctx, "k", []byte("v")); err != nil {
 		t.Fatal(err)
-	}
-	m1, m2 := etcd.OpenMeta(t), etcd.OpenMeta(t)
-	if _, err := m1.Create(ctx, "k", []byte("v")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m2.Get(ctx, "k"); !errors.Is(err, meta.ErrNotFound) {
-		t.Fatalf("a second store on the same server sees the first one's record: %v", err)
 	}
 }
 

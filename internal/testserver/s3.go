@@ -22,6 +22,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/lifecycle"
 	s3store "github.com/woodpecker-wal/woodpecker/objstore/s3"
 )
 
@@ -56,7 +57,7 @@ type S3Server struct {
 	stderr  *SyncBuffer  // versitygw's output across restarts, for failure messages
 	bin     string       // the versitygw binary
 	handler http.Handler // gofakes3's handler, holding its objects across restarts
-	run     running
+	run     lifecycle.Running
 }
 
 // Output returns what versitygw printed so far (empty for gofakes3).
@@ -70,7 +71,7 @@ func (s *S3Server) Output() string {
 // NewBucket creates a fresh, randomly named bucket and returns its name.
 func (s *S3Server) NewBucket(t testing.TB) string {
 	t.Helper()
-	name := "wp-" + randHex(8)
+	name := "wp-" + lifecycle.RandHex(8)
 	c, err := minio.New(s.Endpoint, &minio.Options{
 		Creds:        credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
 		BucketLookup: minio.BucketLookupPath,
@@ -149,13 +150,13 @@ func FakeS3(t testing.TB) *S3Server {
 	t.Helper()
 	s := &S3Server{
 		AccessKey: "fakeaccess",
-		SecretKey: "fakesecret" + randHex(8),
+		SecretKey: "fakesecret" + lifecycle.RandHex(8),
 		Kind:      KindGofakes3,
 		handler:   gofakes3.New(s3mem.New()).Server(),
 	}
 	ts := httptest.NewServer(s.handler)
 	s.Endpoint = strings.TrimPrefix(ts.URL, "http://")
-	s.run.set(ts.Close)
+	s.run.Set(ts.Close)
 	t.Cleanup(s.Stop)
 	return s
 }
@@ -166,10 +167,10 @@ func FakeS3(t testing.TB) *S3Server {
 // objects stay (in Dir, or in memory) for Restart. Stop returns once the
 // port refuses connections. It is a no-op when the server is stopped, and
 // safe to call from any goroutine.
-func (s *S3Server) Stop() { s.run.down() }
+func (s *S3Server) Stop() { s.run.Down() }
 
 // Running reports whether the server is up (not stopped).
-func (s *S3Server) Running() bool { return s.run.up() }
+func (s *S3Server) Running() bool { return s.run.Up() }
 
 // Restart starts the server again on the same Endpoint with the same
 // objects and credentials (stopping it first if it is running), and waits
@@ -178,7 +179,7 @@ func (s *S3Server) Running() bool { return s.run.up() }
 // goroutine.
 func (s *S3Server) Restart(t testing.TB) {
 	t.Helper()
-	s.run.restart(t, s.Kind+": restart on "+s.Endpoint, func(attempt int) error {
+	s.run.Restart(t, s.Kind+": restart on "+s.Endpoint, func(attempt int) error {
 		if s.Kind == KindVersitygw {
 			fmt.Fprintf(s.stderr, "--- testserver: restarting versitygw on %s (attempt %d) ---\n", s.Endpoint, attempt)
 			return s.startVersitygw(s.Endpoint)
@@ -191,7 +192,7 @@ func (s *S3Server) startFake() error {
 	ln, err := net.Listen("tcp", s.Endpoint)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("%w: %s: %v", errPortClash, s.Endpoint, err)
+			return fmt.Errorf("%w: %s: %v", lifecycle.ErrPortClash, s.Endpoint, err)
 		}
 		return err
 	}
@@ -199,7 +200,7 @@ func (s *S3Server) startFake() error {
 	ts.Listener.Close()
 	ts.Listener = ln
 	ts.Start()
-	s.run.set(ts.Close)
+	s.run.Set(ts.Close)
 	return nil
 }
 
@@ -214,8 +215,8 @@ func (s *S3Server) startFake() error {
 func Versitygw(t testing.TB) *S3Server {
 	t.Helper()
 	s := &S3Server{
-		AccessKey: "wpaccess" + randHex(4),
-		SecretKey: "wpsecret" + randHex(12),
+		AccessKey: "wpaccess" + lifecycle.RandHex(4),
+		SecretKey: "wpsecret" + lifecycle.RandHex(12),
 		Dir:       t.TempDir(),
 		Kind:      KindVersitygw,
 		bin:       VersitygwBinary(t),
@@ -240,7 +241,7 @@ func Versitygw(t testing.TB) *S3Server {
 			return s
 		}
 		lastErr = err
-		if !errors.Is(err, errPortClash) {
+		if !errors.Is(err, lifecycle.ErrPortClash) {
 			break
 		}
 	}
@@ -289,7 +290,7 @@ func (s *S3Server) startVersitygw(addr string) error {
 		case <-exited:
 			msg := out.String()
 			if strings.Contains(msg, "address already in use") {
-				return fmt.Errorf("%w: %s", errPortClash, addr)
+				return fmt.Errorf("%w: %s", lifecycle.ErrPortClash, addr)
 			}
 			return fmt.Errorf("exited before it was ready (%v)\noutput:\n%s", waitErr, msg)
 		default:
@@ -311,7 +312,7 @@ func (s *S3Server) startVersitygw(addr string) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	s.Pid = cmd.Process.Pid
-	s.run.set(kill)
+	s.run.Set(kill)
 	return nil
 }
 

@@ -15,7 +15,6 @@ type Servers struct {
 	mu    sync.Mutex
 	vgw   *S3Server
 	fake  *S3Server
-	etcd  *EtcdServer
 }
 
 // NewServers returns a Servers whose servers live as long as owner.
@@ -26,9 +25,6 @@ func (s *Servers) Versitygw() *S3Server { return once(s, &s.vgw, Versitygw) }
 
 // FakeS3 returns the gofakes3 server, starting it first (FakeS3).
 func (s *Servers) FakeS3() *S3Server { return once(s, &s.fake, FakeS3) }
-
-// Etcd returns the embedded etcd server, starting it first (Etcd).
-func (s *Servers) Etcd() *EtcdServer { return once(s, &s.etcd, Etcd) }
 
 // once returns *srv, starting it with start(s.owner) if it is not yet.
 func once[T any](s *Servers, srv **T, start func(testing.TB) *T) *T {

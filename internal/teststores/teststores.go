@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/meta/bucket"
 	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
@@ -63,7 +64,7 @@ func S3(s3 *testserver.S3Server) func(t testing.TB) (objstore.Bucket, meta.Store
 // S3Etcd returns a factory of stores on the real servers: each call a new
 // bucket on s3 and a new key prefix (name plus a counter) on etcd, both
 // closed at cleanup.
-func S3Etcd(s3 *testserver.S3Server, etcd *testserver.EtcdServer, name string) func(t testing.TB) (objstore.Bucket, meta.Store) {
+func S3Etcd(s3 *testserver.S3Server, etcd *etcdserver.Server, name string) func(t testing.TB) (objstore.Bucket, meta.Store) {
 	var n atomic.Int64
 	return func(t testing.TB) (objstore.Bucket, meta.Store) {
 		t.Helper()

@@ -22,7 +22,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/conformance"
 	"github.com/woodpecker-wal/woodpecker/conformance/metasuite"
-	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
 )
@@ -220,7 +220,7 @@ func TestEtcdUnreachable(t *testing.T) {
 }
 
 func TestEtcdAuth(t *testing.T) {
-	srv := testserver.Etcd(t)
+	srv := etcdserver.Start(t)
 	srv.EnableAuth(t, "root", etcdSecret)
 
 	cfg := srv.Config("p")
@@ -257,7 +257,7 @@ func TestEtcdAuth(t *testing.T) {
 }
 
 func TestEtcdCAS(t *testing.T) {
-	srv := testserver.Etcd(t)
+	srv := etcdserver.Start(t)
 	s := etcdOpen(t, srv.Config("cas"))
 	ctx := etcdCtx(t)
 
@@ -340,7 +340,7 @@ func TestEtcdCAS(t *testing.T) {
 // List pages through more records than one etcd range request returns, in
 // key order, and sees nothing of other deployment prefixes.
 func TestEtcdListPaging(t *testing.T) {
-	srv := testserver.Etcd(t)
+	srv := etcdserver.Start(t)
 	cli := srv.Client(t)
 	s, err := etcdmeta.NewFromClient(cli, "dep")
 	require.NoError(t, err)
@@ -421,7 +421,7 @@ func etcdClosed(t *testing.T, ch <-chan meta.Event) {
 }
 
 func TestEtcdWatch(t *testing.T) {
-	srv := testserver.Etcd(t)
+	srv := etcdserver.Start(t)
 	s := etcdOpen(t, srv.Config("w"))
 	ctx := etcdCtx(t)
 
@@ -463,7 +463,7 @@ func TestEtcdWatch(t *testing.T) {
 
 // A slow consumer gets the latest state of every key.
 func TestEtcdWatchSlowConsumer(t *testing.T) {
-	srv := testserver.Etcd(t)
+	srv := etcdserver.Start(t)
 	s := etcdOpen(t, srv.Config("slow"))
 	ctx := etcdCtx(t)
 	ch, err := s.Watch(ctx, "")
@@ -624,7 +624,7 @@ func (b *etcdLogBuffer) String() string {
 // compacted away re-lists and still delivers the latest state, deletes
 // included. Calls cut off by a timeout are reported as ambiguous.
 func TestEtcdWatchResyncAfterCompaction(t *testing.T) {
-	srv := testserver.Etcd(t)
+	srv := etcdserver.Start(t)
 	proxy := etcdStartProxy(t, srv.Endpoints[0])
 	cfg := srv.Config("resync")
 	cfg.Endpoints = []string{proxy.Addr()}
@@ -698,7 +698,7 @@ func TestEtcdWatchResyncAfterCompaction(t *testing.T) {
 // Eight goroutines increment one counter 50 times each with
 // read-modify-CAS; no increment is lost.
 func TestEtcdConcurrentIncrement(t *testing.T) {
-	srv := testserver.Etcd(t)
+	srv := etcdserver.Start(t)
 	s := etcdOpen(t, srv.Config("race"))
 	ctx := etcdCtx(t)
 	_, err := s.Create(ctx, "counter", []byte("0"))
@@ -746,7 +746,7 @@ func TestEtcdConcurrentIncrement(t *testing.T) {
 
 // Exactly one of many concurrent creates of one key wins.
 func TestEtcdConcurrentCreate(t *testing.T) {
-	srv := testserver.Etcd(t)
+	srv := etcdserver.Start(t)
 	s := etcdOpen(t, srv.Config("create"))
 	ctx := etcdCtx(t)
 	const n = 16
@@ -774,7 +774,7 @@ func TestEtcdConcurrentCreate(t *testing.T) {
 // The shared metadata-store suite, on one embedded server; every store gets
 // a fresh deployment prefix.
 func TestEtcdConformance(t *testing.T) {
-	srv := testserver.Etcd(t)
+	srv := etcdserver.Start(t)
 	metasuite.TestMetaStore(t, func(t testing.TB) meta.Store {
 		t.Helper()
 		s, err := etcdmeta.New(context.Background(), srv.Config(etcdRandomPrefix()))

@@ -1,11 +1,8 @@
-// Package testserver starts real servers for tests, in process where
-// possible: an embedded etcd (Etcd) and S3-compatible servers (Versitygw,
-// FakeS3). They listen on 127.0.0.1 only and are torn down by t.Cleanup.
-// It is the one way tests, benchmarks, the bench module and the woodpecker
-// bench command get a real store: Servers shares one server of each kind
-// between sub-benchmarks, OpenBucket and OpenMeta open fresh stores on a
-// server, and ProgramTB runs all of it outside a test.
-package testserver
+// Package etcdserver starts an embedded, single-member etcd on 127.0.0.1
+// for tests, torn down by t.Cleanup: the metadata store's real server. It is
+// apart from internal/testserver (the S3 servers) so that a test binary that
+// needs no etcd does not link etcd's server and its raft.
+package etcdserver
 
 import (
 	"context"
@@ -24,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/lifecycle"
 	etcdmeta "github.com/woodpecker-wal/woodpecker/meta/etcd"
 )
 
@@ -32,13 +30,13 @@ import (
 // under -race.
 const etcdReadyTimeout = 20 * time.Second
 
-// EtcdServer is a single-member etcd server running in the test process
+// Server is a single-member etcd server running in the test process
 // (go.etcd.io/etcd/server/v3/embed), listening on 127.0.0.1 only, with its
 // data in a t.TempDir(). It is tuned for tests: 10 ms ticks, 100 ms election
 // timeout, no fsync, the cheapest bcrypt cost, no logging. It is closed by
 // t.Cleanup of the test that started it. Stop and Restart take it down and
 // bring it back on the same addresses with the same data, to test outages.
-type EtcdServer struct {
+type Server struct {
 	// Endpoints are the client endpoints, "127.0.0.1:port". They stay the
 	// same across Stop and Restart.
 	Endpoints []string
@@ -47,7 +45,7 @@ type EtcdServer struct {
 	clientAddr string // host:port the client listener is bound to
 	peerAddr   string // host:port the peer listener is bound to
 
-	run running // e.Close of the running server
+	run lifecycle.Running // e.Close of the running server
 
 	mu struct {
 		sync.Mutex
@@ -84,7 +82,7 @@ func startEtcd(cfg *embed.Config) (*embed.Etcd, error) {
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use") {
-			return nil, fmt.Errorf("%w: %v", errPortClash, err)
+			return nil, fmt.Errorf("%w: %v", lifecycle.ErrPortClash, err)
 		}
 		return nil, err
 	}
@@ -103,20 +101,20 @@ func startEtcd(cfg *embed.Config) (*embed.Etcd, error) {
 // Etcd starts an embedded etcd server and waits until it serves, failing
 // the test if it does not. Each call starts an independent server; share
 // one between subtests by giving each a prefix of its own.
-func Etcd(t testing.TB) *EtcdServer {
+func Start(t testing.TB) *Server {
 	t.Helper()
 	dir := t.TempDir()
 	e, err := startEtcd(etcdConfig(dir, "127.0.0.1:0", "127.0.0.1:0"))
 	if err != nil {
 		t.Fatalf("testserver: embedded etcd: %v", err)
 	}
-	s := &EtcdServer{
+	s := &Server{
 		Endpoints:  []string{e.Clients[0].Addr().String()},
 		dir:        dir,
 		clientAddr: e.Clients[0].Addr().String(),
 		peerAddr:   e.Peers[0].Addr().String(),
 	}
-	s.run.set(e.Close)
+	s.run.Set(e.Close)
 	t.Cleanup(s.Stop)
 	return s
 }
@@ -126,10 +124,10 @@ func Etcd(t testing.TB) *EtcdServer {
 // elections) to finish, then closes every connection. Its data stays for
 // Restart. It is a no-op when the server is stopped, and safe to call from
 // any goroutine.
-func (s *EtcdServer) Stop() { s.run.down() }
+func (s *Server) Stop() { s.run.Down() }
 
 // Running reports whether the server is up (not stopped).
-func (s *EtcdServer) Running() bool { return s.run.up() }
+func (s *Server) Running() bool { return s.run.Up() }
 
 // Restart starts the server again with the same data directory and the
 // same client and peer addresses (stopping it first if it is running), and
@@ -137,18 +135,18 @@ func (s *EtcdServer) Running() bool { return s.run.up() }
 // Users and auth set by EnableAuth are part of the data and stay. It fails
 // the test if the server cannot come back; call it from the test's
 // goroutine.
-func (s *EtcdServer) Restart(t testing.TB) {
+func (s *Server) Restart(t testing.TB) {
 	t.Helper()
-	s.run.restart(t, "embedded etcd: restart on "+s.clientAddr, func(int) error {
+	s.run.Restart(t, "embedded etcd: restart on "+s.clientAddr, func(int) error {
 		e, err := startEtcd(etcdConfig(s.dir, s.clientAddr, s.peerAddr))
 		if err == nil {
-			s.run.set(e.Close)
+			s.run.Set(e.Close)
 		}
 		return err
 	})
 }
 
-func (s *EtcdServer) creds() (user, pass string) {
+func (s *Server) creds() (user, pass string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.mu.user, s.mu.pass
@@ -156,7 +154,7 @@ func (s *EtcdServer) creds() (user, pass string) {
 
 // Client returns a new client of the server, closed on t's cleanup. After
 // EnableAuth it authenticates with the credentials given there.
-func (s *EtcdServer) Client(t testing.TB) *clientv3.Client {
+func (s *Server) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
 	user, pass := s.creds()
 	cli, err := clientv3.New(clientv3.Config{
@@ -175,7 +173,7 @@ func (s *EtcdServer) Client(t testing.TB) *clientv3.Client {
 
 // URL returns an etcd:// URL of the server with the given deployment prefix
 // (with the credentials of EnableAuth, if any), for etcdmeta.ConfigFromURL.
-func (s *EtcdServer) URL(prefix string) string {
+func (s *Server) URL(prefix string) string {
 	u := url.URL{Scheme: "etcd", Host: s.Endpoints[0], Path: "/" + prefix}
 	if user, pass := s.creds(); user != "" {
 		u.User = url.UserPassword(user, pass)
@@ -185,11 +183,11 @@ func (s *EtcdServer) URL(prefix string) string {
 
 // NewPrefix returns a fresh deployment prefix, so that stores sharing the
 // server see none of each other's records.
-func (s *EtcdServer) NewPrefix() string { return "wp-" + randHex(6) }
+func (s *Server) NewPrefix() string { return "wp-" + lifecycle.RandHex(6) }
 
 // OpenMeta opens a metadata store on a fresh prefix (NewPrefix), closed on
 // t's cleanup.
-func (s *EtcdServer) OpenMeta(t testing.TB) *etcdmeta.Store {
+func (s *Server) OpenMeta(t testing.TB) *etcdmeta.Store {
 	t.Helper()
 	m, err := etcdmeta.New(context.Background(), s.Config(s.NewPrefix()))
 	if err != nil {
@@ -201,7 +199,7 @@ func (s *EtcdServer) OpenMeta(t testing.TB) *etcdmeta.Store {
 
 // Config returns a etcdmeta.Config for the server with the given deployment
 // prefix (and the credentials of EnableAuth, if any).
-func (s *EtcdServer) Config(prefix string) etcdmeta.Config {
+func (s *Server) Config(prefix string) etcdmeta.Config {
 	user, pass := s.creds()
 	return etcdmeta.Config{
 		Endpoints: append([]string(nil), s.Endpoints...),
@@ -216,7 +214,7 @@ func (s *EtcdServer) Config(prefix string) etcdmeta.Config {
 // is not "root", the user too, also with the root role; both get password
 // pass. Later Client, URL and Config calls carry user and pass. Clients made
 // before, which have no credentials, are refused from now on.
-func (s *EtcdServer) EnableAuth(t testing.TB, user, pass string) {
+func (s *Server) EnableAuth(t testing.TB, user, pass string) {
 	t.Helper()
 	if user == "" || pass == "" {
 		t.Fatalf("testserver: EnableAuth needs a user and a password")
@@ -245,4 +243,25 @@ func (s *EtcdServer) EnableAuth(t testing.TB, user, pass string) {
 	s.mu.Lock()
 	s.mu.user, s.mu.pass = user, pass
 	s.mu.Unlock()
+}
+
+// Shared starts the server on first use and keeps it as long as owner, as
+// testserver.Servers does for the S3 servers. It is safe for concurrent use.
+type Shared struct {
+	owner testing.TB
+	mu    sync.Mutex
+	srv   *Server
+}
+
+// NewShared returns a Shared whose server lives as long as owner.
+func NewShared(owner testing.TB) *Shared { return &Shared{owner: owner} }
+
+// Get returns the server, starting it first.
+func (s *Shared) Get() *Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv == nil {
+		s.srv = Start(s.owner)
+	}
+	return s.srv
 }

@@ -1,4 +1,4 @@
-package testserver_test
+package etcdserver_test
 
 import (
 	"context"
@@ -9,11 +9,12 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
-	"github.com/woodpecker-wal/woodpecker/internal/testserver"
+	"github.com/woodpecker-wal/woodpecker/internal/testserver/etcdserver"
+	"github.com/woodpecker-wal/woodpecker/meta"
 )
 
 func TestEtcd(t *testing.T) {
-	srv := testserver.Etcd(t)
+	srv := etcdserver.Start(t)
 	if len(srv.Endpoints) != 1 {
 		t.Fatalf("Endpoints = %v, want one", srv.Endpoints)
 	}
@@ -39,7 +40,7 @@ func TestEtcd(t *testing.T) {
 }
 
 func TestEtcdEnableAuth(t *testing.T) {
-	srv := testserver.Etcd(t)
+	srv := etcdserver.Start(t)
 	anon := srv.Client(t)
 	srv.EnableAuth(t, "alice", "s3cret")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -59,7 +60,7 @@ func TestEtcdEnableAuth(t *testing.T) {
 // on the same endpoint, by the client made before the outage (which
 // reconnects by itself) and by a new one; auth enabled before stays on.
 func TestEtcdOutageKeepsData(t *testing.T) {
-	srv := testserver.Etcd(t)
+	srv := etcdserver.Start(t)
 	srv.EnableAuth(t, "alice", "s3cret")
 	cli := srv.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -109,5 +110,23 @@ func TestEtcdOutageKeepsData(t *testing.T) {
 	srv.Restart(t)
 	if resp, err := srv.Client(t).Get(ctx, "k2"); err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v2" {
 		t.Fatalf("after a second Restart: get k2 = %v, %v; want v2", resp, err)
+	}
+}
+
+// Shared starts the server once and hands the same one out after; two
+// stores opened on it see nothing of each other.
+func TestShared(t *testing.T) {
+	sh := etcdserver.NewShared(t)
+	etcd := sh.Get()
+	if sh.Get() != etcd {
+		t.Fatal("Shared started a second server")
+	}
+	ctx := context.Background()
+	m1, m2 := etcd.OpenMeta(t), etcd.OpenMeta(t)
+	if _, err := m1.Create(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m2.Get(ctx, "k"); !errors.Is(err, meta.ErrNotFound) {
+		t.Fatalf("a second store on the same server sees the first one's record: %v", err)
 	}
 }

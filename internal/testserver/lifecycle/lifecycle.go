@@ -1,16 +1,18 @@
-package testserver
-
-// What the servers share about starting, stopping and restarting.
+// Package lifecycle is what the test servers share about starting,
+// stopping and restarting.
+package lifecycle
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"sync"
 	"testing"
 	"time"
 )
 
-// errPortClash marks a start that failed because a port was taken.
-var errPortClash = errors.New("port already in use")
+// ErrPortClash marks a start that failed because a port was taken.
+var ErrPortClash = errors.New("port already in use")
 
 // restartAttempts and restartBackoff bound Restart's retries of a port that
 // is briefly taken (by a connection attempt of a client that happened to
@@ -21,21 +23,22 @@ const (
 	restartBackoff  = 100 * time.Millisecond
 )
 
-// running is whether a server is up: the function that stops it (and waits
+// Running is whether a server is up: the function that stops it (and waits
 // for it), nil while it is stopped. It is safe for concurrent use.
-type running struct {
+type Running struct {
 	mu   sync.Mutex
 	stop func()
 }
 
-func (r *running) set(stop func()) {
+// Set records the function that stops the running server.
+func (r *Running) Set(stop func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stop = stop
 }
 
-// down stops the server if it is up.
-func (r *running) down() {
+// Down stops the server if it is up.
+func (r *Running) Down() {
 	r.mu.Lock()
 	stop := r.stop
 	r.stop = nil
@@ -45,26 +48,27 @@ func (r *running) down() {
 	}
 }
 
-func (r *running) up() bool {
+// Up reports whether the server is up.
+func (r *Running) Up() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.stop != nil
 }
 
-// restart stops the server and calls start (with the attempt number, from
-// 1) until it succeeds or fails other than with errPortClash, at most
+// Restart stops the server and calls start (with the attempt number, from
+// 1) until it succeeds or fails other than with ErrPortClash, at most
 // restartAttempts times, waiting a little longer after each clash; start
 // sets the new stop function. It fails t, naming what, if the server does
 // not come back.
-func (r *running) restart(t testing.TB, what string, start func(attempt int) error) {
+func (r *Running) Restart(t testing.TB, what string, start func(attempt int) error) {
 	t.Helper()
-	r.down()
+	r.Down()
 	var err error
 	for attempt := 1; attempt <= restartAttempts; attempt++ {
 		if err = start(attempt); err == nil {
 			return
 		}
-		if !errors.Is(err, errPortClash) {
+		if !errors.Is(err, ErrPortClash) {
 			break
 		}
 		if attempt < restartAttempts {
@@ -72,4 +76,11 @@ func (r *running) restart(t testing.TB, what string, start func(attempt int) err
 		}
 	}
 	t.Fatalf("testserver: %s: %v", what, err)
+}
+
+// RandHex returns n random bytes in hex.
+func RandHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -69,3 +69,24 @@ func TestOpenBucketFileReopen(t *testing.T) {
 		t.Fatalf("after reopen Get = %+v, %v; want rec at %q", rec, err, v)
 	}
 }
+
+// No error of Open repeats a secret the URL holds.
+func TestOpenErrorsHideSecrets(t *testing.T) {
+	const secret = "S3CRETxyz"
+	for _, u := range []string{
+		"bucket+file://ak:" + secret + "@host/dir",
+		"mem://?secret_key=" + secret,
+		"etcd://user:" + secret + "/x@h:1/p",
+		"nothing?password=" + secret,
+	} {
+		s, err := meta.Open(context.Background(), u)
+		if err == nil {
+			s.Close()
+			t.Errorf("Open(%q) succeeded", u)
+			continue
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("Open of a URL with a secret: %q shows it", err)
+		}
+	}
+}

@@ -77,3 +77,28 @@ func TestRegisterRejectsDuplicatesAndEmpty(t *testing.T) {
 		t.Errorf("Schemes() = %s, want file,mem (this binary links only those)", got)
 	}
 }
+
+// No error of Open repeats a secret the URL holds: in the user info, in the
+// query, or split off by an unescaped '/' or '#' that breaks the URL apart.
+func TestOpenErrorsHideSecrets(t *testing.T) {
+	const secret = "S3CRETxyz"
+	for _, u := range []string{
+		"file://ak:" + secret + "@host/dir",
+		"file:dir?secret_key=" + secret,
+		"mem://?secret_key=" + secret,
+		"bucket/p?secret_key=" + secret,
+		"s3://AKID:" + secret + "/rest@bucket/p",
+		"s3://AKID:" + secret + "#rest@bucket/p",
+		"gs://AKID:" + secret + "@bucket/p?secret=" + secret,
+	} {
+		b, err := objstore.Open(context.Background(), u)
+		if err == nil {
+			b.Close()
+			t.Errorf("Open(%q) succeeded", u)
+			continue
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("Open of a URL with a secret: %q shows it", err)
+		}
+	}
+}

@@ -45,8 +45,14 @@ func (s storeClient) DeleteLog(ctx context.Context, name string) error {
 func (s storeClient) ListLogs(ctx context.Context) ([]string, error) { return s.c.ListLogs(ctx) }
 
 // Blobs keeps a log's blobs under "<prefix>/<name>/" in the client's
-// bucket, beside the log's fragments ("<prefix>/<name>/<log ID>/...").
+// bucket, beside the log's fragments ("<prefix>/<name>/<log ID>/...", the
+// ID decimal). A blob key whose first component is all digits would be
+// among the fragments: it is refused, and List never shows one. An invalid
+// name gives blobs whose every call fails.
 func (s storeClient) Blobs(name string) logstore.Blobs {
+	if err := logstore.ValidateLogName(name); err != nil {
+		return failedBlobs{fmt.Errorf("%w: blobs of a log: %w", objstore.ErrInvalidKey, err)}
+	}
 	return prefixedBlobs{b: s.c.cfg.Bucket, prefix: s.c.cfg.Prefix + "/" + name + "/"}
 }
 
@@ -113,7 +119,25 @@ func (p prefixedBlobs) key(key string) (string, error) {
 	if err := objstore.ValidateKey(key); err != nil {
 		return "", err
 	}
+	if logDataKey(key) {
+		return "", fmt.Errorf("%w %q: a first component of digits only is the log's own data", objstore.ErrInvalidKey, key)
+	}
 	return p.prefix + key, nil
+}
+
+// logDataKey reports whether key, relative to a log's area, is under one of
+// the log's incarnations (a decimal log ID).
+func logDataKey(key string) bool {
+	first, _, _ := strings.Cut(key, "/")
+	if first == "" {
+		return false
+	}
+	for i := 0; i < len(first); i++ {
+		if first[i] < '0' || first[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func (p prefixedBlobs) info(o objstore.ObjectInfo) objstore.ObjectInfo {
@@ -170,12 +194,48 @@ func (p prefixedBlobs) List(ctx context.Context, opts objstore.ListOptions) ([]o
 	if opts.StartAfter != "" {
 		opts.StartAfter = p.prefix + opts.StartAfter
 	}
-	objs, err := p.b.List(ctx, opts)
-	for i := range objs {
-		if !strings.HasPrefix(objs[i].Key, p.prefix) {
-			return nil, fmt.Errorf("objstore: list %q returned %q outside it", p.prefix, objs[i].Key)
+	// The log's own data is left out; a page that loses some of it is
+	// filled from the next, so that a short page still means the end.
+	var out []objstore.ObjectInfo
+	for {
+		objs, err := p.b.List(ctx, opts)
+		if err != nil {
+			return nil, err
 		}
-		objs[i] = p.info(objs[i])
+		for _, o := range objs {
+			if !strings.HasPrefix(o.Key, p.prefix) {
+				return nil, fmt.Errorf("objstore: list %q returned %q outside it", p.prefix, o.Key)
+			}
+			if o = p.info(o); logDataKey(o.Key) {
+				continue
+			}
+			if out = append(out, o); opts.Limit > 0 && len(out) == opts.Limit {
+				return out, nil
+			}
+		}
+		if opts.Limit <= 0 || len(objs) < opts.Limit {
+			return out, nil
+		}
+		opts.StartAfter = objs[len(objs)-1].Key
 	}
-	return objs, err
+}
+
+// failedBlobs fails every call with err.
+type failedBlobs struct{ err error }
+
+func (f failedBlobs) Get(context.Context, string, int64, int64) (io.ReadCloser, objstore.ObjectInfo, error) {
+	return nil, objstore.ObjectInfo{}, f.err
+}
+func (f failedBlobs) Head(context.Context, string) (objstore.ObjectInfo, error) {
+	return objstore.ObjectInfo{}, f.err
+}
+func (f failedBlobs) PutIfAbsent(context.Context, string, []byte) (objstore.ObjectInfo, error) {
+	return objstore.ObjectInfo{}, f.err
+}
+func (f failedBlobs) Put(context.Context, string, io.Reader, int64) (objstore.ObjectInfo, error) {
+	return objstore.ObjectInfo{}, f.err
+}
+func (f failedBlobs) Delete(context.Context, string) error { return f.err }
+func (f failedBlobs) List(context.Context, objstore.ListOptions) ([]objstore.ObjectInfo, error) {
+	return nil, f.err
 }

@@ -27,6 +27,9 @@ func OpenURL(ctx context.Context, bucketURL, metaURL string, cfg Config) (*Clien
 	if cfg.Bucket != nil || cfg.Meta != nil {
 		return nil, fmt.Errorf("wal: OpenURL: Config.Bucket and Config.Meta must be nil; the URLs name the stores")
 	}
+	if metaURL == "" && cfg.Prefix == bucket.DefaultPrefix {
+		return nil, fmt.Errorf("wal: OpenURL: Config.Prefix %q is where the bucket keeps the metadata when no metadata URL is given; choose another prefix", cfg.Prefix)
+	}
 	b, err := objstore.Open(ctx, bucketURL)
 	if err != nil {
 		return nil, err

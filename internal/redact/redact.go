@@ -14,11 +14,20 @@ func URL(raw string) string {
 	if err != nil {
 		return "<malformed URL>"
 	}
-	q := u.RawQuery
-	u.RawQuery = ""
-	out := u.Redacted()
-	if q != "" {
+	return Parsed(u)
+}
+
+// Parsed is URL for a parsed URL; a fragment, which may be the rest of a
+// secret holding an unescaped '#', is replaced by "#…" too.
+func Parsed(u *url.URL) string {
+	v := *u
+	v.RawQuery, v.ForceQuery, v.Fragment, v.RawFragment = "", false, "", ""
+	out := v.Redacted()
+	if u.RawQuery != "" || u.ForceQuery {
 		out += "?…"
+	}
+	if u.Fragment != "" {
+		out += "#…"
 	}
 	return out
 }

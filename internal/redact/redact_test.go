@@ -8,6 +8,8 @@ func TestURL(t *testing.T) {
 		{"etcd://user:pw@h:2379/kv", "etcd://user:xxxxx@h:2379/kv"},
 		{"file:///data/node-1", "file:///data/node-1"},
 		{"%zz://x?secret_key=s", "<malformed URL>"},
+		{"etcd://h:2379/p?password=ab#S3CRET", "etcd://h:2379/p?…#…"},
+		{"file:dir?secret_key=S3CRET", "file:dir?…"},
 	}
 	for _, c := range cases {
 		if got := URL(c.in); got != c.want {

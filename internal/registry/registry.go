@@ -4,7 +4,6 @@
 package registry
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"net/url"
@@ -61,14 +60,12 @@ func (r *Registry[T]) Parse(rawURL string) (*url.URL, error) {
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // url.Error quotes the URL, which may hold credentials
-		}
-		return nil, fmt.Errorf("%s: malformed %s: %w", r.what, r.kind, err)
+		// Not even url.Error's reason is shown: it quotes a part of the URL,
+		// which may be a secret holding an unescaped '/', '#' or '@'.
+		return nil, fmt.Errorf("%s: malformed %s (a password or key holding '/', '#', '?' or '@' must be percent-encoded)", r.what, r.kind)
 	}
 	if u.Scheme == "" {
-		return nil, fmt.Errorf("%s: %s %q has no scheme (want %s)", r.what, r.kind, u.Redacted(), r.want)
+		return nil, fmt.Errorf("%s: %s has no scheme (want %s)", r.what, r.kind, r.want)
 	}
 	return u, nil
 }

@@ -263,7 +263,7 @@ func ConfigFromURL(u *url.URL) (Config, error) {
 		return bad("want %s://host:port/prefix, got an opaque URL", u.Scheme)
 	}
 	if u.Fragment != "" {
-		return bad("unexpected fragment %q", u.Fragment)
+		return bad("unexpected #fragment (a password holding '#' must be percent-encoded as %%23)")
 	}
 
 	// Hosts.

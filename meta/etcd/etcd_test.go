@@ -121,6 +121,7 @@ func TestEtcdConfigFromURL(t *testing.T) {
 		{"etcd://h:1/p?tls=true&tls=true", `"tls" given 2 times`},
 		{"etcd://h:1/p?cert_file=/c", "KeyFile"},
 		{"etcd://h:1/p#frag", "fragment"},
+		{"etcd://u:pw@h:1/p?password=ab#" + etcdSecret, "fragment"}, // a password holding an unescaped #
 		{"etcd://u@h:1/p", "Username \"u\" set without Password"},
 		{"etcd://:" + etcdSecret + "@h:1/p", "userinfo without a user name"},
 		{"etcd://h:1/p?password=" + etcdSecret, "Password set without Username"},

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/woodpecker-wal/woodpecker/internal/redact"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 )
 
@@ -17,10 +18,10 @@ func init() {
 // openURL opens file:///abs/dir[?nosync=true][&nocreate=true].
 func openURL(u *url.URL) (*Bucket, error) {
 	if u.Host != "" && u.Host != "localhost" {
-		return nil, fmt.Errorf("objstore: file URL %q: host %q given; a local directory needs an absolute path, file:///abs/dir", u.String(), u.Host)
+		return nil, fmt.Errorf("objstore: file URL %q: host %q given; a local directory needs an absolute path, file:///abs/dir", redact.Parsed(u), u.Host)
 	}
 	if u.Opaque != "" || !strings.HasPrefix(u.Path, "/") {
-		return nil, fmt.Errorf("objstore: file URL %q: path must be absolute, file:///abs/dir", u.String())
+		return nil, fmt.Errorf("objstore: file URL %q: path must be absolute, file:///abs/dir", redact.Parsed(u))
 	}
 	var opts Options
 	for k, vs := range u.Query() {

@@ -3,8 +3,10 @@ package raftlog_test
 import (
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,5 +147,41 @@ func TestWriteBlobRetries(t *testing.T) {
 	_, n, err := raftlog.WriteBlob(ctx, raftlog.Retry{Policy: retry.Policy{Initial: time.Millisecond, MaxRetries: 5}}, fb, "snap/1", []byte("x"))
 	if err != nil || n != 3 {
 		t.Fatalf("WriteBlob through two failed PUTs = %d attempts, %v; want 3, nil", n, err)
+	}
+}
+
+// hangOnce hangs its first PUT until the request's context ends.
+type hangOnce struct {
+	*objmem.Bucket
+	puts atomic.Int32
+}
+
+func (h *hangOnce) Put(ctx context.Context, key string, r io.Reader, size int64) (objstore.ObjectInfo, error) {
+	if h.puts.Add(1) == 1 {
+		<-ctx.Done()
+		return objstore.ObjectInfo{}, ctx.Err()
+	}
+	return h.Bucket.Put(ctx, key, r, size)
+}
+
+// An attempt cut short by AttemptTimeout is retried, though its error is
+// context.DeadlineExceeded, which a permanent-error test may name.
+func TestWriteBlobRetriesATimedOutAttempt(t *testing.T) {
+	b := &hangOnce{Bucket: objmem.New()}
+	r := raftlog.Retry{Policy: retry.Policy{Initial: time.Millisecond, Budget: 5 * time.Second}, AttemptTimeout: 20 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, n, err := raftlog.WriteBlob(ctx, r, b, "snap/x", []byte("data")); err != nil || n != 2 {
+		t.Fatalf("WriteBlob with a first PUT that hangs = %d attempts (%d PUTs), %v; want 2, nil", n, b.puts.Load(), err)
+	}
+}
+
+// OnRetry is called before each retry, not after the last failure.
+func TestRetryOnRetryOnlyBeforeARetry(t *testing.T) {
+	var calls []int
+	r := raftlog.Retry{Policy: retry.Policy{MaxRetries: 1}, OnRetry: func(attempt int, _ error) { calls = append(calls, attempt) }}
+	n, _ := r.Do(context.Background(), func(context.Context) error { return errors.New("down") })
+	if n != 2 || len(calls) != 1 || calls[0] != 1 {
+		t.Errorf("Do with one retry allowed: %d attempts, OnRetry called for %v; want 2 attempts, OnRetry for [1]", n, calls)
 	}
 }

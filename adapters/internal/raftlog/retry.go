@@ -29,13 +29,15 @@ type Retry struct {
 	AttemptTimeout time.Duration
 	// Permanent reports a failure that no retry can mend; nil means none.
 	Permanent func(error) bool
-	// OnRetry is called before each wait with the failed attempt's number
-	// and error; nil says nothing.
+	// OnRetry is called before each wait for another attempt, with the
+	// failed attempt's number and error; nil says nothing.
 	OnRetry func(attempt int, err error)
 }
 
 // Do runs op until it succeeds, fails permanently, the policy gives up, or
-// ctx ends, and returns the number of attempts made and the last error.
+// ctx ends, and returns the number of attempts made and the last error. An
+// attempt cut short by AttemptTimeout is a transient failure whatever its
+// error says, as long as ctx itself has not ended.
 func (r Retry) Do(ctx context.Context, op func(ctx context.Context) error) (int, error) {
 	rt := r.Policy.Retrier()
 	for {
@@ -45,17 +47,22 @@ func (r Retry) Do(ctx context.Context, op func(ctx context.Context) error) (int,
 			actx, cancel = context.WithTimeout(ctx, r.AttemptTimeout)
 		}
 		err := op(actx)
+		timedOut := actx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err == nil {
 			return attempt, nil
 		}
-		if (r.Permanent != nil && r.Permanent(err)) || ctx.Err() != nil {
+		if ctx.Err() != nil || (!timedOut && r.Permanent != nil && r.Permanent(err)) {
+			return attempt, err
+		}
+		wait, again := rt.Next()
+		if !again {
 			return attempt, err
 		}
 		if r.OnRetry != nil {
 			r.OnRetry(attempt, err)
 		}
-		if !rt.Again(ctx) {
+		if retry.Sleep(ctx, wait) != nil {
 			return attempt, err
 		}
 	}

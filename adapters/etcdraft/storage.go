@@ -37,7 +37,8 @@ var ErrWriteFailed = errors.New("etcdraft: write failed; the next write reopens 
 type Options struct {
 	// LogName names the WAL log holding this node's Raft log: 1 to 64 bytes
 	// of [0-9a-z_]. Default "raft". Snapshot data objects live under
-	// "<Client.Prefix()>/<LogName>/snap/" in the client's bucket.
+	// "snap/" among the log's blobs (logstore.Client.Blobs; for the embedded
+	// engine "<prefix>/<LogName>/snap/" in the bucket).
 	LogName string
 	// CallTimeout bounds each call's I/O (raft.Storage has no context),
 	// including the engine's retries of transient failures, which ride out
@@ -55,9 +56,9 @@ type Options struct {
 	// discards. Open also hands it to the WAL unless WAL.Logger is set.
 	Logger *slog.Logger
 	// WAL configures the client that Open creates (its Bucket and Meta must
-	// be nil: the URLs name the stores). Unless WAL.GCInterval is set, Open
-	// runs the WAL's garbage collector every minute, so compacted segments
-	// are eventually deleted. Ignored by New, which uses the caller's client.
+	// be nil: the URLs name the stores). Its janitor collects the garbage of
+	// compacted segments every WAL.GCInterval (default a minute). Ignored by
+	// New, which uses the caller's client.
 	WAL wal.Config
 }
 

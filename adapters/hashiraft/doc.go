@@ -50,8 +50,9 @@
 //     recent entries from a tail cache (Options.TailCacheBytes) and older ones
 //     through the WAL's fragment cache with prefetch.
 //   - Every method is safe for concurrent use; mutations are serialized.
-//   - The Store runs the WAL's garbage collection of its log every
-//     Options.GCInterval, so what raft compacts away is eventually deleted.
+//   - What raft compacts away is eventually deleted by the client's
+//     garbage collector, which runs every wal.Config.GCInterval (default a
+//     minute; a negative value leaves it to the caller's Client.GC).
 //
 // # Retries and timeouts
 //

@@ -211,41 +211,51 @@ func TestStorageResumesAfterAnOutageWithoutTakeover(t *testing.T) {
 	})
 }
 
-// A write that failed after part of it landed (a snapshot's metadata, the
-// first of an Append's entries) leaves the storage in one of the states a
-// crash there would: the next write finds it and goes on from it.
+// A write that failed after part of it landed (a snapshot's data and
+// metadata, then not its entries) leaves the storage in one of the states a
+// crash there would: the next write goes on from it, whether it saves just
+// the entries again (raft's retry of an append) or the same Ready again,
+// snapshot and all (a Raft loop that resumes after ErrWriteFailed: the
+// snapshot is recognised as the current one).
 func TestStorageResumesFromWhatAFailedWriteLeft(t *testing.T) {
-	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
-		seed := adaptertest.Seed(t)
-		a := openSaved(t, mem, shared(), seed, hardState(1, 1, 4), ents(1, 4, 1))
-		// A snapshot at 10 from the leader: its data and metadata land, then
-		// the bucket fails.
-		failAfterSnapshotLands(a, shared() != nil)
-		snap := snapAt10()
-		hs := hardState(2, 0, 12)
-		if err := a.S.Save(hs, ents(11, 2, 2), snap); err == nil {
-			t.Fatal("Save succeeded with the bucket failing after the snapshot's metadata")
-		}
-		a.FB.Heal()
-		if err := a.S.Save(hs, ents(11, 2, 2), nil); err != nil { // raft saves the entries again
-			t.Fatalf("Save after the failure: %v", err)
-		}
-		first, _ := a.S.FirstIndex()
-		last, _ := a.S.LastIndex()
-		if first != 11 || last != 12 {
-			t.Fatalf("log [%d, %d] after the snapshot at 10 and entries 11, 12; want [11, 12]", first, last)
-		}
-		got, err := a.S.Snapshot()
-		if want := pb.EnsureSnapshot(proto.CloneOf(snap)); err != nil || !proto.Equal(got, want) {
-			t.Fatalf("Snapshot() = %v, %v; want %v", got, err, want)
-		}
-		if term, err := a.S.Term(10); err != nil || term != 2 {
-			t.Fatalf("Term(10) = %d, %v; want 2", term, err)
-		}
-		if got, _, _ := a.S.InitialState(); !proto.Equal(got, hs) {
-			t.Fatalf("HardState %v, want %v", got, hs)
-		}
-	})
+	for _, again := range []struct {
+		name string
+		snap bool
+	}{{"EntriesAgain", false}, {"SameReadyAgain", true}} {
+		t.Run(again.name, func(t *testing.T) {
+			adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
+				a := openSaved(t, mem, shared(), adaptertest.Seed(t), hardState(1, 1, 4), ents(1, 4, 1))
+				failAfterSnapshotLands(a, shared() != nil)
+				snap, hs := snapAt10(), hardState(2, 0, 12)
+				if err := a.S.Save(hs, ents(11, 2, 2), snap); !errors.Is(err, ErrWriteFailed) {
+					t.Fatalf("Save with the bucket failing after the snapshot's metadata = %v, want ErrWriteFailed", err)
+				}
+				a.FB.Heal()
+				var resend *pb.Snapshot
+				if again.snap {
+					resend = snap
+				}
+				if err := a.S.Save(hs, ents(11, 2, 2), resend); err != nil {
+					t.Fatalf("Save after the failure: %v", err)
+				}
+				first, _ := a.S.FirstIndex()
+				last, _ := a.S.LastIndex()
+				if first != 11 || last != 12 {
+					t.Fatalf("log [%d, %d] after the snapshot at 10 and entries 11, 12; want [11, 12]", first, last)
+				}
+				got, err := a.S.Snapshot()
+				if want := pb.EnsureSnapshot(proto.CloneOf(snap)); err != nil || !proto.Equal(got, want) {
+					t.Fatalf("Snapshot() = %v, %v; want %v", got, err, want)
+				}
+				if term, err := a.S.Term(10); err != nil || term != 2 {
+					t.Fatalf("Term(10) = %d, %v; want 2", term, err)
+				}
+				if got, _, _ := a.S.InitialState(); !proto.Equal(got, hs) {
+					t.Fatalf("HardState %v, want %v", got, hs)
+				}
+			})
+		})
+	}
 }
 
 // By default a call outlives the engine's retries: CallTimeout is at least
@@ -271,31 +281,6 @@ var opener = adaptertest.Opener{
 	Open: func(ctx context.Context, u string, d time.Duration) (io.Closer, error) {
 		return Open(ctx, u, "", Options{CallTimeout: d, WAL: wal.Config{GCInterval: -1}})
 	},
-}
-
-// After ErrWriteFailed a Raft loop may save the same Ready again, also when
-// the failed Save's snapshot had landed: the snapshot is recognised as the
-// current one and the entries and HardState are persisted.
-func TestSavingTheSameReadyAgainAfterItsSnapshotLanded(t *testing.T) {
-	adaptertest.MetaPlacements(t, func(t *testing.T, mem objstore.Bucket, shared func() meta.Store) {
-		seed := adaptertest.Seed(t)
-		a := openSaved(t, mem, shared(), seed, hardState(1, 1, 4), ents(1, 4, 1))
-		failAfterSnapshotLands(a, shared() != nil)
-		snap := snapAt10()
-		hs := hardState(2, 0, 12)
-		err := a.S.Save(hs, ents(11, 2, 2), snap)
-		if !errors.Is(err, ErrWriteFailed) {
-			t.Fatalf("Save = %v, want ErrWriteFailed", err)
-		}
-		a.FB.Heal()
-		err = a.S.Save(hs, ents(11, 2, 2), snap) // the same Ready again
-		last, _ := a.S.LastIndex()
-		gotHS, _, _ := a.S.InitialState()
-		if err != nil {
-			t.Errorf("saving the same Ready again after ErrWriteFailed = %v (LastIndex %d, HardState %v); want nil, LastIndex 12, HardState %v",
-				err, last, gotHS, hs)
-		}
-	})
 }
 
 // As in hashiraft: a hung store whose first attempt times out shifts the

@@ -9,15 +9,13 @@ import (
 
 // A snapshot record written when records held the whole bucket key of the
 // data object decodes to the key relative to the log's blobs, the same
-// object.
+// object; the rest of the record is unchanged.
 func TestSnapRecordKeyIsRelativeToTheLogsBlobs(t *testing.T) {
-	for stored, want := range map[string]string{
-		"wal/raft/snap/00000000000000000042_00000000deadbeef":     "snap/00000000000000000042_00000000deadbeef",
-		"a/b/c/node_1/snap/00000000000000000042_00000000deadbeef": "snap/00000000000000000042_00000000deadbeef",
-		"snap/00000000000000000042_00000000deadbeef":              "snap/00000000000000000042_00000000deadbeef",
-		"": "",
-	} {
-		b, err := encodeSnapRecord(snapRecord{md: &pb.SnapshotMetadata{Index: proto.Uint64(42), Term: proto.Uint64(3)}, hasData: stored != "", size: 7, crc: 9, key: stored})
+	const rel = "snap/00000000000000000042_00000000deadbeef"
+	decoded := func(stored string) snapRecord {
+		t.Helper()
+		b, err := encodeSnapRecord(snapRecord{md: &pb.SnapshotMetadata{Index: proto.Uint64(42), Term: proto.Uint64(3)},
+			hasData: stored != "", size: 7, crc: 9, key: stored})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -25,8 +23,17 @@ func TestSnapRecordKeyIsRelativeToTheLogsBlobs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.key != want || r.md.GetIndex() != 42 || r.size != 7 || r.crc != 9 {
-			t.Errorf("stored key %q: decoded %+v, want key %q", stored, r, want)
+		if r.md.GetIndex() != 42 || r.size != 7 || r.crc != 9 {
+			t.Fatalf("record with key %q decoded as %+v", stored, r)
 		}
+		return r
+	}
+	for _, stored := range []string{"wal/raft/" + rel, "a/b/snap/node_1/" + rel, rel} {
+		if got := decoded(stored).key; got != rel {
+			t.Errorf("stored key %q decodes to %q, want %q", stored, got, rel)
+		}
+	}
+	if got := decoded("").key; got != "" {
+		t.Errorf("a record without data decodes with key %q", got)
 	}
 }

@@ -185,9 +185,13 @@ func (b *bencher) cleanup(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// client opens a WAL client over the measured stores.
+// client opens a WAL client over the measured stores, without a GC
+// janitor unless cfg asks for one: the requests counted are the workload's.
 func (b *bencher) client(ctx context.Context, cfg wal.Config) (*wal.Client, error) {
 	cfg.Bucket, cfg.Meta, cfg.Prefix = b.st.bucket, b.st.meta, b.walPrefix
+	if cfg.GCInterval == 0 {
+		cfg.GCInterval = -1
+	}
 	return wal.Open(ctx, cfg)
 }
 
@@ -840,7 +844,7 @@ func (b *bencher) recoveryOpen(ctx context.Context, rec *RecoveryResult, crashed
 		return "", err
 	}
 	defer st.close()
-	c, err := wal.Open(ctx, wal.Config{Bucket: st.bucket, Meta: st.meta, Prefix: b.walPrefix})
+	c, err := wal.Open(ctx, wal.Config{Bucket: st.bucket, Meta: st.meta, Prefix: b.walPrefix, GCInterval: -1})
 	if err != nil {
 		return "", err
 	}

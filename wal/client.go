@@ -108,11 +108,15 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	c.pf.inflight = make(map[string]bool)
 	c.pf.calls = make(map[string]*fetchCall)
 	c.pf.sem = make(chan struct{}, max(cfg.Prefetch, 1))
+	if err := ctx.Err(); err != nil {
+		c.Close() // nothing started yet, nothing to wait for; the metrics go
+		return nil, err
+	}
 	if cfg.GCInterval > 0 {
 		c.janitorDone = make(chan struct{})
 		go c.janitor(cfg.GCInterval, c.clock.NewTicker(cfg.GCInterval))
 	}
-	return c, ctx.Err()
+	return c, nil
 }
 
 // Close closes the client, and the stores if OpenURL opened them. Writers

@@ -22,13 +22,13 @@ func clockOf(cfg *Config) clockwork.Clock {
 	return clockwork.NewRealClock()
 }
 
-// withTimeout is context.WithTimeout on the client's clock. On a clock
-// other than the real one the context ends with context.Canceled, its
+// withTimeout is context.WithTimeout on the client's clock. On a fake
+// clock the context ends with context.Canceled, its
 // cause (context.Cause) being context.DeadlineExceeded, when d has passed
 // on that clock; like context.WithTimeout, it also ends with its parent,
 // whatever ended the parent.
 func (c *Client) withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	if c.cfg.Clock == nil {
+	if _, fake := c.clock.(*clockwork.FakeClock); !fake {
 		return context.WithTimeout(ctx, d)
 	}
 	ctx, cancel := context.WithCancelCause(ctx)

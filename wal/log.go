@@ -179,6 +179,7 @@ func (l *Log) locate(ctx context.Context, i uint64, hint *codec.Fragment) (*code
 	// TruncateBack there changes no object a reader would notice): read it
 	// afresh. With the writer here, its published view is always current.
 	local := l.st.view.Load() != nil
+	recheck := true // one more fresh look after an object was not found
 	for refresh := !local; ; refresh = true {
 		v := l.st.view.Load() // one state of the log for this attempt
 		first, last, err := l.bounds(ctx, v, refresh, i)
@@ -217,8 +218,18 @@ func (l *Log) locate(ctx context.Context, i uint64, hint *codec.Fragment) (*code
 			l.st.mu.Unlock()
 			return f, limit, nil
 		}
-		if refresh || !errors.Is(err, objstore.ErrNotFound) {
+		if !errors.Is(err, objstore.ErrNotFound) {
 			return nil, 0, err
+		}
+		if refresh {
+			// The record read before the GET may predate a truncation whose
+			// garbage collection (in any process) then deleted the object:
+			// a fresh record says so (ErrTruncated above), else the object
+			// is missing for real.
+			if !recheck {
+				return nil, 0, err
+			}
+			recheck = false
 		}
 	}
 }

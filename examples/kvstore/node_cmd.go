@@ -19,6 +19,7 @@ import (
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/node"
 	"github.com/woodpecker-wal/woodpecker/examples/kvstore/internal/server"
 	"github.com/woodpecker-wal/woodpecker/internal/retry"
+	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
 type nodeFlags struct {
@@ -197,6 +198,12 @@ func runNode(ctx context.Context, f nodeFlags) error {
 		lg.Info("shutting down")
 	case <-e.Done():
 		runErr = fmt.Errorf("node stopped: %w", e.Err())
+		if errors.Is(runErr, wal.ErrFenced) {
+			// Another process owns the log: stop at once, without waiting
+			// for requests or handing anything over (the exit code tells
+			// the supervisor not to restart this node).
+			return runErr
+		}
 	case err := <-srvErr:
 		runErr = fmt.Errorf("http server: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -45,7 +46,7 @@ var (
 
 func (f *fencedStore) check(err error) error {
 	if errors.Is(err, wal.ErrFenced) {
-		f.once.Do(func() { go f.onFenced(err) })
+		f.once.Do(func() { f.onFenced(err) })
 	}
 	return err
 }
@@ -63,10 +64,22 @@ func transient(err error) bool {
 }
 
 // ride runs call, and again while it fails transiently, the node runs and
-// riding is set.
+// riding is set. A call that finds the log taken over does not return while
+// riding: hashicorp/raft panics when it cannot store its term or vote or
+// read an entry it applies, which would end the process with a crash the
+// supervisor restarts, and the restarted node would take the log back from
+// its new owner. So the raft goroutine making the call waits, the node
+// having reported the fence (Done), until the node stops, and then ends
+// without returning (runtime.Goexit runs its deferred calls, so raft's
+// shutdown still sees it finish).
 func (f *fencedStore) ride(op string, call func() error) error {
 	again := func(err error) bool { return transient(err) && f.riding.Load() }
-	return retryStorage(f.ctx, f.lg, op, again, func(int) error { return f.check(call()) })
+	err := retryStorage(f.ctx, f.lg, op, again, func(int) error { return f.check(call()) })
+	if errors.Is(err, wal.ErrFenced) && f.riding.Load() {
+		<-f.ctx.Done()
+		runtime.Goexit()
+	}
+	return err
 }
 
 func (f *fencedStore) StoreLog(l *raft.Log) error      { return f.check(f.Store.StoreLog(l)) }

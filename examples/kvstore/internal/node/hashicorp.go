@@ -37,6 +37,7 @@ type hashiNode struct {
 
 	ctx       context.Context // ends when Close begins
 	cancel    context.CancelFunc
+	closed    chan struct{} // closed when Close has stopped raft: futures left unanswered never will be
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -74,7 +75,7 @@ func startHashicorp(ctx context.Context, cfg Config) (Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open storage (bucket %s, meta %q): %w", redact.URL(cfg.BucketURL), redact.URL(cfg.MetaURL), err)
 	}
-	n := &hashiNode{cfg: cfg, lg: cfg.Logger, st: kv.New(), fatal: fatal{done: make(chan struct{})}}
+	n := &hashiNode{cfg: cfg, lg: cfg.Logger, st: kv.New(), fatal: fatal{done: make(chan struct{})}, closed: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.store = &fencedStore{Store: store, lg: n.lg, ctx: n.ctx, onFenced: func(err error) {
 		n.fail(fmt.Errorf("another process opened this node's log (same --id and storage?): %w", err))
@@ -219,6 +220,8 @@ func (n *hashiNode) wait(ctx context.Context, f raft.Future) error {
 		return n.translate(err)
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
+	case <-n.closed:
+		return ErrStopped
 	}
 }
 
@@ -375,6 +378,7 @@ func (n *hashiNode) Close() error {
 			errs = append(errs, fmt.Errorf("storage: %w", err))
 		}
 		n.closeErr = errors.Join(errs...)
+		close(n.closed)
 	})
 	return n.closeErr
 }

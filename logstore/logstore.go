@@ -133,8 +133,7 @@ type Client interface {
 	Blobs(name string) Blobs
 	// Limits returns the client's settings an adapter sizes its calls by.
 	Limits() Limits
-	// Close releases the client. Handles obtained from it fail with
-	// ErrClosed afterwards.
+	// Close releases the client; close its writers first.
 	Close() error
 }
 
@@ -142,8 +141,8 @@ type Client interface {
 // become its writer.
 type Log interface {
 	Name() string
-	// FirstIndex and LastIndex return the durable bounds; an empty log has
-	// LastIndex = FirstIndex-1.
+	// FirstIndex and LastIndex return the durable bounds, 0 and 0 for an
+	// empty log.
 	FirstIndex(ctx context.Context) (uint64, error)
 	LastIndex(ctx context.Context) (uint64, error)
 	// Get returns entry i, or ErrTruncated below the bounds and
@@ -165,8 +164,9 @@ type Log interface {
 // in index order.
 type Writer interface {
 	ID() WriterID
-	// FirstIndex and LastIndex are the bounds including queued, not yet
-	// durable appends; DurableIndex is the last acknowledged index.
+	// FirstIndex and LastIndex are the bounds counting queued, not yet
+	// durable operations (0 for an empty log); DurableIndex is the last
+	// acknowledged index.
 	FirstIndex() uint64
 	LastIndex() uint64
 	DurableIndex() uint64
@@ -183,14 +183,16 @@ type Writer interface {
 	// above i.
 	TruncateFront(ctx context.Context, i uint64) error
 	TruncateBack(ctx context.Context, i uint64) error
-	// Meta returns the log's metadata as this writer last wrote or read it;
-	// SetMeta merges kv into it (a nil value deletes a key), durably.
+	// Meta returns the log's metadata as of the last durable SetMeta;
+	// SetMeta merges kv into it (a nil value deletes a key), durably, once
+	// every operation queued before it is durable.
 	Meta() map[string][]byte
 	SetMeta(ctx context.Context, kv map[string][]byte) error
 	// Reopen closes the writer and takes its log back with
 	// ReopenWriter(ID()): the way to resume after ErrBroken.
 	Reopen(ctx context.Context) (Writer, error)
-	// Close waits for nothing but releases the writer; queued appends fail.
+	// Close flushes and waits for every queued operation, then releases
+	// the log; it returns the writer's failure, if any.
 	Close() error
 }
 

@@ -77,3 +77,27 @@ func TestOpenURLRefusesThePrefixOfTheMetadata(t *testing.T) {
 	}
 	c.Close()
 }
+
+// Deleting a log leaves the blobs kept beside it (its snapshots), which its
+// next incarnation finds again.
+func TestDeleteLogKeepsItsBlobs(t *testing.T) {
+	ctx := context.Background()
+	b, m := memStores()
+	c := newClient(t, b, m, nil)
+	w := openWriter(t, createLog(t, c, "raft"))
+	mustAppend(t, w, 1, entries(1, 3))
+	if _, err := c.LogStore().Blobs("raft").PutIfAbsent(ctx, "snap/1", []byte("state")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteLog(ctx, "raft"); err != nil {
+		t.Fatal(err)
+	}
+	createLog(t, c, "raft")
+	data, _, err := objstore.ReadAll(ctx, c.LogStore().Blobs("raft"), "snap/1")
+	if err != nil || string(data) != "state" {
+		t.Fatalf("blob after DeleteLog and CreateLog = %q, %v; want it kept", data, err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/internal/retry"
+	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/wal/codec"
 )
@@ -16,10 +17,10 @@ import (
 // Positions for NewReader.
 const (
 	// Earliest starts a reader at the log's first index.
-	Earliest uint64 = 0
+	Earliest = logstore.Earliest
 	// Latest starts a reader after the log's last durable index: it sees
 	// only entries appended from now on.
-	Latest uint64 = math.MaxUint64
+	Latest = logstore.Latest
 )
 
 // Reader reads a log sequentially from a position, blocking at the tail

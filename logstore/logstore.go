@@ -63,6 +63,11 @@ var (
 	// could not resolve (retries exhausted): what landed is decided by the
 	// next writer's recovery. Open a new writer.
 	ErrBroken = errors.New("wal: writer broken by an unresolved write; reopen it")
+	// ErrLostTail is returned (as a *LostTailError) when a writer opens a
+	// log whose earlier tiered writer lost its local tier, or was taken
+	// over, before it uploaded entries it had acknowledged: entries above
+	// LostTailError.After may be lost. See LostTailError.
+	ErrLostTail = errors.New("wal: acknowledged entries may have been lost")
 )
 
 const (
@@ -227,3 +232,28 @@ type Blobs interface {
 	Delete(ctx context.Context, key string) error
 	List(ctx context.Context, opts objstore.ListOptions) ([]objstore.ObjectInfo, error)
 }
+
+// LostTailError reports that entries above After may have been acknowledged
+// by a tiered writer and lost: its local tier was lost (disk loss), or the
+// log was taken over from another local tier, before they were uploaded.
+// The log holds entries up to After (or fewer, after truncations).
+//
+// The marker is kept in the log's record, across crashes and clean closes,
+// until the writer clears it naming the same After: opening a writer fails
+// with this error until the caller acknowledges the point (wal's
+// AcceptLostTail option), and Raft adapters use it to keep a node that may
+// have forgotten acknowledged entries from voting.
+type LostTailError struct {
+	Log   string
+	After uint64
+	// Epoch is the writer epoch that found the earlier tier gone.
+	Epoch uint64
+}
+
+func (e *LostTailError) Error() string {
+	return fmt.Sprintf("%v: log %q: entries above index %d may have been acknowledged by a tiered writer and lost (found by epoch %d)",
+		ErrLostTail, e.Log, e.After, e.Epoch)
+}
+
+// Is makes errors.Is(err, ErrLostTail) hold.
+func (e *LostTailError) Is(target error) bool { return target == ErrLostTail }

@@ -19,7 +19,7 @@ import (
 func (w *Writer) put(key string, data []byte) error {
 	c := w.c
 	ctx := w.bgCtx
-	for rt := c.retrier(); ; {
+	for rt := w.retrier(); ; {
 		actx, cancel := c.requestCtx(ctx)
 		_, err := c.cfg.Bucket.PutIfAbsent(actx, key, data)
 		cancel()

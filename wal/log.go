@@ -158,6 +158,11 @@ func (l *Log) LastIndex(ctx context.Context) (uint64, error) {
 // ErrTruncated below the first index (or for an entry removed by
 // TruncateBack) and ErrOutOfRange beyond the last durable index.
 func (l *Log) Get(ctx context.Context, i uint64) ([]byte, error) {
+	if v := l.st.view.Load(); v != nil && v.tail != nil && i >= v.first && i <= v.last {
+		if e, _, ok := v.tail.mem.get(i); ok {
+			return e, nil // locally durable, not yet known to be in the bucket
+		}
+	}
 	l.st.mu.Lock()
 	hint := l.st.mu.lastFrag
 	l.st.mu.Unlock()

@@ -29,6 +29,12 @@ type metrics struct {
 	recoveries    prometheus.Counter
 	gcObjects     prometheus.Counter
 	gcSegments    prometheus.Counter
+	// Tiered mode.
+	tierFsync         prometheus.Histogram
+	tierCommits       prometheus.Counter
+	tierUploads       prometheus.Counter
+	tierUploadLatency prometheus.Histogram
+	tierBackpressure  prometheus.Counter
 
 	c   *Client
 	set *clientSet // nil without a Registerer
@@ -60,7 +66,18 @@ func newMetrics(reg prometheus.Registerer, c *Client) *metrics {
 		recoveries: counter("woodpecker_wal_segments_fenced_total", "Open segments of earlier writers fenced and sealed on writer open."),
 		gcObjects:  counter("woodpecker_wal_gc_deleted_objects_total", "Objects deleted by garbage collection."),
 		gcSegments: counter("woodpecker_wal_gc_deleted_segments_total", "Segments removed by garbage collection."),
-		c:          c,
+		tierFsync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "woodpecker_wal_tier_commit_latency_seconds", Buckets: lat,
+			Help: "Tiered mode: latency of one local group commit (one write and one fdatasync).",
+		}),
+		tierCommits: counter("woodpecker_wal_tier_commits_total", "Tiered mode: local group commits (each one fdatasync)."),
+		tierUploads: counter("woodpecker_wal_tier_uploads_total", "Tiered mode: batches the uploader made durable in the bucket."),
+		tierUploadLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "woodpecker_wal_tier_upload_latency_seconds", Buckets: lat,
+			Help: "Tiered mode: time from handing a batch to the bucket until it is durable there.",
+		}),
+		tierBackpressure: counter("woodpecker_wal_tier_backpressure_total", "Tiered mode: appends that waited because MaxUploadLag was reached."),
+		c:                c,
 	}
 	if reg == nil {
 		return m
@@ -76,6 +93,11 @@ func newMetrics(reg prometheus.Registerer, c *Client) *metrics {
 	m.recoveries = register(reg, m.recoveries)
 	m.gcObjects = register(reg, m.gcObjects)
 	m.gcSegments = register(reg, m.gcSegments)
+	m.tierFsync = register(reg, m.tierFsync)
+	m.tierCommits = register(reg, m.tierCommits)
+	m.tierUploads = register(reg, m.tierUploads)
+	m.tierUploadLatency = register(reg, m.tierUploadLatency)
+	m.tierBackpressure = register(reg, m.tierBackpressure)
 	m.set = register(reg, newClientSet())
 	m.set.add(c)
 	return m
@@ -197,6 +219,9 @@ type Stats struct {
 	GCObjects      uint64 // objects deleted by GC
 	WritersFenced  uint64
 	SegmentsFenced uint64
+	// TiersDiscarded counts local tiers discarded because their log was
+	// taken over by another writer (tiered mode).
+	TiersDiscarded uint64
 }
 
 // Stats returns counters of the client's activity.
@@ -205,10 +230,10 @@ func (c *Client) Stats() Stats {
 	return Stats{
 		FragmentPuts: c.stats.puts.Load(), CacheBytes: b, CacheHits: h, CacheMisses: m,
 		GCObjects: c.stats.gcObjects.Load(), WritersFenced: c.stats.fenced.Load(),
-		SegmentsFenced: c.stats.segFenced.Load(),
+		SegmentsFenced: c.stats.segFenced.Load(), TiersDiscarded: c.stats.tierDiscarded.Load(),
 	}
 }
 
 type statCounters struct {
-	puts, gcObjects, fenced, segFenced atomic.Uint64
+	puts, gcObjects, fenced, segFenced, tierDiscarded atomic.Uint64
 }

@@ -28,7 +28,7 @@ func (w *Writer) mutate(ctx context.Context, fn func(*logRecord) error) error {
 	w.casMu.Lock()
 	defer w.casMu.Unlock()
 	c := w.c
-	for rt := c.retrier(); ; {
+	for rt := w.retrier(); ; {
 		r := w.rec.clone()
 		if err := fn(r); err != nil {
 			return err
@@ -143,28 +143,7 @@ func (w *Writer) runOp(it *item) error {
 	case opTruncateFront:
 		err = w.truncateFront(ctx, it.arg)
 	case opSetMeta:
-		err = w.mutate(ctx, func(r *logRecord) error {
-			size := 0
-			next := make(map[string][]byte, len(r.Meta)+len(it.kv))
-			for k, v := range r.Meta {
-				next[k] = v
-			}
-			for k, v := range it.kv {
-				if v == nil {
-					delete(next, k)
-				} else {
-					next[k] = v
-				}
-			}
-			for k, v := range next {
-				size += len(k) + len(v)
-			}
-			if size > MaxMetaSize {
-				return fmt.Errorf("wal: log %q: meta would hold %d bytes, limit %d", w.name, size, MaxMetaSize)
-			}
-			r.Meta = next
-			return nil
-		})
+		err = w.mutate(ctx, func(r *logRecord) error { return w.mergeMeta(r, it.kv) })
 		if err != nil && !errors.Is(err, ErrFenced) && !errors.Is(err, ErrBroken) {
 			it.fut.resolve(err) // a rejected value is the caller's error, not the writer's
 			return nil

@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,6 +46,12 @@ type Reader struct {
 	// logID and cuts are the log incarnation and its record's Cuts when
 	// the reader last verified that the entries it returned are intact.
 	logID, cuts uint64
+	// tailLSN is set when the last entry returned came from a tiered
+	// writer's in-memory tail: the LSN of the append that wrote it, and
+	// tailEntry the entry, to tell it from one written at the same index
+	// after a TruncateBack.
+	tailLSN   uint64
+	tailEntry []byte
 
 	leaseKey     string       // "" without a lease
 	leaseVer     meta.Version // version of our lease record
@@ -71,8 +78,9 @@ func (l *Log) NewReader(ctx context.Context, from uint64) (*Reader, error) {
 		from = last + 1
 	}
 	r := &Reader{l: l, next: from, pos: from}
-	if rec, err := l.record(ctx, l.st.view.Load(), false); err == nil {
-		r.logID, r.cuts = rec.ID, rec.Cuts
+	v := l.st.view.Load()
+	if rec, err := l.record(ctx, v, false); err == nil {
+		r.logID, r.cuts = rec.ID, v.cuts(rec)
 	}
 	if l.c.cfg.ReaderLease > 0 {
 		r.leaseKey = fmt.Sprintf("%s/leases/%s/%016x", l.c.cfg.Prefix, l.name, random64())
@@ -133,7 +141,35 @@ func (r *Reader) renewLease(ctx context.Context) {
 func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
 	polls := retry.Policy{Initial: time.Millisecond, Max: r.l.c.cfg.PollInterval}.Retrier()
 	for {
+		if v := r.l.st.view.Load(); v != nil && v.tail != nil && r.next >= v.first && r.next <= v.last {
+			if e, lsn, ok := v.tail.mem.get(r.next); ok {
+				if err := r.verifyTail(ctx, v); err != nil {
+					return 0, nil, err
+				}
+				i := r.next
+				r.next++
+				r.frag, r.tailLSN, r.tailEntry = nil, lsn, e
+				r.logID, r.cuts = v.rec.ID, v.cuts(v.rec)
+				r.setPos(i)
+				r.renewLease(ctx)
+				return i, e, nil
+			}
+		}
+		if r.tailLSN != 0 {
+			// The last entry came from the writer's memory and the next one
+			// is in the bucket: check the last one is still the log's.
+			if err := r.verifyTail(ctx, r.l.st.view.Load()); err != nil {
+				return 0, nil, err
+			}
+		}
 		if f := r.frag; f != nil && r.next >= f.Header.FirstIndex && r.next <= r.lim {
+			if r.tailLSN != 0 { // from memory to the bucket: verified just above
+				r.tailLSN, r.tailEntry = 0, nil
+				v := r.l.st.view.Load()
+				if rec, err := r.l.record(ctx, v, false); err == nil {
+					r.logID, r.cuts = rec.ID, v.cuts(rec)
+				}
+			}
 			i := r.next
 			r.next++
 			r.setPos(i)
@@ -202,24 +238,26 @@ func (r *Reader) errIncarnation() error {
 func (r *Reader) verifyReturned(ctx context.Context) error {
 	prev := r.frag
 	for refresh := false; ; refresh = true {
-		rec, err := r.l.record(ctx, r.l.st.view.Load(), refresh)
+		v := r.l.st.view.Load()
+		rec, err := r.l.record(ctx, v, refresh)
 		if err != nil {
 			return err
 		}
+		cuts := v.cuts(rec)
 		if rec.ID != prev.Header.LogID {
 			if refresh {
 				return r.errIncarnation()
 			}
 			continue
 		}
-		if rec.ID == r.logID && rec.Cuts == r.cuts {
+		if rec.ID == r.logID && cuts == r.cuts {
 			return nil // nothing was replaced since
 		}
-		if s := rec.segFor(r.next - 1); s != nil && s.ID == prev.Header.Segment {
-			r.logID, r.cuts = rec.ID, rec.Cuts
+		if s := rec.segFor(r.next - 1); s != nil && s.ID == prev.Header.Segment && (v == nil || v.tail == nil || r.next-1 < v.tail.mem.base) {
+			r.logID, r.cuts = rec.ID, cuts
 			return nil
 		}
-		if rec.First > r.next-1 && rec.Cuts == r.cuts {
+		if rec.First > r.next-1 && cuts == r.cuts {
 			return nil // only the front was truncated past what was read
 		}
 		if refresh {
@@ -251,6 +289,9 @@ func (r *Reader) nextInSealed(ctx context.Context) *codec.Fragment {
 // not removed by a TruncateBack: otherwise the reader would wait for an index
 // the log may not reach again for a long time.
 func (r *Reader) checkStillThere(ctx context.Context) error {
+	if r.tailLSN != 0 {
+		return r.verifyTail(ctx, r.l.st.view.Load())
+	}
 	if r.frag == nil {
 		return nil
 	}
@@ -261,4 +302,48 @@ func (r *Reader) setPos(i uint64) {
 	r.l.st.mu.Lock()
 	r.pos = i
 	r.l.st.mu.Unlock()
+}
+
+// verifyTail checks, before the reader goes on, that the entry it returned
+// last is still the log's when that entry came from a tiered writer's
+// memory (v is the current view, nil when the writer is gone): still in
+// the tail with the same LSN, or uploaded with no cut since, or — without
+// the writer's view — the same bytes in the bucket. When the last entry
+// came from a fragment it is verifyReturned's check.
+func (r *Reader) verifyTail(ctx context.Context, v *logView) error {
+	if r.tailLSN == 0 {
+		if r.frag == nil {
+			return nil // nothing returned yet
+		}
+		return r.verifyReturned(ctx)
+	}
+	p := r.next - 1
+	cut := fmt.Errorf("%w: log %q: entry %d that this reader returned was truncated", ErrTruncated, r.l.name, p)
+	if v != nil && v.tail != nil {
+		if p < v.first || p > v.last {
+			if p < v.first && v.cuts(v.rec) == r.cuts {
+				return nil // only the front was truncated past it
+			}
+			return cut
+		}
+		if _, lsn, ok := v.tail.mem.get(p); ok {
+			if lsn != r.tailLSN {
+				return cut
+			}
+			return nil
+		}
+		if p < v.tail.mem.base && v.cuts(v.rec) == r.cuts {
+			return nil // uploaded since, and nothing was cut
+		}
+	}
+	got, err := r.l.Get(ctx, p)
+	switch {
+	case errors.Is(err, ErrTruncated) || errors.Is(err, ErrOutOfRange):
+		return cut
+	case err != nil:
+		return err
+	case !bytes.Equal(got, r.tailEntry):
+		return cut
+	}
+	return nil
 }

@@ -54,6 +54,26 @@ type logRecord struct {
 	// adapter must change under the writer's epoch, such as its term and
 	// vote or the HardState.
 	Meta map[string][]byte `json:"meta,omitempty"`
+	// Tier is set while a tiered writer (Config.LocalDir) holds the log:
+	// its local tier may hold acknowledged entries that are not in the
+	// bucket yet. A clean close clears it. A writer that takes the log
+	// over from another local tier turns it into LostTail.
+	Tier *tierRec `json:"tier,omitempty"`
+	// LostTail says that entries above LostTail.After may have been
+	// acknowledged and lost (a tiered writer's local tier was lost or taken
+	// over before it uploaded them). It stays until the writer clears it
+	// (Writer.ClearLostTail).
+	LostTail *lostTailRec `json:"lost_tail,omitempty"`
+}
+
+type tierRec struct {
+	Epoch  uint64 `json:"epoch"`   // the epoch of the tiered writer
+	TierID uint64 `json:"tier_id"` // its local tier's random id
+}
+
+type lostTailRec struct {
+	After uint64 `json:"after"` // entries above it may be lost
+	Epoch uint64 `json:"epoch"` // the epoch that found the tier gone
 }
 
 type segState string
@@ -78,17 +98,32 @@ type segRec struct {
 	Frags uint64 `json:"frags"`
 }
 
-const recordFormat = 1
+// Record formats: 1 is a record without tiered-mode state; 2 may hold
+// Tier and LostTail. A record is written in format 2 only when it holds
+// either, so logs never written in tiered mode stay readable by binaries
+// that know only format 1, while such a binary refuses (never ignores) a
+// record carrying a lost-tail marker.
+const (
+	recordFormat       = 1
+	recordFormatTiered = 2
+)
 
-func (r *logRecord) marshal() ([]byte, error) { return json.Marshal(r) }
+func (r *logRecord) marshal() ([]byte, error) {
+	c := *r
+	c.Format = recordFormat
+	if r.Tier != nil || r.LostTail != nil {
+		c.Format = recordFormatTiered
+	}
+	return json.Marshal(&c)
+}
 
 func unmarshalRecord(name string, b []byte) (*logRecord, error) {
 	var r logRecord
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("%w: log %q: metadata record: %v", ErrCorrupt, name, err)
 	}
-	if r.Format != recordFormat {
-		return nil, fmt.Errorf("%w: log %q: metadata record format %d (this version reads %d)", ErrUnsupportedVersion, name, r.Format, recordFormat)
+	if r.Format != recordFormat && r.Format != recordFormatTiered {
+		return nil, fmt.Errorf("%w: log %q: metadata record format %d (this version reads %d and %d)", ErrUnsupportedVersion, name, r.Format, recordFormat, recordFormatTiered)
 	}
 	return &r, nil
 }
@@ -96,6 +131,14 @@ func unmarshalRecord(name string, b []byte) (*logRecord, error) {
 func (r *logRecord) clone() *logRecord {
 	c := *r
 	c.Segments = append([]segRec(nil), r.Segments...)
+	if r.Tier != nil {
+		t := *r.Tier
+		c.Tier = &t
+	}
+	if r.LostTail != nil {
+		l := *r.LostTail
+		c.LostTail = &l
+	}
 	if r.Meta != nil {
 		c.Meta = make(map[string][]byte, len(r.Meta))
 		for k, v := range r.Meta {

@@ -51,6 +51,17 @@ func (c Config) retryPolicy() retry.Policy {
 // policy.
 func (c *Client) retrier() *retry.Retrier { return c.cfg.retryPolicy().Retrier() }
 
+// retrier is the client's, except for a tiered writer's uploader, which
+// retries without a time budget (MaxUploadLag stops its appenders instead)
+// until the writer closes or fails.
+func (w *Writer) retrier() *retry.Retrier {
+	p := w.c.cfg.retryPolicy()
+	if w.unbudgeted {
+		p.Budget, p.MaxRetries = 0, 0
+	}
+	return p.Retrier()
+}
+
 // RetryWindow returns how long the engine of a client configured by c
 // (with defaults filled in, as Client.Config returns it) may go on
 // retrying one operation after its first failure — RetryBudget, or the

@@ -22,6 +22,21 @@ type logView struct {
 	rec         *logRecord
 	first, last uint64
 	seg, frags  uint64
+	// tail, for a tiered writer's view, is its locally durable tail:
+	// first and last are its bounds, and the entries from tail.mem.base on
+	// are read from memory (everything below is acknowledged by the
+	// bucket: fragments 0..frags-1 of seg and the record's segments).
+	tail *tailView
+}
+
+// cuts is what a reader compares to tell whether entries it returned
+// may have been replaced: the record's Cuts, plus the tiered writer's
+// local ones.
+func (v *logView) cuts(rec *logRecord) uint64 {
+	if v == nil || v.tail == nil {
+		return rec.Cuts
+	}
+	return rec.Cuts + v.tail.cuts
 }
 
 // publishLocked publishes the writer's current state as the log's view and
@@ -33,6 +48,11 @@ func (w *Writer) publishLocked() {
 	v := &logView{w: w, rec: w.mu.rec, first: w.mu.dfirst, last: w.mu.durable, seg: w.mu.seg, frags: w.mu.ackedFrags}
 	if w.mu.dempty {
 		v.first, v.last = 1, 0
+	}
+	if t := w.tierOf.Load(); t != nil {
+		if tv := t.tail.Load(); tv != nil {
+			v.tail, v.first, v.last = tv, tv.first, tv.last
+		}
 	}
 	w.st.view.Store(v)
 }

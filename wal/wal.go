@@ -48,6 +48,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/woodpecker-wal/woodpecker/internal/vfs"
 	"github.com/woodpecker-wal/woodpecker/logstore"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
@@ -67,7 +68,11 @@ var (
 	ErrCorrupt            = logstore.ErrCorrupt
 	ErrUnsupportedVersion = logstore.ErrUnsupportedVersion
 	ErrBroken             = logstore.ErrBroken
+	ErrLostTail           = logstore.ErrLostTail
 )
+
+// LostTailError is logstore's: entries above After may be lost.
+type LostTailError = logstore.LostTailError
 
 // Config configures a Client. Zero values mean the documented defaults. The
 // policy names follow Zilliz Woodpecker's woodpecker.yaml (docs/design.md,
@@ -164,6 +169,47 @@ type Config struct {
 	// the bucket when no in-process writer wakes it. Default 200ms.
 	PollInterval time.Duration
 
+	// LocalDir, when set, turns on tiered mode: an append is acknowledged
+	// once it is written and fdatasynced to a local segment under
+	// LocalDir/<Prefix>/<log> (one write and one fdatasync for everything
+	// pending: group commit), and an uploader ships it to the bucket as
+	// fragments, in index order, through the same fenced protocol, every
+	// UploadInterval or once MaxFlushSize is pending. What survives what:
+	//
+	//   - A crash or power loss with the same LocalDir: every acknowledged
+	//     entry. The next writer opened on this LocalDir recovers the local
+	//     tier and uploads it — unless another writer took the log over
+	//     meanwhile: then the local tail is discarded (and logged), never
+	//     uploaded over the new owner's history.
+	//   - LocalDir lost, or the log taken over by a writer elsewhere, before
+	//     a clean Close: the log is what was uploaded, and opening a writer
+	//     fails with a *LostTailError (entries above After may have been
+	//     acknowledged and lost) until one opened with AcceptLostTail
+	//     clears it.
+	//   - A fenced tiered writer notices at its next upload: until then (up
+	//     to about UploadInterval) it goes on acknowledging locally, and
+	//     those acknowledgements are lost.
+	//
+	// Readers in the writer's process see what is locally durable; readers
+	// elsewhere see what is uploaded. Empty means object-synchronous mode:
+	// every acknowledgement is a PUT.
+	LocalDir string
+	// UploadInterval is how often the uploader ships what is locally
+	// durable: about 1/UploadInterval fragment PUTs a second per busy log.
+	// Default 1s (README, "Tiered mode": the cost table).
+	UploadInterval time.Duration
+	// MaxUploadLag bounds what is acknowledged and not uploaded, in payload
+	// bytes (also the memory it holds) and in age: beyond either, appends
+	// block until the uploader catches up. Defaults 64 MiB and 30s.
+	MaxUploadLag     int
+	MaxUploadLagTime time.Duration
+	// LocalSegmentSize is the size local segments are zero-filled to.
+	// Default 16 MiB.
+	LocalSegmentSize int64
+	// LocalFS is the filesystem of the local tier; nil is the real one.
+	// Tests pass vfs.NewStrict to simulate power loss.
+	LocalFS vfs.FS
+
 	// Clock is the time every duration of the engine is measured on:
 	// MaxInterval batching, segment age (SegmentMaxAge), RequestTimeout,
 	// retry waits and RetryBudget, GCGrace, GCInterval, ReaderLease
@@ -230,6 +276,15 @@ func (c Config) withDefaults() Config {
 	defDur(&c.GCGrace, 10*time.Minute)
 	defDur(&c.GCInterval, time.Minute)
 	defDur(&c.PollInterval, 200*time.Millisecond)
+	defDur(&c.UploadInterval, time.Second)
+	def(&c.MaxUploadLag, 64<<20)
+	defDur(&c.MaxUploadLagTime, 30*time.Second)
+	if c.LocalSegmentSize == 0 {
+		c.LocalSegmentSize = 16 << 20
+	}
+	if c.LocalFS == nil {
+		c.LocalFS = vfs.OS
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -273,6 +328,14 @@ func (c Config) validate() error {
 		return bad("SegmentMaxBytes", c.SegmentMaxBytes, "must be positive")
 	case c.Compression > codec.CompressionS2:
 		return bad("Compression", c.Compression, "unknown codec")
+	case c.UploadInterval < 0:
+		return bad("UploadInterval", c.UploadInterval, "must not be negative")
+	case c.MaxUploadLag < 0:
+		return bad("MaxUploadLag", c.MaxUploadLag, "must not be negative")
+	case c.MaxUploadLagTime < 0:
+		return bad("MaxUploadLagTime", c.MaxUploadLagTime, "must not be negative")
+	case c.LocalSegmentSize < 0:
+		return bad("LocalSegmentSize", c.LocalSegmentSize, "must not be negative")
 	case c.CacheBytes < 0:
 		return bad("CacheBytes", c.CacheBytes, "must not be negative")
 	}

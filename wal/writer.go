@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/woodpecker-wal/woodpecker/meta"
@@ -68,6 +69,14 @@ type Writer struct {
 	st     *logState
 	author        // name, prefix, logID, epoch, nonce: stamped on every fragment
 	owner  uint64 // the owner token (WriterID.Owner)
+
+	// tier is set on the public writer of a tiered log (Config.LocalDir):
+	// every method goes to it. tierOf is set on that tier's inner writer,
+	// the uploader's, whose published views it extends. unbudgeted makes the
+	// inner writer retry without a time budget.
+	tier       *tierWriter
+	tierOf     atomic.Pointer[tierWriter]
+	unbudgeted bool
 
 	// casMu serializes record updates. Lock order: casMu, then mu.
 	casMu sync.Mutex
@@ -142,8 +151,18 @@ type Writer struct {
 // OpenWriter takes the log unconditionally. A writer that failed and wants
 // its log back uses ReopenWriter (or Writer.Reopen), which never takes a
 // log that someone else took meanwhile.
-func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
-	return l.openWriter(ctx, nil)
+//
+// In tiered mode (Config.LocalDir) the writer first recovers the log's
+// local tier, if this directory holds one (see Config.LocalDir).
+//
+// If an earlier tiered writer may have lost acknowledged entries (its local
+// tier is gone, or this writer took the log over from another local tier),
+// the open fails with a *LostTailError naming the point After above which
+// entries may be lost, and records that in the log's record; it keeps
+// failing so, across crashes, until a writer opened with
+// AcceptLostTail(After) clears it (Writer.ClearLostTail).
+func (l *Log) OpenWriter(ctx context.Context, opts ...OpenOption) (*Writer, error) {
+	return l.open(ctx, nil, opts)
 }
 
 // ReopenWriter opens the log's writer like OpenWriter, but only if nobody
@@ -155,8 +174,40 @@ func (l *Log) OpenWriter(ctx context.Context) (*Writer, error) {
 // anyone else took the log, or it was deleted (and perhaps created again),
 // it returns ErrFenced and changes nothing: the store that took the log
 // over keeps it.
-func (l *Log) ReopenWriter(ctx context.Context, id WriterID) (*Writer, error) {
-	return l.openWriter(ctx, &id)
+func (l *Log) ReopenWriter(ctx context.Context, id WriterID, opts ...OpenOption) (*Writer, error) {
+	return l.open(ctx, &id, opts)
+}
+
+// OpenOption changes how OpenWriter and ReopenWriter open a writer.
+type OpenOption func(*openOpts)
+
+type openOpts struct {
+	acceptLost  bool
+	acceptAfter uint64
+	// tierID is the local tier of a tiered writer (0: none); the record's
+	// Tier naming it is this writer's own, not a takeover.
+	tierID uint64
+	// unbudgeted: the writer is a tiered writer's uploader.
+	unbudgeted bool
+}
+
+// AcceptLostTail lets the writer open a log whose record says entries above
+// after may be lost (a *LostTailError with that After). The marker stays
+// until Writer.ClearLostTail: the caller decides when it is safe (a Raft
+// node, once its cluster has caught it up).
+func AcceptLostTail(after uint64) OpenOption {
+	return func(o *openOpts) { o.acceptLost, o.acceptAfter = true, after }
+}
+
+func (l *Log) open(ctx context.Context, expect *WriterID, opts []OpenOption) (*Writer, error) {
+	var o openOpts
+	for _, f := range opts {
+		f(&o)
+	}
+	if l.c.cfg.LocalDir != "" {
+		return l.openTiered(ctx, expect, o)
+	}
+	return l.openWriter(ctx, expect, o)
 }
 
 // WriterID names a writer for ReopenWriter: the log incarnation (the random
@@ -176,10 +227,14 @@ func (w *Writer) ID() WriterID { return WriterID{LogID: w.logID, Epoch: w.epoch,
 func (w *Writer) Reopen(ctx context.Context) (*Writer, error) {
 	_ = w.Close() // its failure is why we reopen
 	l := &Log{c: w.c, name: w.name, st: w.st}
-	return l.ReopenWriter(ctx, w.ID())
+	var opts []OpenOption
+	if after, ok := w.LostTail(); ok {
+		opts = append(opts, AcceptLostTail(after))
+	}
+	return l.ReopenWriter(ctx, w.ID(), opts...)
 }
 
-func (l *Log) openWriter(ctx context.Context, expect *WriterID) (*Writer, error) {
+func (l *Log) openWriter(ctx context.Context, expect *WriterID, o openOpts) (*Writer, error) {
 	c := l.c
 	l.st.mu.Lock()
 	if l.st.mu.writer != nil || l.st.mu.opening {
@@ -232,7 +287,7 @@ func (l *Log) openWriter(ctx context.Context, expect *WriterID) (*Writer, error)
 	w := &Writer{
 		c: c, st: l.st, owner: owner, rec: rec, ver: ver,
 		author: author{name: l.name, prefix: c.logPrefix(rec), logID: rec.ID, epoch: rec.Epoch, nonce: random64()},
-		kick:   make(chan struct{}, 1), done: make(chan struct{}),
+		kick:   make(chan struct{}, 1), done: make(chan struct{}), unbudgeted: o.unbudgeted,
 	}
 	w.bgCtx, w.bgCancel = context.WithCancel(context.Background())
 	w.space = sync.NewCond(&w.mu.Mutex)
@@ -260,9 +315,17 @@ func (l *Log) openWriter(ctx context.Context, expect *WriterID) (*Writer, error)
 			return nil, err
 		}
 	}
+	if err := w.settleTier(ctx, last, o.tierID); err != nil {
+		w.bgCancel()
+		return nil, err
+	}
 	w.casMu.Lock()
 	rec = w.rec.clone()
 	w.casMu.Unlock()
+	if lt := rec.LostTail; lt != nil && !(o.acceptLost && o.acceptAfter == lt.After) {
+		w.bgCancel()
+		return nil, &LostTailError{Log: l.name, After: lt.After, Epoch: lt.Epoch}
+	}
 	w.mu.first, w.mu.empty = rec.First, rec.Empty
 	if rec.Empty || last < rec.First { // no entries: the next append may use any index
 		w.mu.empty = true
@@ -295,6 +358,9 @@ func (l *Log) openWriter(ctx context.Context, expect *WriterID) (*Writer, error)
 // keeps the entries' slices until the future resolves: do not modify them.
 // It blocks while Config.MaxQueueBytes are appended and not yet durable.
 func (w *Writer) AppendAsync(first uint64, entries [][]byte) *Future {
+	if w.tier != nil {
+		return w.tier.appendAsync(first, entries)
+	}
 	n := 0
 	for _, e := range entries {
 		n += len(e)
@@ -346,6 +412,14 @@ func (w *Writer) AppendAsync(first uint64, entries [][]byte) *Future {
 // durable. It does not wait for MaxInterval: the entries go into the next
 // fragment at once, with whatever else is pending.
 func (w *Writer) Append(ctx context.Context, first uint64, entries [][]byte) error {
+	if w.tier != nil {
+		fut := w.tier.appendAsync(first, entries)
+		err := fut.Wait(ctx)
+		if err == nil {
+			w.c.metrics.syncLatency.Observe(w.c.clock.Since(fut.start).Seconds())
+		}
+		return err
+	}
 	fut := w.AppendAsync(first, entries)
 	w.Flush()
 	err := fut.Wait(ctx)
@@ -358,6 +432,9 @@ func (w *Writer) Append(ctx context.Context, first uint64, entries [][]byte) err
 // Flush asks for every queued entry to be written now, without waiting for
 // MaxInterval. It does not wait for them to be durable.
 func (w *Writer) Flush() {
+	if w.tier != nil {
+		return // the local group commit never waits
+	}
 	w.mu.Lock()
 	w.mu.flushNow = true
 	w.mu.Unlock()
@@ -368,6 +445,9 @@ func (w *Writer) Flush() {
 // appends, truncations and SetMeta — is durable. It returns the writer's
 // failure, if that came first.
 func (w *Writer) Sync(ctx context.Context) error {
+	if w.tier != nil {
+		return w.tier.sync(ctx)
+	}
 	w.mu.Lock()
 	if err := w.checkLocked(); err != nil {
 		w.mu.Unlock()
@@ -401,6 +481,9 @@ func (w *Writer) Sync(ctx context.Context) error {
 // empties the log, after which the next append may use any index. Truncating
 // at or above the last index does nothing.
 func (w *Writer) TruncateBack(ctx context.Context, i uint64) error {
+	if w.tier != nil {
+		return w.tier.truncateBack(ctx, i)
+	}
 	return w.control(ctx, func() *item {
 		if w.mu.empty || i+1 >= w.mu.next {
 			return nil
@@ -419,6 +502,9 @@ func (w *Writer) TruncateBack(ctx context.Context, i uint64) error {
 // after which the next append may use any index. Objects are deleted later
 // by garbage collection.
 func (w *Writer) TruncateFront(ctx context.Context, i uint64) error {
+	if w.tier != nil {
+		return w.tier.truncateFront(ctx, i)
+	}
 	return w.control(ctx, func() *item {
 		if i <= w.mu.first {
 			return nil
@@ -452,6 +538,9 @@ func (w *Writer) SetMeta(ctx context.Context, kv map[string][]byte) error {
 		}
 		cp[k] = v
 	}
+	if w.tier != nil {
+		return w.tier.setMeta(ctx, cp)
+	}
 	return w.control(ctx, func() *item { return &item{op: opSetMeta, kv: cp, fut: newFuture()} })
 }
 
@@ -478,6 +567,9 @@ func (w *Writer) control(ctx context.Context, next func() *item) error {
 // Meta returns the log's key/value state as of the last durable SetMeta.
 // The returned map is the caller's; its values must not be modified.
 func (w *Writer) Meta() map[string][]byte {
+	if w.tier != nil {
+		return w.tier.inner.Meta()
+	}
 	r := w.snapshotRecord()
 	out := make(map[string][]byte, len(r.Meta))
 	for k, v := range r.Meta {
@@ -489,6 +581,14 @@ func (w *Writer) Meta() map[string][]byte {
 // FirstIndex returns the first index, counting queued operations; it is 0
 // for an empty log.
 func (w *Writer) FirstIndex() uint64 {
+	if t := w.tier; t != nil {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.log.Empty {
+			return 0
+		}
+		return t.log.First
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.mu.empty {
@@ -500,6 +600,14 @@ func (w *Writer) FirstIndex() uint64 {
 // LastIndex returns the last index, counting queued appends (durable or
 // not); 0 for an empty log.
 func (w *Writer) LastIndex() uint64 {
+	if t := w.tier; t != nil {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.log.Empty {
+			return 0
+		}
+		return t.log.Next - 1
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.mu.empty {
@@ -510,6 +618,11 @@ func (w *Writer) LastIndex() uint64 {
 
 // DurableIndex returns the last acknowledged index.
 func (w *Writer) DurableIndex() uint64 {
+	if t := w.tier; t != nil {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return t.local.Next - 1
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.mu.durable
@@ -521,6 +634,9 @@ func (w *Writer) Epoch() uint64 { return w.epoch }
 // Close flushes and waits for every queued operation, then releases the
 // log. It returns the writer's failure, if any. Close is idempotent.
 func (w *Writer) Close() error {
+	if w.tier != nil {
+		return w.tier.closeWriter()
+	}
 	w.mu.Lock()
 	if w.mu.closed {
 		err := w.mu.err

@@ -1,0 +1,310 @@
+package wal_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/woodpecker-wal/woodpecker/meta"
+	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/wal"
+)
+
+// tieredClient is a client in tiered mode on dir, over b and m, whose
+// uploader waits an hour unless told (SyncUploaded, Close).
+func tieredClient(t testing.TB, b objstore.Bucket, m meta.Store, dir string, mod func(*wal.Config)) *wal.Client {
+	return newClient(t, b, m, func(c *wal.Config) {
+		c.LocalDir, c.UploadInterval, c.LocalSegmentSize = dir, time.Hour, 64<<10
+		c.GCInterval = -1
+		if mod != nil {
+			mod(c)
+		}
+	})
+}
+
+func TestTieredAcksLocallyAndUploadsOnRequest(t *testing.T) {
+	ctx := context.Background()
+	b, m := memStores()
+	c := tieredClient(t, b, m, t.TempDir(), nil)
+	l, w := newLog(t, c, "a")
+	for i := uint64(1); i <= 20; i++ {
+		mustAppend(t, w, i, entries(i, 1))
+	}
+	if got := w.DurableIndex(); got != 20 {
+		t.Fatalf("DurableIndex = %d, want 20", got)
+	}
+	if got := wal.UploadedIndex(w); got != 0 {
+		t.Fatalf("UploadedIndex = %d before any upload, want 0", got)
+	}
+	if n := countObjects(t, b, ""); n != 0 {
+		t.Fatalf("%d objects in the bucket before the first upload", n)
+	}
+	// This process reads what is locally durable; another one sees the bucket.
+	wantEntries(t, l, 1, 20)
+	r := newReader(t, l, wal.Earliest)
+	wantNexts(t, ctx, r, 1, 20)
+	other := openLog(t, newClient(t, b, m, nil), "a")
+	if last, err := other.LastIndex(ctx); err != nil || last != 0 {
+		t.Fatalf("another process: LastIndex = %d, %v; want 0 before the upload", last, err)
+	}
+	if err := w.SyncUploaded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := wal.UploadedIndex(w); got != 20 {
+		t.Fatalf("UploadedIndex = %d after SyncUploaded, want 20", got)
+	}
+	wantEntries(t, other, 1, 20)
+	mustAppend(t, w, 21, entries(21, 1))
+	wantNexts(t, ctx, r, 21, 21)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wantEntries(t, other, 1, 21)
+}
+
+// The uploader ships on its own every UploadInterval.
+func TestTieredUploadsEveryInterval(t *testing.T) {
+	ctx := context.Background()
+	b, m := memStores()
+	c := tieredClient(t, b, m, t.TempDir(), func(c *wal.Config) { c.UploadInterval = 20 * time.Millisecond })
+	_, w := newLog(t, c, "a")
+	mustAppend(t, w, 1, entries(1, 5))
+	other := openLog(t, newClient(t, b, m, nil), "a")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		last, err := other.LastIndex(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the bucket holds up to %d after 10s; the uploader did not ship", last)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestTieredCleanCloseLeavesNothingPending(t *testing.T) {
+	ctx := context.Background()
+	b, m := memStores()
+	dir := t.TempDir()
+	c := tieredClient(t, b, m, dir, nil)
+	_, w := newLog(t, c, "a")
+	mustAppend(t, w, 1, entries(1, 10))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "wal", "a", "*.seg"))
+	if len(segs) != 0 {
+		t.Fatalf("local segments left after a clean close: %v", segs)
+	}
+	// Another machine takes over: nothing was lost, so no marker.
+	c2 := tieredClient(t, b, m, t.TempDir(), nil)
+	l2 := openLog(t, c2, "a")
+	w2, err := l2.OpenWriter(ctx)
+	if err != nil {
+		t.Fatalf("open after a clean close: %v", err)
+	}
+	wantEntries(t, l2, 1, 10)
+	if _, ok := w2.LostTail(); ok {
+		t.Fatal("a lost-tail marker after a clean close")
+	}
+	mustAppend(t, w2, 11, entries(11, 1))
+	if err := w2.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTieredRestartOnSameDirRecoversAndUploads(t *testing.T) {
+	ctx := context.Background()
+	b, m := memStores()
+	dir := t.TempDir()
+	c := tieredClient(t, b, m, dir, nil)
+	_, w := newLog(t, c, "a")
+	mustAppend(t, w, 1, entries(1, 10))
+	if err := w.SyncUploaded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, w, 11, entries(11, 10)) // acknowledged locally only
+	if err := w.TruncateBack(ctx, 15); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, w, 16, entriesOf("new", 16, 5))
+	wal.Crash(w)
+
+	c2 := tieredClient(t, b, m, dir, nil)
+	l2 := openLog(t, c2, "a")
+	w2, err := l2.OpenWriter(ctx)
+	if err != nil {
+		t.Fatalf("recovery on the same directory: %v", err)
+	}
+	wantEntries(t, l2, 1, 15)
+	wantEntriesOf(t, l2, "new", 16, 20)
+	if got := wal.UploadedIndex(w2); got != 20 {
+		t.Fatalf("after recovery UploadedIndex = %d, want 20 (recovery uploads the local tail)", got)
+	}
+	other := openLog(t, newClient(t, b, m, nil), "a")
+	wantEntries(t, other, 1, 15)
+	wantEntriesOf(t, other, "new", 16, 20)
+	if _, ok := w2.LostTail(); ok {
+		t.Fatal("a lost-tail marker after a recovery on the same directory")
+	}
+	if err := w2.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTieredLostDirReportsLostTail(t *testing.T) {
+	ctx := context.Background()
+	b, m := memStores()
+	dir := t.TempDir()
+	c := tieredClient(t, b, m, dir, nil)
+	_, w := newLog(t, c, "a")
+	mustAppend(t, w, 1, entries(1, 10))
+	if err := w.SyncUploaded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, w, 11, entries(11, 10))
+	wal.Crash(w)
+	if err := os.RemoveAll(dir); err != nil { // the disk is lost
+		t.Fatal(err)
+	}
+	c2 := tieredClient(t, b, m, dir, nil)
+	l2 := openLog(t, c2, "a")
+	_, err := l2.OpenWriter(ctx)
+	var lt *wal.LostTailError
+	if !errors.As(err, &lt) || !errors.Is(err, wal.ErrLostTail) || lt.After != 10 {
+		t.Fatalf("open after losing the local tier: %v; want a LostTailError with After 10", err)
+	}
+	// The marker survives further opens (and a process without tiering).
+	plain := openLog(t, newClient(t, b, m, nil), "a")
+	if _, err := plain.OpenWriter(ctx); !errors.As(err, &lt) || lt.After != 10 {
+		t.Fatalf("second open: %v; want the same LostTailError", err)
+	}
+	if after, ok, err := plain.LostTail(ctx); err != nil || !ok || after != 10 {
+		t.Fatalf("Log.LostTail = %d, %v, %v", after, ok, err)
+	}
+	if _, err := l2.OpenWriter(ctx, wal.AcceptLostTail(9)); !errors.As(err, &lt) {
+		t.Fatalf("accepting the wrong point: %v; want the LostTailError", err)
+	}
+	w2, err := l2.OpenWriter(ctx, wal.AcceptLostTail(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEntries(t, l2, 1, 10)
+	mustAppend(t, w2, 11, entriesOf("b", 11, 3))
+	if err := w2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Still there after a clean close, until cleared.
+	w3, err := l2.OpenWriter(ctx, wal.AcceptLostTail(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w3.ClearLostTail(ctx, 9); err == nil {
+		t.Fatal("ClearLostTail with the wrong point succeeded")
+	}
+	if err := w3.ClearLostTail(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := w3.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w4, err := l2.OpenWriter(ctx)
+	if err != nil {
+		t.Fatalf("open after ClearLostTail: %v", err)
+	}
+	wantEntriesOf(t, l2, "b", 11, 13)
+	w4.Close()
+}
+
+func TestTieredTakeoverDiscardsStaleLocalTail(t *testing.T) {
+	ctx := context.Background()
+	b, m := memStores()
+	dir := t.TempDir()
+	c := tieredClient(t, b, m, dir, nil)
+	_, w := newLog(t, c, "a")
+	mustAppend(t, w, 1, entries(1, 5))
+	if err := w.SyncUploaded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, w, 6, entriesOf("stale", 6, 5))
+	wal.Crash(w)
+
+	// Another machine takes the log over and writes its own history.
+	c2 := tieredClient(t, b, m, t.TempDir(), nil)
+	l2 := openLog(t, c2, "a")
+	w2, err := l2.OpenWriter(ctx, wal.AcceptLostTail(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, w2, 6, entriesOf("owner", 6, 5))
+	if err := w2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The first machine comes back: its local tail must not be uploaded.
+	c3 := tieredClient(t, b, m, dir, nil)
+	l3 := openLog(t, c3, "a")
+	w3, err := l3.OpenWriter(ctx, wal.AcceptLostTail(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEntries(t, l3, 1, 5)
+	wantEntriesOf(t, l3, "owner", 6, 10)
+	if got := c3.Stats().TiersDiscarded; got != 1 {
+		t.Fatalf("TiersDiscarded = %d, want 1", got)
+	}
+	w3.Close()
+}
+
+func TestTieredTruncateBackOfUploadedEntriesIsInTheRecord(t *testing.T) {
+	ctx := context.Background()
+	b, m := memStores()
+	c := tieredClient(t, b, m, t.TempDir(), nil)
+	_, w := newLog(t, c, "a")
+	mustAppend(t, w, 1, entries(1, 10))
+	if err := w.SyncUploaded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, w, 11, entries(11, 5)) // local only: the cut of these needs no bucket write
+	if err := w.TruncateBack(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	other := openLog(t, newClient(t, b, m, nil), "a")
+	if last, err := other.LastIndex(ctx); err != nil || last != 4 {
+		t.Fatalf("another process after TruncateBack(4): LastIndex = %d, %v; want 4", last, err)
+	}
+	mustAppend(t, w, 5, entriesOf("x", 5, 3))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wantEntries(t, other, 1, 4)
+	wantEntriesOf(t, other, "x", 5, 7)
+	if last, _ := other.LastIndex(ctx); last != 7 {
+		t.Fatalf("LastIndex = %d, want 7", last)
+	}
+}
+
+func TestTieredSecondWriterOnDirIsRefused(t *testing.T) {
+	ctx := context.Background()
+	b, m := memStores()
+	dir := t.TempDir()
+	_, w := newLog(t, tieredClient(t, b, m, dir, nil), "a")
+	defer w.Close()
+	l2 := openLog(t, tieredClient(t, b, m, dir, nil), "a")
+	if w2, err := l2.OpenWriter(ctx); err == nil {
+		w2.Close()
+		t.Fatal("a second writer on the same local directory opened")
+	} else if !errors.Is(err, errLockedAny(err)) {
+		t.Fatal(err)
+	} else {
+		t.Logf("refused: %v", err)
+	}
+}
+
+func errLockedAny(err error) error { return err }

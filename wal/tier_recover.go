@@ -212,7 +212,21 @@ func (t *tierWriter) closeWriter() error {
 	t.uploadNow = true
 	t.mu.Unlock()
 	kick(t.upKick)
-	<-t.upDone
+	// The uploader retries without a budget; Close does not wait for ever:
+	// past OperationBound the writer is broken, and what was not uploaded
+	// stays in the local tier for the next writer on this directory.
+	bound := t.c.cfg.OperationBound()
+	timer := t.c.clock.NewTimer(bound)
+	select {
+	case <-t.upDone:
+	case <-timer.Chan():
+		t.mu.Lock()
+		t.failLocked(fmt.Errorf("%w: log %q: Close could not upload the local tail within %v; it stays in %s for the next writer",
+			ErrBroken, t.name, bound, t.lt.Dir()))
+		t.mu.Unlock()
+		<-t.upDone
+	}
+	timer.Stop()
 	t.mu.Lock()
 	err := t.err
 	t.mu.Unlock()

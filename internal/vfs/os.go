@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"slices"
 	"sort"
 
 	"golang.org/x/sys/unix"
@@ -22,6 +24,55 @@ type osFile struct{ *os.File }
 
 func (f osFile) Sync() error { return unix.Fdatasync(int(f.Fd())) }
 
+func (f osFile) SyncAll() error { return f.File.Sync() }
+
+func (f osFile) GetXattr(attr string) ([]byte, error) {
+	var small [128]byte
+	buf := small[:]
+	for {
+		n, err := unix.Fgetxattr(int(f.Fd()), attr, buf)
+		if err == nil {
+			return slices.Clone(buf[:n]), nil
+		}
+		if err != unix.ERANGE {
+			return nil, &os.PathError{Op: "getxattr", Path: f.Name(), Err: err}
+		}
+		// Too small: ask for the size, then try again (the value may
+		// grow in between).
+		n, err = unix.Fgetxattr(int(f.Fd()), attr, nil)
+		if err != nil {
+			return nil, &os.PathError{Op: "getxattr", Path: f.Name(), Err: err}
+		}
+		buf = make([]byte, n+64)
+	}
+}
+
+func (f osFile) SetXattr(attr string, value []byte) error {
+	if err := unix.Fsetxattr(int(f.Fd()), attr, value, 0); err != nil {
+		return &os.PathError{Op: "setxattr", Path: f.Name(), Err: err}
+	}
+	return nil
+}
+
+func (f osFile) Lock() error {
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err == nil {
+			return nil
+		}
+		if err != unix.EINTR {
+			return &os.PathError{Op: "flock", Path: f.Name(), Err: err}
+		}
+	}
+}
+
+func (f osFile) Unlock() error {
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_UN); err != nil {
+		return &os.PathError{Op: "flock", Path: f.Name(), Err: err}
+	}
+	return nil
+}
+
 func (osFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
 	f, err := os.OpenFile(name, flag, perm)
 	if err != nil {
@@ -31,6 +82,11 @@ func (osFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
 }
 
 func (osFS) MkdirAll(dir string, perm os.FileMode) error { return os.MkdirAll(dir, perm) }
+func (osFS) Mkdir(dir string, perm os.FileMode) error    { return os.Mkdir(dir, perm) }
+func (osFS) Lstat(name string) (os.FileInfo, error)      { return os.Lstat(name) }
+func (osFS) Link(oldname, newname string) error          { return os.Link(oldname, newname) }
+
+func (osFS) ReadDirEntries(dir string) ([]fs.DirEntry, error) { return os.ReadDir(dir) }
 
 func (osFS) ReadDir(dir string) ([]string, error) {
 	es, err := os.ReadDir(dir)
@@ -75,3 +131,5 @@ func (osFS) Lock(name string) (io.Closer, error) {
 	}
 	return f, nil // closing the file releases the flock
 }
+
+var _ File = osFile{}

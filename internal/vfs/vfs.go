@@ -10,6 +10,8 @@
 //   - A directory entry (a file created, removed, renamed or linked) is
 //     durable once SyncDir of its directory returns.
 //   - A file's size change is durable with File.Sync.
+//   - A file's extended attributes are durable once File.SyncAll (fsync)
+//     returns on that file; SyncAll also does what Sync does.
 //
 // Nothing else is: a crash may drop any write that was not synced, in any
 // combination.
@@ -17,6 +19,7 @@ package vfs
 
 import (
 	"io"
+	"io/fs"
 	"os"
 )
 
@@ -43,6 +46,21 @@ type FS interface {
 	// missing) for this process, or fails at once with ErrLocked if
 	// another holder has it. Close releases it.
 	Lock(name string) (io.Closer, error)
+
+	// Mkdir creates one directory like os.Mkdir: it fails with an error
+	// wrapping fs.ErrExist when the name exists. The entry is durable once
+	// SyncDir of the parent returns.
+	Mkdir(dir string, perm os.FileMode) error
+	// Lstat is Stat without following a final symbolic link (os.Lstat).
+	Lstat(name string) (os.FileInfo, error)
+	// ReadDirEntries returns the entries of dir sorted by name, like
+	// os.ReadDir: with their types, those of symbolic links not followed.
+	ReadDirEntries(dir string) ([]fs.DirEntry, error)
+	// Link makes newname a second name of the file oldname (link(2)); it
+	// fails atomically, with an error wrapping fs.ErrExist, when newname
+	// exists. The new entry is durable once SyncDir of its directory
+	// returns.
+	Link(oldname, newname string) error
 }
 
 // File is an open file.
@@ -58,4 +76,24 @@ type File interface {
 	Truncate(size int64) error
 	Stat() (os.FileInfo, error)
 	Name() string
+
+	// SyncAll makes the file's data, size and metadata, its extended
+	// attributes included, durable (fsync).
+	SyncAll() error
+	// GetXattr returns the value of the extended attribute attr. It fails
+	// with an error wrapping ENODATA when the file has no such attribute,
+	// and with one wrapping ENOTSUP (EOPNOTSUPP) when the filesystem has no
+	// user xattrs.
+	GetXattr(attr string) ([]byte, error)
+	// SetXattr sets the extended attribute attr, creating or replacing
+	// it; it is durable with SyncAll.
+	SetXattr(attr string, value []byte) error
+	// Lock blocks until it holds an exclusive advisory lock on the file
+	// (flock(2) LOCK_EX). The lock belongs to this open file: it conflicts
+	// with locks taken through other open files of the same file (FS.Lock's
+	// included), and Unlock or Close releases it. Locking again through
+	// the same open file is a no-op.
+	Lock() error
+	// Unlock releases the lock Lock took; without one it does nothing.
+	Unlock() error
 }

@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,8 +21,7 @@ import (
 	"sync"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/woodpecker-wal/woodpecker/internal/vfs"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 )
 
@@ -49,16 +50,32 @@ type Options struct {
 	NoCreate bool
 	// Logger receives warnings (swept temp files); nil discards.
 	Logger *slog.Logger
+	// FS is the filesystem the bucket lives on; nil is the real one,
+	// vfs.OS. Tests pass a *vfs.Strict to simulate power cuts.
+	FS vfs.FS
+
+	hooks *testHooks // nil but in tests (export_test.go)
+}
+
+// testHooks replace, in tests, what a bucket takes from the process: its
+// pid (in temporary file names), whether another pid is alive (the sweep),
+// and the randomness of temporary file names and ETags.
+type testHooks struct {
+	pid    int
+	alive  func(pid int) bool
+	random func() uint64
 }
 
 // Bucket stores each object as a file under a root directory, the key
 // being its relative path. It implements objstore.CASBucket.
 //
-// Durability: a write returns after the file and its directory (and any
-// directory it created) are fsynced. PutIfAbsent writes a temporary file,
-// fsyncs it, then link(2)s it to the final name, which fails atomically if the
-// name exists, so a crash never leaves a torn object under a key. Put and
-// PutIfMatch rename(2) a fsynced temporary file over the key.
+// Durability: a write returns after the file (its data and ETag xattr) and
+// its directory (and the parent of any directory it created, or found being
+// created by another call) are fsynced; New fsyncs the parent of each
+// directory it creates, the root's included. PutIfAbsent writes a temporary
+// file, fsyncs it, then link(2)s it to the final name, which fails
+// atomically if the name exists, so a crash never leaves a torn object under
+// a key. Put and PutIfMatch rename(2) a fsynced temporary file over the key.
 //
 // Concurrency: safe for concurrent use, also by several processes sharing
 // the directory: PutIfAbsent relies on link(2), and Put, PutIfMatch and Delete
@@ -70,13 +87,18 @@ type Bucket struct {
 	root   string
 	tmp    string
 	opts   Options
-	lockFD *os.File // nil when opened with NoCreate on a directory without one: no writes
+	fs     vfs.FS
+	pid    int      // in temporary file names
+	lockFD vfs.File // nil when opened with NoCreate on a directory without one: no writes
 	xattrs bool     // the filesystem stores user xattrs: ETags are random tokens
 
 	// casMu serializes Put, PutIfMatch and Delete within the process; the
 	// flock on lockFD serializes them across processes. Lock order: casMu,
 	// then the flock.
 	casMu sync.Mutex
+
+	dirMu        sync.Mutex
+	unsyncedDirs map[string]int // directories mkdirs is creating, their parent not fsynced yet; guarded by dirMu
 
 	closeMu sync.RWMutex // held for reading by every call, for writing by Close
 	closed  bool         // guarded by closeMu
@@ -95,31 +117,76 @@ func New(dir string, opts Options) (*Bucket, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	root := filepath.Clean(dir)
-	tmp := filepath.Join(root, fileTmpDir)
-	if opts.NoCreate {
-		return openFileNoCreate(root, tmp, opts)
+	b := &Bucket{root: root, tmp: filepath.Join(root, fileTmpDir), opts: opts, fs: opts.FS, pid: os.Getpid()}
+	if b.fs == nil {
+		b.fs = vfs.OS
 	}
-	if err := os.MkdirAll(root, 0o755); err != nil {
+	if opts.hooks != nil {
+		b.pid = opts.hooks.pid
+	}
+	if opts.NoCreate {
+		return b.openNoCreate()
+	}
+	if err := b.mkdirAll(root); err != nil {
 		return nil, fmt.Errorf("objstore: file bucket root: %w", err)
 	}
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := b.mkdirAll(b.tmp); err != nil {
 		return nil, fmt.Errorf("objstore: file bucket: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(tmp, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	lockPath := filepath.Join(b.tmp, "lock")
+	lock, err := b.fs.OpenFile(lockPath, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Created durably, so that a bucket opened for writing once stays
+		// writable for NoCreate after a power cut.
+		if lock, err = b.fs.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o644); err == nil {
+			if err = b.syncDir(b.tmp); err != nil {
+				lock.Close()
+			}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("objstore: file bucket lock: %w", err)
 	}
-	b := &Bucket{root: root, tmp: tmp, opts: opts, lockFD: lock}
-	b.xattrs = unix.Fsetxattr(int(lock.Fd()), fileETagXattr, []byte("probe"), 0) == nil
+	b.lockFD = lock
+	b.xattrs = lock.SetXattr(fileETagXattr, []byte("probe")) == nil
 	b.sweep()
 	return b, nil
 }
 
-// openFileNoCreate opens an existing root without creating or removing
+// mkdirAll creates dir and its missing parents like os.MkdirAll, and
+// fsyncs the parent of each directory it creates: the fsyncs of a write
+// cover only the object's own directory, and without these a power cut
+// could take the whole bucket (its root's entry in its parent) away.
+func (b *Bucket) mkdirAll(dir string) error {
+	st, err := b.fs.Stat(dir)
+	if err == nil {
+		if st.IsDir() {
+			return nil
+		}
+		return &fs.PathError{Op: "mkdir", Path: dir, Err: syscall.ENOTDIR}
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := b.mkdirAll(parent); err != nil {
+			return err
+		}
+	}
+	if err := b.fs.Mkdir(dir, 0o755); err != nil {
+		// Created meanwhile by another process (which may not have
+		// synced its parent yet: this does)?
+		if st, serr := b.fs.Lstat(dir); serr != nil || !st.IsDir() {
+			return err
+		}
+	}
+	return b.syncDir(parent)
+}
+
+// openNoCreate opens an existing root without creating or removing
 // anything. It uses the lock file when there is one (read-only when it may
 // not be written, as for another user's bucket).
-func openFileNoCreate(root, tmp string, opts Options) (*Bucket, error) {
-	st, err := os.Stat(root)
+func (b *Bucket) openNoCreate() (*Bucket, error) {
+	root := b.root
+	st, err := b.fs.Stat(root)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		var pe *fs.PathError
@@ -132,17 +199,15 @@ func openFileNoCreate(root, tmp string, opts Options) (*Bucket, error) {
 	case !st.IsDir():
 		return nil, fmt.Errorf("objstore: file bucket root %s is not a directory", root)
 	}
-	b := &Bucket{root: root, tmp: tmp, opts: opts}
-	lockPath := filepath.Join(tmp, "lock")
-	lock, err := os.OpenFile(lockPath, os.O_RDWR, 0)
+	lockPath := filepath.Join(b.tmp, "lock")
+	lock, err := b.fs.OpenFile(lockPath, os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
-		lock, err = os.Open(lockPath)
+		lock, err = b.fs.OpenFile(lockPath, os.O_RDONLY, 0)
 	}
 	switch {
 	case err == nil:
 		b.lockFD = lock
-		var buf [8]byte
-		_, xerr := unix.Fgetxattr(int(lock.Fd()), fileETagXattr, buf[:])
+		_, xerr := lock.GetXattr(fileETagXattr)
 		b.xattrs = xerr == nil
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("objstore: file bucket lock: %w", err)
@@ -162,22 +227,49 @@ func (b *Bucket) writable(op, key string) error {
 
 // sweep removes temporary files whose writing process is gone.
 func (b *Bucket) sweep() {
-	ents, err := os.ReadDir(b.tmp)
+	names, err := b.fs.ReadDir(b.tmp)
 	if err != nil {
 		return
 	}
-	for _, e := range ents {
-		name := e.Name()
+	for _, name := range names {
 		if !strings.HasPrefix(name, "tmp-") {
 			continue
 		}
 		pidStr, _, _ := strings.Cut(strings.TrimPrefix(name, "tmp-"), "-")
 		pid, err := strconv.Atoi(pidStr)
-		if err != nil || (pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH) {
+		if err != nil || (pid != b.pid && !b.alive(pid)) {
 			b.opts.Logger.Warn("objstore: removing leftover temporary file", "file", name)
-			_ = os.Remove(filepath.Join(b.tmp, name))
+			_ = b.fs.Remove(filepath.Join(b.tmp, name))
 		}
 	}
+}
+
+// alive reports whether process pid may be running.
+func (b *Bucket) alive(pid int) bool {
+	if b.opts.hooks != nil {
+		return b.opts.hooks.alive(pid)
+	}
+	return syscall.Kill(pid, 0) != syscall.ESRCH
+}
+
+// random64 returns a random number, for temporary file names.
+func (b *Bucket) random64() uint64 {
+	if b.opts.hooks != nil {
+		return b.opts.hooks.random()
+	}
+	return mrand.Uint64()
+}
+
+// newETag draws a random 128-bit ETag.
+func (b *Bucket) newETag() string {
+	var tok [16]byte
+	if b.opts.hooks != nil {
+		binary.LittleEndian.PutUint64(tok[:8], b.opts.hooks.random())
+		binary.LittleEndian.PutUint64(tok[8:], b.opts.hooks.random())
+	} else {
+		_, _ = rand.Read(tok[:])
+	}
+	return hex.EncodeToString(tok[:])
 }
 
 // Root returns the bucket's root directory.
@@ -222,7 +314,7 @@ func (b *Bucket) Get(ctx context.Context, key string, off, length int64) (io.Rea
 	if off < 0 {
 		return nil, objstore.ObjectInfo{}, fmt.Errorf("objstore: get %q: negative offset %d", key, off)
 	}
-	f, err := os.Open(p)
+	f, err := b.fs.OpenFile(p, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, objstore.ObjectInfo{}, b.mapErr("get", key, err)
 	}
@@ -241,13 +333,13 @@ func (b *Bucket) Get(ctx context.Context, key string, off, length int64) (io.Rea
 
 type fileReader struct {
 	*io.SectionReader
-	f *os.File
+	f vfs.File
 }
 
 func (r *fileReader) Close() error { return r.f.Close() }
 
 // stat returns the info of an open object file.
-func (b *Bucket) stat(f *os.File, key string) (objstore.ObjectInfo, error) {
+func (b *Bucket) stat(f vfs.File, key string) (objstore.ObjectInfo, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return objstore.ObjectInfo{}, b.mapErr("stat", key, err)
@@ -256,9 +348,8 @@ func (b *Bucket) stat(f *os.File, key string) (objstore.ObjectInfo, error) {
 		return objstore.ObjectInfo{}, fmt.Errorf("head %q: %w (a directory of other keys)", key, objstore.ErrNotFound)
 	}
 	info := objstore.ObjectInfo{Key: key, Size: st.Size()}
-	var buf [64]byte
-	if n, err := unix.Fgetxattr(int(f.Fd()), fileETagXattr, buf[:]); err == nil && n == 32 {
-		info.ETag = string(buf[:n])
+	if v, err := f.GetXattr(fileETagXattr); err == nil && len(v) == 32 {
+		info.ETag = string(v)
 		return info, nil
 	}
 	h := md5.New()
@@ -276,7 +367,7 @@ func (b *Bucket) Head(ctx context.Context, key string) (objstore.ObjectInfo, err
 		return objstore.ObjectInfo{}, err
 	}
 	defer done()
-	f, err := os.Open(p)
+	f, err := b.fs.OpenFile(p, os.O_RDONLY, 0)
 	if err != nil {
 		return objstore.ObjectInfo{}, b.mapErr("head", key, err)
 	}
@@ -294,9 +385,23 @@ func (b *Bucket) mapErr(op, key string, err error) error {
 	return fmt.Errorf("objstore: %s %q: %w", op, key, err)
 }
 
+// createTemp creates a new temporary file, named tmp-<pid>-<random>
+// (os.CreateTemp's pattern, with its permissions, 0600).
+func (b *Bucket) createTemp() (vfs.File, error) {
+	prefix := filepath.Join(b.tmp, "tmp-"+strconv.Itoa(b.pid)+"-")
+	for try := 0; ; try++ {
+		name := prefix + strconv.FormatUint(uint64(uint32(b.random64())), 10)
+		f, err := b.fs.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) && try < 10000 {
+			continue
+		}
+		return f, err
+	}
+}
+
 // writeTemp writes r to a fsynced temporary file and records its MD5.
 func (b *Bucket) writeTemp(r io.Reader, size int64) (name string, info objstore.ObjectInfo, err error) {
-	f, err := os.CreateTemp(b.tmp, "tmp-"+strconv.Itoa(os.Getpid())+"-")
+	f, err := b.createTemp()
 	if err != nil {
 		return "", objstore.ObjectInfo{}, err
 	}
@@ -306,16 +411,14 @@ func (b *Bucket) writeTemp(r io.Reader, size int64) (name string, info objstore.
 			err = cerr
 		}
 		if err != nil {
-			os.Remove(name)
+			b.fs.Remove(name)
 		}
 	}()
 	var n int64
 	if b.xattrs {
-		var tok [16]byte
-		_, _ = rand.Read(tok[:])
-		info.ETag = hex.EncodeToString(tok[:])
+		info.ETag = b.newETag()
 		if n, err = io.Copy(f, r); err == nil {
-			err = unix.Fsetxattr(int(f.Fd()), fileETagXattr, []byte(info.ETag), 0)
+			err = f.SetXattr(fileETagXattr, []byte(info.ETag))
 		}
 	} else {
 		h := md5.New()
@@ -330,7 +433,8 @@ func (b *Bucket) writeTemp(r io.Reader, size int64) (name string, info objstore.
 	}
 	info.Size = n
 	if !b.opts.NoSync {
-		if err := f.Sync(); err != nil {
+		// fsync, not fdatasync: the ETag xattr must be durable too.
+		if err := f.SyncAll(); err != nil {
 			return "", objstore.ObjectInfo{}, err
 		}
 	}
@@ -342,42 +446,82 @@ func (b *Bucket) syncDir(dir string) error {
 	if b.opts.NoSync {
 		return nil
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return b.fs.SyncDir(dir)
 }
 
 // mkdirs creates the parent directories of p below the root, fsyncing each
-// parent of a directory it created.
+// parent of a directory it created. A directory another call of this
+// bucket created and whose parent it has not fsynced yet does not count as
+// there: this call fsyncs its parent too, lest its object, acknowledged
+// first, be lost with the directory's entry at a power cut.
 func (b *Bucket) mkdirs(p string, key string) error {
 	dir := filepath.Dir(p)
-	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+	if st, err := b.fs.Stat(dir); err == nil && st.IsDir() && !b.unsynced(dir, true) {
 		return nil
 	}
 	rel, _ := filepath.Rel(b.root, dir)
 	cur := b.root
 	for _, c := range strings.Split(rel, string(filepath.Separator)) {
 		next := filepath.Join(cur, c)
-		err := os.Mkdir(next, 0o755)
+		b.markUnsynced(next, 1) // before the directory can be seen
+		err := b.fs.Mkdir(next, 0o755)
 		switch {
 		case err == nil:
-			if err := b.syncDir(cur); err != nil {
+			err = b.syncDir(cur)
+			b.markUnsynced(next, -1)
+			if err != nil {
 				return err
 			}
 		case errors.Is(err, fs.ErrExist):
-			if st, serr := os.Stat(next); serr == nil && !st.IsDir() {
+			b.markUnsynced(next, -1)
+			if st, serr := b.fs.Stat(next); serr == nil && !st.IsDir() {
 				conflict, _ := filepath.Rel(b.root, next)
 				return fmt.Errorf("objstore: key %q: %q is an object, so it cannot also be a directory of keys", key, filepath.ToSlash(conflict))
 			}
+			if b.unsynced(next, false) { // created by another call, not synced yet
+				if err := b.syncDir(cur); err != nil {
+					return err
+				}
+			}
 		default:
+			b.markUnsynced(next, -1)
 			return err
 		}
 		cur = next
 	}
 	return nil
+}
+
+// markUnsynced counts a directory being created (delta 1) until its parent
+// is fsynced (delta -1).
+func (b *Bucket) markUnsynced(dir string, delta int) {
+	b.dirMu.Lock()
+	defer b.dirMu.Unlock()
+	if b.unsyncedDirs == nil {
+		b.unsyncedDirs = map[string]int{}
+	}
+	if b.unsyncedDirs[dir] += delta; b.unsyncedDirs[dir] <= 0 {
+		delete(b.unsyncedDirs, dir)
+	}
+}
+
+// unsynced reports whether dir (or, with parents, one of its parents below
+// the root) is being created by a call, its parent not fsynced yet.
+func (b *Bucket) unsynced(dir string, parents bool) bool {
+	b.dirMu.Lock()
+	defer b.dirMu.Unlock()
+	if len(b.unsyncedDirs) == 0 {
+		return false
+	}
+	for ; len(dir) > len(b.root); dir = filepath.Dir(dir) {
+		if b.unsyncedDirs[dir] > 0 {
+			return true
+		}
+		if !parents {
+			break
+		}
+	}
+	return false
 }
 
 // PutIfAbsent implements objstore.Bucket.
@@ -394,7 +538,7 @@ func (b *Bucket) PutIfAbsent(ctx context.Context, key string, data []byte) (objs
 	if err != nil {
 		return objstore.ObjectInfo{}, fmt.Errorf("objstore: put-if-absent %q: %w", key, err)
 	}
-	defer os.Remove(tmp)
+	defer b.fs.Remove(tmp)
 	info.Key = key
 	// A concurrent Delete may remove an emptied parent directory between
 	// mkdirs and link; retry a few times.
@@ -402,12 +546,12 @@ func (b *Bucket) PutIfAbsent(ctx context.Context, key string, data []byte) (objs
 		if err := b.mkdirs(p, key); err != nil {
 			return objstore.ObjectInfo{}, err
 		}
-		err = os.Link(tmp, p)
+		err = b.fs.Link(tmp, p)
 		if err == nil {
 			break
 		}
 		if errors.Is(err, fs.ErrExist) {
-			if st, serr := os.Stat(p); serr == nil && st.IsDir() {
+			if st, serr := b.fs.Stat(p); serr == nil && st.IsDir() {
 				return objstore.ObjectInfo{}, fmt.Errorf("objstore: put-if-absent %q: the key is a directory of other keys", key)
 			}
 			return objstore.ObjectInfo{}, fmt.Errorf("put-if-absent %q: %w", key, objstore.ErrExists)
@@ -425,18 +569,12 @@ func (b *Bucket) PutIfAbsent(ctx context.Context, key string, data []byte) (objs
 // lock takes the bucket's write lock, within and across processes.
 func (b *Bucket) lock() (unlock func(), err error) {
 	b.casMu.Lock()
-	for {
-		err = unix.Flock(int(b.lockFD.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
+	if err := b.lockFD.Lock(); err != nil {
 		b.casMu.Unlock()
 		return nil, fmt.Errorf("objstore: file bucket lock: %w", err)
 	}
 	return func() {
-		_ = unix.Flock(int(b.lockFD.Fd()), unix.LOCK_UN)
+		_ = b.lockFD.Unlock()
 		b.casMu.Unlock()
 	}, nil
 }
@@ -448,7 +586,7 @@ func (b *Bucket) replace(op, key, p string, r io.Reader, size int64, check func(
 	if err != nil {
 		return objstore.ObjectInfo{}, fmt.Errorf("objstore: %s %q: %w", op, key, err)
 	}
-	defer os.Remove(tmp)
+	defer b.fs.Remove(tmp)
 	info.Key = key
 	unlock, err := b.lock()
 	if err != nil {
@@ -463,10 +601,10 @@ func (b *Bucket) replace(op, key, p string, r io.Reader, size int64, check func(
 	if err := b.mkdirs(p, key); err != nil {
 		return objstore.ObjectInfo{}, err
 	}
-	if st, err := os.Stat(p); err == nil && st.IsDir() {
+	if st, err := b.fs.Stat(p); err == nil && st.IsDir() {
 		return objstore.ObjectInfo{}, fmt.Errorf("objstore: %s %q: the key is a directory of other keys", op, key)
 	}
-	if err := os.Rename(tmp, p); err != nil {
+	if err := b.fs.Rename(tmp, p); err != nil {
 		return objstore.ObjectInfo{}, fmt.Errorf("objstore: %s %q: %w", op, key, err)
 	}
 	if err := b.syncDir(filepath.Dir(p)); err != nil {
@@ -499,7 +637,7 @@ func (b *Bucket) PutIfMatch(ctx context.Context, key string, data []byte, etag s
 		return objstore.ObjectInfo{}, err
 	}
 	return b.replace("put-if-match", key, p, bytes.NewReader(data), int64(len(data)), func() error {
-		f, err := os.Open(p)
+		f, err := b.fs.OpenFile(p, os.O_RDONLY, 0)
 		if err != nil {
 			if err := b.mapErr("put-if-match", key, err); errors.Is(err, objstore.ErrNotFound) {
 				return fmt.Errorf("put-if-match %q: %w (no object)", key, objstore.ErrPrecondition)
@@ -533,10 +671,10 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	defer unlock()
-	if st, err := os.Lstat(p); err == nil && st.IsDir() {
+	if st, err := b.fs.Lstat(p); err == nil && st.IsDir() {
 		return nil // a directory of other keys: no object under this key
 	}
-	if err := os.Remove(p); err != nil {
+	if err := b.fs.Remove(p); err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 			return nil
 		}
@@ -547,7 +685,7 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("objstore: delete %q: sync directory: %w", key, err)
 	}
 	for dir != b.root {
-		if os.Remove(dir) != nil {
+		if b.fs.Remove(dir) != nil {
 			break
 		}
 		dir = filepath.Dir(dir)
@@ -577,39 +715,53 @@ func (b *Bucket) List(ctx context.Context, opts objstore.ListOptions) ([]objstor
 		if objstore.ValidateKey(base) != nil {
 			return nil, nil // no valid key has this prefix
 		}
+		if first, _, _ := strings.Cut(base, "/"); first == fileTmpDir {
+			return nil, nil // reserved: no key is in there
+		}
 		start = filepath.Join(b.root, filepath.FromSlash(base))
 	}
 	var keys []string
-	err := filepath.WalkDir(start, func(path string, d fs.DirEntry, err error) error {
+	gone := func(err error) bool { return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) }
+	var walk func(dir string) error
+	walk = func(dir string) error {
+		ents, err := b.fs.ReadDirEntries(dir)
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-				return nil
+			if gone(err) {
+				return nil // removed since its parent was read
 			}
 			return err
 		}
-		rel, _ := filepath.Rel(b.root, path)
-		key := filepath.ToSlash(rel)
-		if d.IsDir() {
-			if path == b.root || path == start {
-				return nil
+		for _, e := range ents {
+			path := filepath.Join(dir, e.Name())
+			rel, _ := filepath.Rel(b.root, path)
+			key := filepath.ToSlash(rel)
+			if e.IsDir() {
+				if key == fileTmpDir {
+					continue
+				}
+				// Prune directories that cannot hold a matching key.
+				if dk := key + "/"; !strings.HasPrefix(dk, opts.Prefix) && !strings.HasPrefix(opts.Prefix, dk) {
+					continue
+				}
+				if err := walk(path); err != nil {
+					return err
+				}
+				continue
 			}
-			if key == fileTmpDir {
-				return fs.SkipDir
+			if strings.HasPrefix(key, opts.Prefix) && key > opts.StartAfter {
+				keys = append(keys, key)
 			}
-			// Prune directories that cannot hold a matching key.
-			if dk := key + "/"; !strings.HasPrefix(dk, opts.Prefix) && !strings.HasPrefix(opts.Prefix, dk) {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		if path == start && base != "" {
-			return nil // base is an object, not a directory
-		}
-		if strings.HasPrefix(key, opts.Prefix) && key > opts.StartAfter {
-			keys = append(keys, key)
 		}
 		return nil
-	})
+	}
+	st, err := b.fs.Stat(start)
+	switch {
+	case err != nil && !gone(err):
+	case err != nil:
+		err = nil // no such directory: no keys
+	case st.IsDir():
+		err = walk(start)
+	} // else base is an object, not a directory
 	if err != nil {
 		return nil, fmt.Errorf("objstore: list %q: %w", opts.Prefix, err)
 	}
@@ -619,7 +771,7 @@ func (b *Bucket) List(ctx context.Context, opts objstore.ListOptions) ([]objstor
 	}
 	out := make([]objstore.ObjectInfo, 0, len(keys))
 	for _, k := range keys {
-		f, err := os.Open(filepath.Join(b.root, filepath.FromSlash(k)))
+		f, err := b.fs.OpenFile(filepath.Join(b.root, filepath.FromSlash(k)), os.O_RDONLY, 0)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue // deleted since the walk

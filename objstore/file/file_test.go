@@ -10,6 +10,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/conformance"
 	"github.com/woodpecker-wal/woodpecker/conformance/bucketsuite"
+	"github.com/woodpecker-wal/woodpecker/internal/vfs"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/file"
 )
@@ -25,6 +26,19 @@ func newFile(t testing.TB, opts file.Options) *file.Bucket {
 
 func TestFileConformance(t *testing.T) {
 	bucketsuite.TestBucket(t, func(t testing.TB) objstore.Bucket { return newFile(t, file.Options{}) }, conformance.Options{Checks: 30})
+}
+
+// TestFileConformanceStrict runs the suite on a simulated filesystem
+// (vfs.Strict, without crashes): the backend does all its I/O through
+// vfs.FS.
+func TestFileConformanceStrict(t *testing.T) {
+	bucketsuite.TestBucket(t, func(t testing.TB) objstore.Bucket {
+		b, err := file.New("/bucket", file.Options{FS: vfs.NewStrict()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}, conformance.Options{Checks: 30})
 }
 
 func TestFileRejectsRelativeRoot(t *testing.T) {

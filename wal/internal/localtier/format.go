@@ -25,7 +25,8 @@
 //	16 u64 segment id
 //	24 u64 tier id
 //	32 u64 writer epoch
-//	40 u64 LSN: 1, 2, 3, ... across segments, without a gap
+//	40 u64 LSN: 1, 2, 3, ... across segments, without a gap (a base
+//	       record carries the LSN of the op that follows it)
 //
 // A segment starts with a base record (the log's logical state before the
 // segment's first operation: first index, next index, empty flag) and then

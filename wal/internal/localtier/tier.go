@@ -193,7 +193,7 @@ func (t *Tier) replay() (*Recovered, error) {
 				ErrCorrupt, t.path(segName(id)), h.lsn, base, rec.NextLSN, rec.State)
 		}
 		first := h.lsn
-		off, lsn := n, h.lsn+1
+		off, lsn := n, h.lsn // the base record carries the LSN of the segment's first op
 		for {
 			h, op, _, n, ok := decodeRecord(data[off:], id, rec.Identity.TierID, lsn)
 			if !ok || h.kind == kindBase {
@@ -398,8 +398,6 @@ func (t *Tier) roll(id uint64) error {
 	if err := t.writeSync(buf); err != nil {
 		return err
 	}
-	t.nextLSN++
-	t.setEnd()
 	t.prepareSpare()
 	return nil
 }
@@ -501,6 +499,9 @@ func (t *Tier) fail(err error) error {
 	}
 	return t.err
 }
+
+// Dir returns the tier's directory.
+func (t *Tier) Dir() string { return t.dir }
 
 // Err returns the tier's sticky failure.
 func (t *Tier) Err() error { return t.err }

@@ -20,3 +20,6 @@ func Crash(w *Writer) {
 
 // UploadedIndex exposes the uploader's acknowledged index.
 func UploadedIndex(w *Writer) uint64 { return w.UploadedIndex() }
+
+// WaitSpare waits until a tiered writer's next local segment is prepared.
+func WaitSpare(w *Writer) { w.tier.lt.WaitSpare() }

@@ -106,8 +106,15 @@ func Open(dir string, opts Options) (*Tier, *Recovered, error) {
 	if err := fsys.MkdirAll(dir, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("localtier: create %s: %w", dir, err)
 	}
-	if err := fsys.SyncDir(filepath.Dir(dir)); err != nil {
-		return nil, nil, fmt.Errorf("localtier: sync %s: %w", filepath.Dir(dir), err)
+	// The directory and its ancestors may have just been created: make
+	// every entry on the path durable (a power cut must not take the tier).
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if err := fsys.SyncDir(d); err != nil {
+			return nil, nil, fmt.Errorf("localtier: sync %s: %w", d, err)
+		}
+		if filepath.Dir(d) == d {
+			break
+		}
 	}
 	lk, err := fsys.Lock(filepath.Join(dir, lockName))
 	if err != nil {
@@ -466,6 +473,9 @@ func (t *Tier) prepareSpare() {
 		t.mu.Unlock()
 	}()
 }
+
+// WaitSpare waits for the background preparation of the next segment.
+func (t *Tier) WaitSpare() { t.waitSpare() }
 
 func (t *Tier) waitSpare() {
 	t.mu.Lock()

@@ -40,4 +40,3 @@ func TestZombieRaceVersitygwEtcd(t *testing.T) {
 	b, m := teststores.S3Etcd(s3, etcd, "zombie")(t)
 	zombieRace(t, b, m, 8)
 }
-

@@ -268,7 +268,6 @@ func sameLog(a, b plModel) bool {
 	return true
 }
 
-
 // TestTieredOneFdatasyncPerGroupCommit counts the local filesystem's calls:
 // each synchronous append is one write and one fdatasync (no directory
 // fsync outside a segment roll), and concurrent appends share commits.

@@ -119,7 +119,7 @@ func TestTieredPowerLoss(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fs.PowerCutAfter(1+rng.Int64N(300), rng)
+		fs.PowerCutAfter(1+rng.Int64N(300), rand.New(rand.NewPCG(rng.Uint64(), 1))) // its own rng: the cut runs on the writer's goroutines
 		var ops []plOp
 		model := plModel{first: 1, next: 1, empty: true}
 		for k := 0; k < 60 && !fs.PoweredOff(); k++ {
@@ -161,7 +161,7 @@ func TestTieredPowerLoss(t *testing.T) {
 				_ = w.SyncUploaded(ctx)
 			}
 		}
-		fs.PowerCut(rng) // if the armed cut did not come yet: now
+		fs.PowerCut(rand.New(rand.NewPCG(rng.Uint64(), 2))) // if the armed cut did not come yet: now
 		cuts++
 		wal.Crash(w)
 		_ = c.Close()
@@ -193,7 +193,7 @@ func TestTieredPowerLoss(t *testing.T) {
 			c2 := newClient(t, b, m, mod)
 			l2 = openLog(t, c2, "a")
 			if attempt == 0 && rng.IntN(3) == 0 {
-				fs.PowerCutAfter(1+rng.Int64N(40), rng)
+				fs.PowerCutAfter(1+rng.Int64N(40), rand.New(rand.NewPCG(rng.Uint64(), 3)))
 			}
 			w2, err = l2.OpenWriter(ctx)
 			fs.PowerCutAfter(0, nil)

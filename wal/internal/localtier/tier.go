@@ -219,6 +219,13 @@ func (t *Tier) replay() (*Recovered, error) {
 		t.segs = append(t.segs, segInfo{id: id, firstLSN: first, endLSN: lsn})
 		t.mu.Unlock()
 	}
+	if len(t.segs) == 0 {
+		// A writer's identity but no record: the crash came before its
+		// first segment was durable, so nothing was acknowledged. Keep the
+		// tier id (the log's record may name it), forget the writer.
+		rec.Identity = Identity{TierID: rec.Identity.TierID}
+		rec.Base, rec.State, rec.Ops, rec.NextLSN = State{}, State{}, nil, 1
+	}
 	t.ident, t.state, t.nextLSN = rec.Identity, rec.State, rec.NextLSN
 	return rec, nil
 }
@@ -318,9 +325,9 @@ func (t *Tier) start(id Identity, st State, lsn uint64) error {
 	if t.err != nil {
 		return t.err
 	}
-	if err := t.writeIdentity(id); err != nil {
-		return t.fail(err)
-	}
+	// The segment first, the identity after: a crash between leaves the
+	// previous identity (Prepare's tier id alone, or the same tier at an
+	// earlier epoch of the same owner), which recovers as such.
 	t.ident, t.state, t.nextLSN = id, st, lsn
 	var segID uint64 = 1
 	t.mu.Lock()
@@ -337,7 +344,13 @@ func (t *Tier) start(id Identity, st State, lsn uint64) error {
 			segID = max(segID, v+1)
 		}
 	}
-	return t.roll(segID)
+	if err := t.roll(segID); err != nil {
+		return err
+	}
+	if err := t.writeIdentity(id); err != nil {
+		return t.fail(err)
+	}
+	return nil
 }
 
 func (t *Tier) writeIdentity(id Identity) error {

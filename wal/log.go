@@ -158,19 +158,35 @@ func (l *Log) LastIndex(ctx context.Context) (uint64, error) {
 // ErrTruncated below the first index (or for an entry removed by
 // TruncateBack) and ErrOutOfRange beyond the last durable index.
 func (l *Log) Get(ctx context.Context, i uint64) ([]byte, error) {
-	if v := l.st.view.Load(); v != nil && v.tail != nil && i >= v.first && i <= v.last {
-		if e, _, ok := v.tail.mem.get(i); ok {
+	for {
+		if e, ok := tailEntry(l.st.view.Load(), i); ok {
 			return e, nil // locally durable, not yet known to be in the bucket
 		}
+		l.st.mu.Lock()
+		hint := l.st.mu.lastFrag
+		l.st.mu.Unlock()
+		f, _, err := l.locate(ctx, i, hint)
+		if errors.Is(err, errInTail) {
+			continue // a newer view holds it in memory
+		}
+		if err != nil {
+			return nil, err
+		}
+		return f.Entry(int(i - f.Header.FirstIndex)), nil
 	}
-	l.st.mu.Lock()
-	hint := l.st.mu.lastFrag
-	l.st.mu.Unlock()
-	f, _, err := l.locate(ctx, i, hint)
-	if err != nil {
-		return nil, err
+}
+
+// errInTail is locate's answer when the view it loaded holds the entry in
+// a tiered writer's memory: the caller reads it from there.
+var errInTail = errors.New("wal: entry is in the writer's in-memory tail")
+
+// tailEntry returns entry i from v's in-memory tail, if it is there.
+func tailEntry(v *logView, i uint64) ([]byte, bool) {
+	if v == nil || v.tail == nil || i < v.first || i > v.last {
+		return nil, false
 	}
-	return f.Entry(int(i - f.Header.FirstIndex)), nil
+	e, _, ok := v.tail.mem.get(i)
+	return e, ok
 }
 
 // locate returns the fragment holding entry i, and the last index of the
@@ -187,6 +203,9 @@ func (l *Log) locate(ctx context.Context, i uint64, hint *codec.Fragment) (*code
 	recheck := true // one more fresh look after an object was not found
 	for refresh := !local; ; refresh = true {
 		v := l.st.view.Load() // one state of the log for this attempt
+		if _, ok := tailEntry(v, i); ok {
+			return nil, 0, errInTail
+		}
 		first, last, err := l.bounds(ctx, v, refresh, i)
 		if err != nil {
 			return nil, 0, err

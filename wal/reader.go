@@ -162,6 +162,17 @@ func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
 				return 0, nil, err
 			}
 		}
+		if v := r.l.st.view.Load(); v != nil && r.frag != nil && r.next >= r.frag.Header.FirstIndex && r.next <= r.lim {
+			// With the writer in this process, a cached fragment is served only
+			// within the log as it is now: a TruncateBack since it was found
+			// may have cut it.
+			if v.rec.ID != r.logID || v.cuts(v.rec) != r.cuts {
+				if err := r.verifyReturned(ctx); err != nil {
+					return 0, nil, err
+				}
+			}
+			r.lim = min(r.lim, v.last)
+		}
 		if f := r.frag; f != nil && r.next >= f.Header.FirstIndex && r.next <= r.lim {
 			if r.tailLSN != 0 { // from memory to the bucket: verified just above
 				r.tailLSN, r.tailEntry = 0, nil
@@ -182,6 +193,9 @@ func (r *Reader) Next(ctx context.Context) (uint64, []byte, error) {
 		}
 		wake := r.l.st.waitCh()
 		f, lim, err := r.l.locate(ctx, r.next, r.frag)
+		if errors.Is(err, errInTail) {
+			continue // a newer view holds it in memory
+		}
 		if err == nil {
 			if err := r.checkContinuity(ctx, f); err != nil {
 				return 0, nil, err

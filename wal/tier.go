@@ -251,6 +251,12 @@ func (t *tierWriter) lagLocked() (time.Duration, bool) {
 }
 
 func (t *tierWriter) appendAsync(first uint64, entries [][]byte) *Future {
+	return t.appendCtx(context.Background(), first, entries)
+}
+
+// appendCtx queues entries; while MaxUploadLag is reached it waits for the
+// uploader, or for ctx (then the append is not queued).
+func (t *tierWriter) appendCtx(ctx context.Context, first uint64, entries [][]byte) *Future {
 	n := 0
 	for _, e := range entries {
 		n += len(e)
@@ -258,7 +264,18 @@ func (t *tierWriter) appendAsync(first uint64, entries [][]byte) *Future {
 	cfg := &t.c.cfg
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() {
+			t.mu.Lock()
+			t.cond.Broadcast()
+			t.mu.Unlock()
+		})
+		defer stop()
+	}
 	for t.err == nil && !t.close {
+		if ctx.Err() != nil {
+			return failedFuture(ctx.Err())
+		}
 		age, lagging := t.lagLocked()
 		if !lagging || (t.lagBytes+n <= cfg.MaxUploadLag && age <= cfg.MaxUploadLagTime) {
 			break

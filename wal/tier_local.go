@@ -26,6 +26,15 @@ func (t *tierWriter) localLoop() {
 			return
 		}
 		if o := t.pending[0]; o.op.Kind == 0 {
+			// A SetMeta waits for everything before it, a TruncateBack of
+			// handed entries included, to be done: its record update must
+			// not land before theirs.
+			if len(t.waiting) == 0 || t.waiting[0] != o {
+				kick(t.upKick)
+				t.cond.Wait()
+				t.mu.Unlock()
+				continue
+			}
 			t.pending = t.pending[1:]
 			t.mu.Unlock()
 			err := t.inner.setMetaNow(t.inner.bgCtx, o.kv)

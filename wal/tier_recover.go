@@ -229,6 +229,11 @@ func (t *tierWriter) closeWriter() error {
 	timer.Stop()
 	t.mu.Lock()
 	err := t.err
+	if err == nil && t.uploadedLSN != t.nextLSN-1 {
+		err = fmt.Errorf("%w: log %q: Close found operations up to LSN %d not uploaded (uploaded to %d); they stay in %s",
+			ErrBroken, t.name, t.nextLSN-1, t.uploadedLSN, t.lt.Dir())
+		t.failLocked(err)
+	}
 	t.mu.Unlock()
 	if err == nil {
 		err = t.inner.Sync(t.inner.bgCtx)

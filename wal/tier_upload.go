@@ -80,8 +80,12 @@ func (t *tierWriter) uploadLoop() {
 	}
 }
 
-// localDrainedLocked: nothing is pending locally (Close waits for it).
-func (t *tierWriter) localDrainedLocked() bool { return len(t.pending) == 0 }
+// localDrainedLocked: everything accepted is locally durable — nothing is
+// pending, and no group commit is being written (the local loop takes a
+// batch off pending before it writes it).
+func (t *tierWriter) localDrainedLocked() bool {
+	return len(t.pending) == 0 && t.durableLSN == t.nextLSN-1
+}
 
 func (t *tierWriter) cuttingLocked() bool {
 	for _, o := range t.waiting {

@@ -137,6 +137,8 @@ func (m *metrics) release() {
 // retired so the counters never go down.
 type clientSet struct {
 	hits, misses, bytes *prometheus.Desc
+	// Tiered writers, per log (summed over the clients).
+	tierDurable, tierUploaded, tierLagEntries, tierLagBytes, tierLagSeconds *prometheus.Desc
 
 	mu struct {
 		sync.Mutex
@@ -150,6 +152,12 @@ func newClientSet() *clientSet {
 		hits:   prometheus.NewDesc("woodpecker_wal_cache_hits_total", "Fragment cache hits.", nil, nil),
 		misses: prometheus.NewDesc("woodpecker_wal_cache_misses_total", "Fragment cache misses (each a GET).", nil, nil),
 		bytes:  prometheus.NewDesc("woodpecker_wal_cache_bytes", "Bytes held by the fragment caches of the open clients.", nil, nil),
+
+		tierDurable:    prometheus.NewDesc("woodpecker_wal_tier_durable_index", "Tiered mode: the last locally durable index of the log's writer.", []string{"log"}, nil),
+		tierUploaded:   prometheus.NewDesc("woodpecker_wal_tier_uploaded_index", "Tiered mode: the last index of the log in the bucket.", []string{"log"}, nil),
+		tierLagEntries: prometheus.NewDesc("woodpecker_wal_tier_upload_lag_entries", "Tiered mode: entries acknowledged and not yet uploaded.", []string{"log"}, nil),
+		tierLagBytes:   prometheus.NewDesc("woodpecker_wal_tier_upload_lag_bytes", "Tiered mode: payload bytes acknowledged and not yet uploaded.", []string{"log"}, nil),
+		tierLagSeconds: prometheus.NewDesc("woodpecker_wal_tier_upload_lag_seconds", "Tiered mode: age of the oldest acknowledged entry not yet uploaded.", []string{"log"}, nil),
 	}
 	s.mu.clients = make(map[*Client]struct{})
 	return s
@@ -193,6 +201,11 @@ func (s *clientSet) Describe(ch chan<- *prometheus.Desc) {
 	ch <- s.hits
 	ch <- s.misses
 	ch <- s.bytes
+	ch <- s.tierDurable
+	ch <- s.tierUploaded
+	ch <- s.tierLagEntries
+	ch <- s.tierLagBytes
+	ch <- s.tierLagSeconds
 }
 
 // Collect implements prometheus.Collector.
@@ -200,11 +213,27 @@ func (s *clientSet) Collect(ch chan<- prometheus.Metric) {
 	s.mu.Lock()
 	s.pruneLocked()
 	hits, misses, bytes := s.mu.retiredHits, s.mu.retiredM, int64(0)
+	tiers := map[string]TierStats{}
 	for c := range s.mu.clients {
 		b, _, h, m := c.frags.Stats()
 		hits, misses, bytes = hits+h, misses+m, bytes+b
+		c.tiers.Range(func(k, _ any) bool {
+			t := k.(*tierWriter)
+			st, sum := t.stats(), tiers[t.name]
+			sum.DurableIndex, sum.UploadedIndex = max(sum.DurableIndex, st.DurableIndex), max(sum.UploadedIndex, st.UploadedIndex)
+			sum.LagEntries, sum.LagBytes, sum.LagAge = sum.LagEntries+st.LagEntries, sum.LagBytes+st.LagBytes, max(sum.LagAge, st.LagAge)
+			tiers[t.name] = sum
+			return true
+		})
 	}
 	s.mu.Unlock()
+	for name, st := range tiers {
+		ch <- prometheus.MustNewConstMetric(s.tierDurable, prometheus.GaugeValue, float64(st.DurableIndex), name)
+		ch <- prometheus.MustNewConstMetric(s.tierUploaded, prometheus.GaugeValue, float64(st.UploadedIndex), name)
+		ch <- prometheus.MustNewConstMetric(s.tierLagEntries, prometheus.GaugeValue, float64(st.LagEntries), name)
+		ch <- prometheus.MustNewConstMetric(s.tierLagBytes, prometheus.GaugeValue, float64(st.LagBytes), name)
+		ch <- prometheus.MustNewConstMetric(s.tierLagSeconds, prometheus.GaugeValue, st.LagAge.Seconds(), name)
+	}
 	ch <- prometheus.MustNewConstMetric(s.hits, prometheus.CounterValue, float64(hits))
 	ch <- prometheus.MustNewConstMetric(s.misses, prometheus.CounterValue, float64(misses))
 	ch <- prometheus.MustNewConstMetric(s.bytes, prometheus.GaugeValue, float64(bytes))

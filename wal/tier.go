@@ -151,6 +151,8 @@ type tierWriter struct {
 	upDone      chan struct{}
 	localKick   chan struct{}
 	tail        atomic.Pointer[tailView]
+	commits     uint64
+	uploads     uint64
 }
 
 type lagMark struct {
@@ -187,9 +189,47 @@ func newTierWriter(c *Client, name string, inner *Writer, lt *localtier.Tier, st
 	t.mu.Lock()
 	t.publishLocked()
 	t.mu.Unlock()
+	c.tiers.Store(t, struct{}{})
 	go t.localLoop()
 	go t.uploadLoop()
 	return t
+}
+
+// TierStats is a tiered writer's progress (Writer.TierStats).
+type TierStats struct {
+	// DurableIndex is the last locally durable index; UploadedIndex the last
+	// one the bucket holds.
+	DurableIndex, UploadedIndex uint64
+	// LagEntries, LagBytes and LagAge are what is acknowledged and not yet
+	// uploaded: entries, payload bytes, and the age of the oldest.
+	LagEntries uint64
+	LagBytes   int
+	LagAge     time.Duration
+	// Commits is the number of local group commits (one fdatasync each);
+	// Uploads the batches made durable in the bucket.
+	Commits, Uploads uint64
+}
+
+func (t *tierWriter) stats() TierStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := TierStats{UploadedIndex: t.inner.DurableIndex(), LagBytes: t.lagBytes, Commits: t.commits, Uploads: t.uploads}
+	if !t.local.Empty {
+		s.DurableIndex = t.local.Next - 1
+	}
+	if s.DurableIndex > s.UploadedIndex {
+		s.LagEntries = s.DurableIndex - s.UploadedIndex
+	}
+	s.LagAge, _ = t.lagLocked()
+	return s
+}
+
+// TierStats returns a tiered writer's progress; zero without tiering.
+func (w *Writer) TierStats() TierStats {
+	if w.tier == nil {
+		return TierStats{}
+	}
+	return w.tier.stats()
 }
 
 func kick(ch chan struct{}) {

@@ -73,6 +73,7 @@ func (t *tierWriter) localLoop() {
 			return
 		}
 		t.c.metrics.tierCommits.Inc()
+		t.commits++
 		urgent := false
 		for _, o := range batch {
 			before := t.local

@@ -264,6 +264,7 @@ func (t *tierWriter) closeWriter() error {
 	t.waiting = nil
 	t.cond.Broadcast()
 	t.mu.Unlock()
+	t.c.tiers.Delete(t)
 	t.c.cfg.Logger.Info("wal: tiered writer closed", "log", t.name, "epoch", t.inner.epoch, "err", err)
 	return err
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/wal"
@@ -308,3 +310,49 @@ func TestTieredSecondWriterOnDirIsRefused(t *testing.T) {
 }
 
 func errLockedAny(err error) error { return err }
+
+func TestTieredMetrics(t *testing.T) {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	b, m := memStores()
+	c := tieredClient(t, b, m, t.TempDir(), func(c *wal.Config) { c.Registerer = reg })
+	_, w := newLog(t, c, "a")
+	mustAppend(t, w, 1, entries(1, 7))
+	got := gatherValues(t, reg)
+	want := map[string]float64{
+		"woodpecker_wal_tier_durable_index{log=a}":      7,
+		"woodpecker_wal_tier_uploaded_index{log=a}":     0,
+		"woodpecker_wal_tier_upload_lag_entries{log=a}": 7,
+		"woodpecker_wal_tier_upload_lag_bytes{log=a}":   float64(len(entryAt(1)) * 7),
+		"woodpecker_wal_tier_commits_total":             1,
+		"woodpecker_wal_tier_commit_latency_seconds":    1,
+		"woodpecker_wal_tier_uploads_total":             0,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+	if got["woodpecker_wal_tier_upload_lag_seconds{log=a}"] <= 0 {
+		t.Errorf("upload lag seconds = %v, want > 0", got["woodpecker_wal_tier_upload_lag_seconds{log=a}"])
+	}
+	if err := w.SyncUploaded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got = gatherValues(t, reg)
+	for k, v := range map[string]float64{
+		"woodpecker_wal_tier_uploaded_index{log=a}":     7,
+		"woodpecker_wal_tier_upload_lag_entries{log=a}": 0,
+		"woodpecker_wal_tier_upload_lag_bytes{log=a}":   0,
+		"woodpecker_wal_tier_upload_lag_seconds{log=a}": 0,
+		"woodpecker_wal_tier_uploads_total":             1,
+		"woodpecker_wal_tier_upload_latency_seconds":    1,
+	} {
+		if got[k] != v {
+			t.Errorf("after SyncUploaded: %s = %v, want %v", k, got[k], v)
+		}
+	}
+	if s := w.TierStats(); s.DurableIndex != 7 || s.UploadedIndex != 7 || s.Commits != 1 || s.Uploads != 1 {
+		t.Errorf("TierStats = %+v", s)
+	}
+}

@@ -64,6 +64,7 @@ func (t *tierWriter) uploadLoop() {
 			return
 		}
 		t.c.metrics.tierUploads.Inc()
+		t.uploads++
 		t.c.metrics.tierUploadLatency.Observe(t.c.clock.Since(start).Seconds())
 		t.uploadedLSN = b.lsn
 		t.mem.trimBelow(min(b.lastIdx, b.cut) + 1)

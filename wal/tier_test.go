@@ -12,6 +12,7 @@ import (
 
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
+	"github.com/woodpecker-wal/woodpecker/objstore/fault"
 	"github.com/woodpecker-wal/woodpecker/wal"
 )
 
@@ -354,5 +355,49 @@ func TestTieredMetrics(t *testing.T) {
 	}
 	if s := w.TierStats(); s.DurableIndex != 7 || s.UploadedIndex != 7 || s.Commits != 1 || s.Uploads != 1 {
 		t.Errorf("TierStats = %+v", s)
+	}
+}
+
+// TestTieredOutage: with the bucket down, appends go on being acknowledged
+// locally until MaxUploadLag, then block (backpressure, not memory); once
+// the bucket is back the lag drains and nothing is lost.
+func TestTieredOutage(t *testing.T) {
+	ctx := context.Background()
+	inner, m := memStores()
+	fb := fault.Wrap(inner, 1)
+	c := tieredClient(t, fb, m, t.TempDir(), func(c *wal.Config) {
+		c.UploadInterval, c.MaxUploadLag = 5*time.Millisecond, 10<<10
+	})
+	_, w := newLog(t, c, "a")
+	defer w.Close()
+	fb.FailRate(fault.OpPut|fault.OpPutIfAbsent, 1) // the bucket is down for writes
+	entry := make([]byte, 1<<10)
+	i := uint64(1)
+	for ; i <= 10; i++ { // 10 KiB: up to the lag bound
+		if err := w.Append(ctx, i, [][]byte{entry}); err != nil {
+			t.Fatalf("append %d during the outage, below MaxUploadLag: %v", i, err)
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	err := w.Append(short, i, [][]byte{entry})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("append beyond MaxUploadLag during the outage: %v; want it to block (DeadlineExceeded)", err)
+	}
+	if s := w.TierStats(); s.LagBytes != 10<<10 || s.UploadedIndex != 0 {
+		t.Fatalf("during the outage: %+v; want 10 KiB of lag and nothing uploaded", s)
+	}
+	fb.Heal()
+	for ; i <= 30; i++ {
+		if err := w.Append(ctx, i, [][]byte{entry}); err != nil {
+			t.Fatalf("append %d after the outage: %v", i, err)
+		}
+	}
+	if err := w.SyncUploaded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other := openLog(t, newClient(t, inner, m, nil), "a")
+	if last, err := other.LastIndex(ctx); err != nil || last != 30 {
+		t.Fatalf("after the outage another process sees up to %d (%v); want 30", last, err)
 	}
 }

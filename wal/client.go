@@ -38,7 +38,7 @@ type Client struct {
 	gc          gcState
 	metrics     *metrics
 	stats       statCounters
-	tiers       sync.Map // *tierWriter -> struct{}: the open tiered writers, for the metrics
+	tiers       sync.Map                     // *tierWriter -> struct{}: the open tiered writers, for the metrics
 	owned       []interface{ Close() error } // stores opened by OpenURL, closed by Close
 	janitorDone chan struct{}                // closed when the janitor exits; nil without one
 	pf          struct {

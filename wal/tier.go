@@ -153,6 +153,7 @@ type tierWriter struct {
 	tail        atomic.Pointer[tailView]
 	commits     uint64
 	uploads     uint64
+	unhanded    int // payload locally durable and not yet handed
 }
 
 type lagMark struct {

@@ -79,6 +79,7 @@ func (t *tierWriter) localLoop() {
 			before := t.local
 			t.local = t.local.Apply(o.op)
 			t.mem.apply(before, t.local, o.op)
+			t.unhanded += o.bytes
 			o.ready = true
 			if o.op.Kind == localtier.KindTruncateBack && t.local.Next < before.Next {
 				t.cuts++
@@ -112,15 +113,7 @@ func (t *tierWriter) localLoop() {
 }
 
 // unhandedBytesLocked is the payload locally durable and not yet handed.
-func (t *tierWriter) unhandedBytesLocked() int {
-	n := 0
-	for i := len(t.lagQ) - 1; i >= 0 && t.lagQ[i].lsn > t.handLSN; i-- {
-		if t.lagQ[i].lsn <= t.durableLSN {
-			n += t.lagQ[i].bytes
-		}
-	}
-	return n
-}
+func (t *tierWriter) unhandedBytesLocked() int { return t.unhanded }
 
 // setMetaNow merges kv into the record's meta in one compare-and-swap,
 // without waiting for the flush queue (a tiered writer's entries before it

@@ -158,7 +158,7 @@ func (t *tierWriter) planLocked() (*tierBatch, handPlan) {
 			b.cuts = append(b.cuts, o)
 		}
 	}
-	t.handed, t.handLSN = l, b.lsn
+	t.handed, t.handLSN, t.unhanded = l, b.lsn, 0
 	t.keep, t.cutSince, t.emptied = 0, false, false
 	t.flight = b
 	return b, p

@@ -74,6 +74,11 @@ type Tier struct {
 	curOff int64
 	err    error // sticky: a failed write or fsync is never retried
 
+	// spareMu serializes what moves the spare file: a roll taking it, a
+	// retirement recycling a segment into it, its zero-filling. Lock order:
+	// spareMu, then mu.
+	spareMu sync.Mutex
+
 	mu          sync.Mutex
 	segs        []segInfo // retained segments, oldest first; the last one is cur
 	spareReady  bool      // "spare" exists, synced, ready to become the next segment
@@ -388,6 +393,7 @@ func (t *Tier) roll(id uint64) error {
 		return err
 	}
 	t.waitSpare()
+	t.spareMu.Lock()
 	t.mu.Lock()
 	useSpare := t.spareReady
 	t.spareReady = false
@@ -399,6 +405,7 @@ func (t *Tier) roll(id uint64) error {
 	} else {
 		err = t.zeroFile(name)
 	}
+	t.spareMu.Unlock()
 	if err == nil {
 		err = t.fs.SyncDir(t.dir)
 	}
@@ -418,7 +425,12 @@ func (t *Tier) roll(id uint64) error {
 	if err := t.writeSync(buf); err != nil {
 		return err
 	}
-	t.prepareSpare()
+	t.mu.Lock()
+	only := len(t.segs) == 1
+	t.mu.Unlock()
+	if only {
+		t.prepareSpare() // no uploaded segment will be recycled before this one fills
+	}
 	return nil
 }
 
@@ -479,6 +491,8 @@ func (t *Tier) prepareSpare() {
 	t.spareDone = done
 	go func() {
 		defer close(done)
+		t.spareMu.Lock()
+		defer t.spareMu.Unlock()
 		err := t.zeroFile(t.path(spareName))
 		t.mu.Lock()
 		t.spareBusy = false
@@ -567,6 +581,11 @@ func (t *Tier) Write(ops []Op) error {
 	if err := t.writeSync(buf); err != nil {
 		return err
 	}
+	if t.curOff > t.size/2 {
+		// The next segment: a retired one recycled by now, or zero-filled
+		// in the background from here on.
+		t.prepareSpare()
+	}
 	for _, op := range ops {
 		t.state = t.state.Apply(op)
 	}
@@ -581,9 +600,11 @@ func (t *Tier) Write(ops []Op) error {
 // records carry another segment id).
 func (t *Tier) Retire(upTo uint64) error {
 	for {
+		t.spareMu.Lock()
 		t.mu.Lock()
 		if t.closed || len(t.segs) < 2 || t.segs[0].endLSN-1 > upTo {
 			t.mu.Unlock()
+			t.spareMu.Unlock()
 			return nil
 		}
 		s := t.segs[0]
@@ -608,6 +629,7 @@ func (t *Tier) Retire(upTo uint64) error {
 			t.spareReady = err == nil
 		}
 		t.mu.Unlock()
+		t.spareMu.Unlock()
 		if err != nil {
 			return fmt.Errorf("localtier: retire segment %d: %w", s.id, err)
 		}

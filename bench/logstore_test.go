@@ -5,6 +5,11 @@ package bench
 //   - ours-file: woodpecker's adapters/hashiraft on file:// (a temp dir,
 //     metadata in the bucket): every object is created with fsync + link +
 //     directory fsync.
+//   - ours-tiered: the same in tiered mode (wal.Config.LocalDir, defaults
+//     otherwise): StoreLogs returns once its entries are written and
+//     fdatasynced to a local segment (one group commit); they are uploaded
+//     to the file:// bucket in the background every UploadInterval (1s).
+//     Bucket and LocalDir are both in the temp dir (tiered_test.go).
 //   - ours-vgw: the same on a versitygw child process (S3 over loopback,
 //     signed payloads; versitygw itself does not fsync) with metadata in an
 //     embedded etcd (no fsync), both started once per run by the main
@@ -32,6 +37,13 @@ package bench
 //     store's own caches are empty; the OS page cache is warm for everyone.
 //   - Floor/*: the filesystem primitives under each design (see
 //     BenchmarkFloor), to read the StoreLogs numbers against.
+//   - StoreLogsInterleaved/<n>x<size>: ours-tiered, raftwal, boltdb and
+//     ours-file in one benchmark, taking turns in 7 short rounds; p50/p99
+//     are medians over the rounds (interleave_test.go, tiered_test.go).
+//   - Save/<shape>: etcd raft's Save, etcdraft in tiered mode against
+//     etcd's own WAL + MemoryStorage, interleaved (etcd_test.go).
+//   - TieredPUTRate, TieredUploadLag: PUTs per second and upload lag of a
+//     tiered writer at a fixed append rate (tiered_test.go).
 //
 // Run: cd bench && go test -run '^$' -bench . -benchtime 2s
 // Syscall and fsync counts per StoreLogs: ./syscalls.sh (needs strace).
@@ -84,6 +96,7 @@ var storeKinds = []storeKind{
 			return hashiraft.Open(context.Background(), u, "", hashiraft.Options{})
 		}}
 	}},
+	{"ours-tiered", func(b *testing.B) location { return tieredLocation(b, false) }},
 	{"ours-vgw", func(b *testing.B) location {
 		s3, etcd := versitygw(b)
 		bucket, meta := s3.URL(s3.NewBucket(b), "raft"), etcd.URL(etcd.NewPrefix())
@@ -141,8 +154,16 @@ func BenchmarkStoreLogs(b *testing.B) {
 		for _, n := range []int{1, 64} {
 			for _, size := range []int{128, 4096} {
 				b.Run(fmt.Sprintf("%s/%dx%s", sk.name, n, sizeName(size)), func(b *testing.B) {
-					s := openStore(b, sk.newLocation(b))
+					loc := sk.newLocation(b)
+					if sk.name == "ours-tiered" {
+						loc = tieredLocation(b, true) // see openTiered
+					}
+					s := openStore(b, loc)
 					defer s.Close()
+					if ts, ok := s.(tieredStore); ok {
+						tierCounters(b, ts.reg, func() { raftbench.StoreLogs(b, s, n, size) })
+						return
+					}
 					raftbench.StoreLogs(b, s, n, size)
 				})
 			}

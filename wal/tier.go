@@ -153,7 +153,8 @@ type tierWriter struct {
 	tail        atomic.Pointer[tailView]
 	commits     uint64
 	uploads     uint64
-	unhanded    int // payload locally durable and not yet handed
+	unhanded    int  // payload locally durable and not yet handed
+	committing  bool // a group commit is being written (by the local loop or a synchronous appender)
 }
 
 type lagMark struct {
@@ -269,8 +270,8 @@ func (t *tierWriter) failLocked(err error) {
 	t.c.cfg.Logger.Warn("wal: tiered writer failed", "log", t.name, "err", err)
 }
 
-// enqueueLocked accepts op.
-func (t *tierWriter) enqueueLocked(o *tierOp) {
+// enqueueLocked accepts op, and wakes the local loop when wake is set.
+func (t *tierWriter) enqueueLocked(o *tierOp, wake bool) {
 	o.fut = newFuture()
 	o.fut.start = t.c.clock.Now()
 	if o.op.Kind != 0 {
@@ -281,7 +282,9 @@ func (t *tierWriter) enqueueLocked(o *tierOp) {
 	t.pending = append(t.pending, o)
 	t.waiting = append(t.waiting, o)
 	t.lastFut = o.fut
-	kick(t.localKick)
+	if wake {
+		kick(t.localKick)
+	}
 }
 
 func (t *tierWriter) lagLocked() (time.Duration, bool) {
@@ -292,12 +295,19 @@ func (t *tierWriter) lagLocked() (time.Duration, bool) {
 }
 
 func (t *tierWriter) appendAsync(first uint64, entries [][]byte) *Future {
-	return t.appendCtx(context.Background(), first, entries)
+	return t.appendCtx(context.Background(), first, entries, false)
+}
+
+// appendSync appends and, when it can, writes the group commit itself
+// (leadLocked) before it returns the future.
+func (t *tierWriter) appendSync(ctx context.Context, first uint64, entries [][]byte) *Future {
+	return t.appendCtx(ctx, first, entries, true)
 }
 
 // appendCtx queues entries; while MaxUploadLag is reached it waits for the
-// uploader, or for ctx (then the append is not queued).
-func (t *tierWriter) appendCtx(ctx context.Context, first uint64, entries [][]byte) *Future {
+// uploader, or for ctx (then the append is not queued). With lead, the
+// caller writes the group commit itself when nobody else is (leadLocked).
+func (t *tierWriter) appendCtx(ctx context.Context, first uint64, entries [][]byte, lead bool) *Future {
 	n := 0
 	for _, e := range entries {
 		n += len(e)
@@ -348,9 +358,12 @@ func (t *tierWriter) appendCtx(ctx context.Context, first uint64, entries [][]by
 		return failedFuture(fmt.Errorf("%w: log %q: append at %d %s; next index is %d", ErrBadIndex, t.name, first, what, t.log.Next))
 	}
 	o := &tierOp{op: localtier.Op{Kind: localtier.KindEntries, Index: first, Entries: entries}, bytes: n}
-	t.enqueueLocked(o)
+	t.enqueueLocked(o, !lead)
 	t.lagBytes += n
 	t.lagQ = append(t.lagQ, lagMark{lsn: o.op.LSN, at: o.fut.start, bytes: n})
+	if lead {
+		t.leadLocked()
+	}
 	return o.fut
 }
 
@@ -367,7 +380,7 @@ func (t *tierWriter) control(ctx context.Context, next func() *tierOp) error {
 		t.mu.Unlock()
 		return nil
 	}
-	t.enqueueLocked(o)
+	t.enqueueLocked(o, true)
 	t.mu.Unlock()
 	if err := o.fut.Wait(ctx); err != nil {
 		return err

@@ -413,7 +413,7 @@ func (w *Writer) AppendAsync(first uint64, entries [][]byte) *Future {
 // fragment at once, with whatever else is pending.
 func (w *Writer) Append(ctx context.Context, first uint64, entries [][]byte) error {
 	if w.tier != nil {
-		fut := w.tier.appendCtx(ctx, first, entries)
+		fut := w.tier.appendSync(ctx, first, entries)
 		err := fut.Wait(ctx)
 		if err == nil {
 			w.c.metrics.syncLatency.Observe(w.c.clock.Since(fut.start).Seconds())

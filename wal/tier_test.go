@@ -401,3 +401,46 @@ func TestTieredOutage(t *testing.T) {
 		t.Fatalf("after the outage another process sees up to %d (%v); want 30", last, err)
 	}
 }
+
+// TestTieredFencedWriterAcksAreLost asserts the documented rule for a
+// fenced tiered writer: until an upload tells it, it goes on acknowledging
+// locally, and those acknowledgements are lost — the new owner's history
+// is the log, and the zombie's tail is never uploaded, now or on restart.
+func TestTieredFencedWriterAcksAreLost(t *testing.T) {
+	ctx := context.Background()
+	b, m := memStores()
+	dir := t.TempDir()
+	_, zombie := newLog(t, tieredClient(t, b, m, dir, nil), "a")
+	mustAppend(t, zombie, 1, entries(1, 5))
+	if err := zombie.SyncUploaded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l2 := openLog(t, newClient(t, b, m, nil), "a")
+	owner, err := l2.OpenWriter(ctx, wal.AcceptLostTail(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, owner, 6, entriesOf("owner", 6, 3))
+	// The zombie does not know yet: its local acknowledgements go on.
+	if err := zombie.Append(ctx, 6, entriesOf("zombie", 6, 5)); err != nil {
+		t.Fatalf("a fenced tiered writer's local append failed before any upload: %v", err)
+	}
+	if err := zombie.SyncUploaded(ctx); !errors.Is(err, wal.ErrFenced) {
+		t.Fatalf("the zombie's upload: %v; want ErrFenced", err)
+	}
+	wantEntries(t, l2, 1, 5)
+	wantEntriesOf(t, l2, "owner", 6, 8)
+	_ = zombie.Close()
+	// Restarted on its directory, the zombie's tail is discarded.
+	c3 := tieredClient(t, b, m, dir, nil)
+	w3, err := openLog(t, c3, "a").OpenWriter(ctx, wal.AcceptLostTail(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEntriesOf(t, l2, "owner", 6, 8)
+	if last := w3.LastIndex(); last != 8 {
+		t.Fatalf("after the zombie's restart LastIndex = %d, want 8", last)
+	}
+	w3.Close()
+	_ = owner.Close()
+}

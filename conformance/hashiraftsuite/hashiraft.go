@@ -54,7 +54,7 @@ type HashiFactory struct {
 // one for the process that lives through an outage.
 const (
 	hashiCallTimeout  = 10 * time.Second
-	hashiShortTimeout = 150 * time.Millisecond
+	hashiShortTimeout = 400 * time.Millisecond
 )
 
 // TestHashiLogStore checks a hashicorp/raft log and stable store against

@@ -29,7 +29,6 @@ package wal
 import (
 	"context"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -339,23 +338,8 @@ func (t *tierWriter) appendCtx(ctx context.Context, first uint64, entries [][]by
 	if err := t.checkLocked(); err != nil {
 		return failedFuture(err)
 	}
-	if len(entries) == 0 {
-		return failedFuture(fmt.Errorf("%w: append of no entries", ErrBadIndex))
-	}
-	for i, e := range entries {
-		if len(e) > cfg.MaxFlushSize {
-			return failedFuture(fmt.Errorf("wal: entry %d is %d bytes, larger than MaxFlushSize %d", first+uint64(i), len(e), cfg.MaxFlushSize))
-		}
-	}
-	if first == 0 || first > ^uint64(0)-uint64(len(entries)) {
-		return failedFuture(fmt.Errorf("%w: append at %d", ErrBadIndex, first))
-	}
-	if !t.log.Empty && first != t.log.Next {
-		what := "leaves a gap"
-		if first < t.log.Next {
-			what = "goes backwards (TruncateBack first)"
-		}
-		return failedFuture(fmt.Errorf("%w: log %q: append at %d %s; next index is %d", ErrBadIndex, t.name, first, what, t.log.Next))
+	if err := checkAppend(t.name, cfg.MaxFlushSize, first, entries, t.log.Empty, t.log.Next); err != nil {
+		return failedFuture(err)
 	}
 	o := &tierOp{op: localtier.Op{Kind: localtier.KindEntries, Index: first, Entries: entries}, bytes: n}
 	t.enqueueLocked(o, !lead)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/woodpecker-wal/woodpecker/internal/vfs"
 	"github.com/woodpecker-wal/woodpecker/meta"
 	"github.com/woodpecker-wal/woodpecker/objstore"
 	"github.com/woodpecker-wal/woodpecker/objstore/fault"
@@ -303,14 +304,12 @@ func TestTieredSecondWriterOnDirIsRefused(t *testing.T) {
 	if w2, err := l2.OpenWriter(ctx); err == nil {
 		w2.Close()
 		t.Fatal("a second writer on the same local directory opened")
-	} else if !errors.Is(err, errLockedAny(err)) {
+	} else if !errors.Is(err, vfs.ErrLocked) {
 		t.Fatal(err)
 	} else {
 		t.Logf("refused: %v", err)
 	}
 }
-
-func errLockedAny(err error) error { return err }
 
 func TestTieredMetrics(t *testing.T) {
 	ctx := context.Background()

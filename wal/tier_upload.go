@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/woodpecker-wal/woodpecker/wal/internal/localtier"
 )
 
 // uploadLoop ships what is locally durable to the bucket through the inner
@@ -206,5 +204,3 @@ func (t *tierWriter) hand(b *tierBatch, p handPlan) error {
 	}
 	return nil
 }
-
-var _ = localtier.KindEntries

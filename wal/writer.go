@@ -375,26 +375,12 @@ func (w *Writer) AppendAsync(first uint64, entries [][]byte) *Future {
 	if err := w.checkLocked(); err != nil {
 		return failedFuture(err)
 	}
-	if len(entries) == 0 {
-		return failedFuture(fmt.Errorf("%w: append of no entries", ErrBadIndex))
-	}
-	for i, e := range entries {
-		if len(e) > w.c.cfg.MaxFlushSize {
-			return failedFuture(fmt.Errorf("wal: entry %d is %d bytes, larger than MaxFlushSize %d", first+uint64(i), len(e), w.c.cfg.MaxFlushSize))
-		}
-	}
-	if first == 0 || first > ^uint64(0)-uint64(len(entries)) {
-		return failedFuture(fmt.Errorf("%w: append at %d", ErrBadIndex, first))
+	if err := checkAppend(w.name, w.c.cfg.MaxFlushSize, first, entries, w.mu.empty, w.mu.next); err != nil {
+		return failedFuture(err)
 	}
 	if w.mu.empty {
 		w.enqueueLocked(&item{op: opReset, arg: first, fut: newFuture()})
 		w.mu.empty, w.mu.first, w.mu.next = false, first, first
-	} else if first != w.mu.next {
-		what := "leaves a gap"
-		if first < w.mu.next {
-			what = "goes backwards (TruncateBack first)"
-		}
-		return failedFuture(fmt.Errorf("%w: log %q: append at %d %s; next index is %d", ErrBadIndex, w.name, first, what, w.mu.next))
 	}
 	w.mu.next = first + uint64(len(entries))
 	w.mu.unacked += n
@@ -406,6 +392,30 @@ func (w *Writer) AppendAsync(first uint64, entries [][]byte) *Future {
 		w.mu.queueBytes += len(e)
 	}
 	return fut
+}
+
+// checkAppend checks an append of entries at first to a log that is empty
+// or whose next index is next.
+func checkAppend(name string, maxEntry int, first uint64, entries [][]byte, empty bool, next uint64) error {
+	if len(entries) == 0 {
+		return fmt.Errorf("%w: append of no entries", ErrBadIndex)
+	}
+	for i, e := range entries {
+		if len(e) > maxEntry {
+			return fmt.Errorf("wal: entry %d is %d bytes, larger than MaxFlushSize %d", first+uint64(i), len(e), maxEntry)
+		}
+	}
+	if first == 0 || first > ^uint64(0)-uint64(len(entries)) {
+		return fmt.Errorf("%w: append at %d", ErrBadIndex, first)
+	}
+	if !empty && first != next {
+		what := "leaves a gap"
+		if first < next {
+			what = "goes backwards (TruncateBack first)"
+		}
+		return fmt.Errorf("%w: log %q: append at %d %s; next index is %d", ErrBadIndex, name, first, what, next)
+	}
+	return nil
 }
 
 // Append appends entries starting at index first and returns when they are

@@ -54,8 +54,8 @@ type Recovered struct {
 }
 
 type segInfo struct {
-	id               uint64
-	firstLSN, endLSN uint64 // LSNs [firstLSN, endLSN) are in the segment (its base record included)
+	id     uint64
+	endLSN uint64 // the LSN after the segment's last op
 }
 
 // Tier is an open local tier. Write is called by one goroutine at a time;
@@ -79,13 +79,12 @@ type Tier struct {
 	// spareMu, then mu.
 	spareMu sync.Mutex
 
-	mu          sync.Mutex
-	segs        []segInfo // retained segments, oldest first; the last one is cur
-	spareReady  bool      // "spare" exists, synced, ready to become the next segment
-	spareBusy   bool      // a goroutine is preparing it
-	spareDone   chan struct{}
-	closed      bool
-	syncs, rols int64
+	mu         sync.Mutex
+	segs       []segInfo // retained segments, oldest first; the last one is cur
+	spareReady bool      // "spare" exists, synced, ready to become the next segment
+	spareBusy  bool      // a goroutine is preparing it
+	spareDone  chan struct{}
+	closed     bool
 }
 
 const (
@@ -204,7 +203,6 @@ func (t *Tier) replay() (*Recovered, error) {
 			return nil, fmt.Errorf("%w: segment %s starts at LSN %d in state %+v; the one before ended before LSN %d in state %+v",
 				ErrCorrupt, t.path(segName(id)), h.lsn, base, rec.NextLSN, rec.State)
 		}
-		first := h.lsn
 		off, lsn := n, h.lsn // the base record carries the LSN of the segment's first op
 		for {
 			h, op, _, n, ok := decodeRecord(data[off:], id, rec.Identity.TierID, lsn)
@@ -221,7 +219,7 @@ func (t *Tier) replay() (*Recovered, error) {
 		}
 		rec.NextLSN = lsn
 		t.mu.Lock()
-		t.segs = append(t.segs, segInfo{id: id, firstLSN: first, endLSN: lsn})
+		t.segs = append(t.segs, segInfo{id: id, endLSN: lsn})
 		t.mu.Unlock()
 	}
 	if len(t.segs) == 0 {
@@ -235,12 +233,11 @@ func (t *Tier) replay() (*Recovered, error) {
 	return rec, nil
 }
 
-// tornBytes is the length of the non-zero data after the valid records (a
-// zero-filled or recycled tail reads as the segment's free space).
+// tornBytes measures, for the log, the non-zero bytes right after the last
+// valid record (up to 1 MiB): the torn write of an unacknowledged commit
+// (zero-filled space reads as none; a recycled segment's stale records
+// count too, so it is a measure, not a promise).
 func tornBytes(b []byte) int64 {
-	// Only an unacknowledged write can sit right after the last record;
-	// report how far its non-zero bytes reach within one header's reach of
-	// the start, as a measure, not as a promise.
 	n := 0
 	for n < len(b) && n < 1<<20 && b[n] != 0 {
 		n++
@@ -418,8 +415,7 @@ func (t *Tier) roll(id uint64) error {
 	}
 	t.cur, t.curOff = f, 0
 	t.mu.Lock()
-	t.segs = append(t.segs, segInfo{id: id, firstLSN: t.nextLSN, endLSN: t.nextLSN})
-	t.rols++
+	t.segs = append(t.segs, segInfo{id: id, endLSN: t.nextLSN})
 	t.mu.Unlock()
 	buf := appendRecord(nil, t.hdr(kindBase, t.nextLSN), Op{Kind: kindBase}, t.state)
 	if err := t.writeSync(buf); err != nil {
@@ -521,9 +517,6 @@ func (t *Tier) writeSync(buf []byte) error {
 		return t.fail(fmt.Errorf("localtier: fdatasync %s: %w", t.cur.Name(), err))
 	}
 	t.curOff += int64(len(buf))
-	t.mu.Lock()
-	t.syncs++
-	t.mu.Unlock()
 	return nil
 }
 
@@ -634,20 +627,6 @@ func (t *Tier) Retire(upTo uint64) error {
 			return fmt.Errorf("localtier: retire segment %d: %w", s.id, err)
 		}
 	}
-}
-
-// Stats returns the fdatasyncs of group commits and roll counts so far.
-func (t *Tier) Stats() (syncs, rolls int64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.syncs, t.rols
-}
-
-// Segments returns how many segments are retained.
-func (t *Tier) Segments() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.segs)
 }
 
 func (t *Tier) closeCur() error {
